@@ -1,0 +1,269 @@
+"""Lag straight from the brokers: committed offsets of a group and log-start/log-end of every partition.
+
+`compute_lag` is the pure arithmetic; `LagReader` is the thin I/O shell around a cached AdminClient. One
+poll is always the same four admin calls (describe_topics, list_offsets earliest, list_offsets latest,
+list_consumer_group_offsets), whatever the partition count: librdkafka batches each call per leader, so
+the broker sees one Metadata, one ListOffsets per spec and leader, and one OffsetFetch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ResetPolicy = Literal["earliest", "latest"]
+
+# librdkafka's "no committed offset" sentinel (OFFSET_INVALID) and the other logical offsets (< 0).
+_NO_OFFSET = -1001
+
+# The admin calls one poll issues; fixed by construction (see module docstring).
+REQUESTS_PER_POLL = 4
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers could not be reached or did not answer in time."""
+
+
+class TopicNotFound(LookupError):
+    """A named topic does not exist on the cluster."""
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition's offsets and the lag derived from them (see `compute_lag` for the rules)."""
+
+    topic: str
+    partition: int
+    log_start: int
+    log_end: int
+    committed: int | None  # as stored by the group; None when the group never committed here
+    lag: int
+    no_commit: bool = False  # lag follows the reset policy, not a committed offset
+    behind_log_start: bool = False  # committed < log-start: records were deleted before being consumed
+    ahead_of_log_end: bool = False  # committed > log-end (truncated log / recreated topic); lag clamped to 0
+
+    @property
+    def position(self) -> int:
+        """The offset the group will read next (committed, or where the reset policy puts it)."""
+        return self.log_end - self.lag
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic, "partition": self.partition, "logStart": self.log_start,
+            "logEnd": self.log_end, "committed": self.committed, "lag": self.lag,
+            "noCommit": self.no_commit, "behindLogStart": self.behind_log_start,
+            "aheadOfLogEnd": self.ahead_of_log_end,
+        }
+
+
+def compute_lag(topic: str, partition: int, log_start: int, log_end: int, committed: int | None,
+                reset: ResetPolicy = "earliest") -> PartitionLag:
+    """Lag = log-end - committed, with the corner cases made explicit rather than negative or huge.
+
+    - no committed offset: the consumer will start where the reset policy says, so lag is
+      log-end - log-start for `earliest` and 0 for `latest` (flagged `no_commit`);
+    - committed below log-start (retention deleted unread records): the consumer resumes at log-start,
+      so lag counts from there (flagged `behind_log_start`, a warning: those records are gone);
+    - committed beyond log-end: nothing to read, lag 0 (flagged `ahead_of_log_end`).
+    """
+    if log_start < 0 or log_end < log_start:
+        raise ValueError(f"invalid log range {log_start}..{log_end} for {topic}[{partition}]")
+    if committed is None or committed < 0:
+        lag = log_end - log_start if reset == "earliest" else 0
+        return PartitionLag(topic, partition, log_start, log_end, None, lag, no_commit=True)
+    if committed < log_start:
+        return PartitionLag(topic, partition, log_start, log_end, committed, log_end - log_start,
+                            behind_log_start=True)
+    if committed > log_end:
+        return PartitionLag(topic, partition, log_start, log_end, committed, 0, ahead_of_log_end=True)
+    return PartitionLag(topic, partition, log_start, log_end, committed, log_end - committed)
+
+
+@dataclass(frozen=True)
+class LagSnapshot:
+    """Every partition of the group's topics at one instant (`taken_at`, seconds since the epoch)."""
+
+    group: str
+    taken_at: float
+    partitions: tuple[PartitionLag, ...]
+    requests: int = REQUESTS_PER_POLL  # admin calls this snapshot cost
+    read_seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    @property
+    def max_partition(self) -> int:
+        return max((p.lag for p in self.partitions), default=0)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Human-readable warning conditions (records lost to retention, offsets past log end)."""
+        out = []
+        for p in self.partitions:
+            if p.behind_log_start:
+                out.append(f"{p.topic}[{p.partition}]: committed offset {p.committed} is below log-start "
+                           f"{p.log_start}: {p.log_start - (p.committed or 0)} records deleted unread")
+            if p.ahead_of_log_end:
+                out.append(f"{p.topic}[{p.partition}]: committed offset {p.committed} is beyond log-end "
+                           f"{p.log_end}")
+        return out
+
+
+def build_snapshot(group: str, taken_at: float, starts: Mapping[tuple[str, int], int],
+                   ends: Mapping[tuple[str, int], int], committed: Mapping[tuple[str, int], int | None],
+                   reset: ResetPolicy = "earliest", requests: int = REQUESTS_PER_POLL,
+                   read_seconds: float = 0.0) -> LagSnapshot:
+    """Join the three offset maps (keyed by (topic, partition)) into a snapshot, sorted by partition."""
+    keys = sorted(ends)
+    parts = tuple(compute_lag(t, p, starts.get((t, p), 0), ends[(t, p)], committed.get((t, p)), reset)
+                  for t, p in keys)
+    return LagSnapshot(group, taken_at, parts, requests, read_seconds)
+
+
+# --- I/O shell -------------------------------------------------------------------------------------------
+
+def _client_key(bootstrap_servers: str, security: Mapping[str, str]) -> str:
+    """Cache key: bootstrap plus security settings, hashed so that passwords never sit in a dict key/log."""
+    material = bootstrap_servers + "\0" + "\0".join(f"{k}={v}" for k, v in sorted(security.items()))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> Any:
+    """One AdminClient per (bootstrap servers, security settings), reused across polls and groups.
+
+    `security` holds librdkafka keys such as security.protocol, sasl.mechanism, sasl.username,
+    sasl.password (the operator resolves them from the credentials Secret). librdkafka's own log lines go
+    to the `lagpilot.kafka` Python logger instead of stderr.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    security = dict(security or {})
+    key = _client_key(bootstrap_servers, {**security, **{k: str(v) for k, v in (extra or {}).items()}})
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            conf: dict[str, Any] = {
+                "bootstrap.servers": bootstrap_servers,
+                "client.id": "lagpilot-lag-reader",
+                "socket.timeout.ms": 10000,
+                "logger": logging.getLogger("lagpilot.kafka"),
+                **security, **(extra or {}),
+            }
+            client = AdminClient(conf)
+            _clients[key] = client
+        return client
+
+
+def forget_clients() -> None:
+    """Drop cached clients (tests, or when credentials rotate)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+def cached_client_count() -> int:
+    with _clients_lock:
+        return len(_clients)
+
+
+@dataclass
+class LagReader:
+    """Reads a `LagSnapshot` for a group in REQUESTS_PER_POLL admin calls, on a cached client.
+
+    `requests_total` counts every admin call this reader issued, so tests and the bench can check that
+    a poll costs the same for 1 or 1 000 partitions.
+    """
+
+    bootstrap_servers: str
+    security: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 10.0
+    requests_total: int = 0
+    polls: int = 0
+
+    @property
+    def client(self) -> Any:
+        return admin_client(self.bootstrap_servers, self.security)
+
+    def read(self, group: str, topics: Iterable[str], reset: ResetPolicy = "earliest") -> LagSnapshot:
+        """Offsets of every partition of `topics` and the group's commits on them.
+
+        Raises TopicNotFound for a missing topic and KafkaUnavailable when the brokers do not answer.
+        """
+        from confluent_kafka import (
+            ConsumerGroupTopicPartitions,
+            KafkaError,
+            KafkaException,
+            TopicCollection,
+            TopicPartition,
+        )
+        from confluent_kafka.admin import OffsetSpec
+
+        topics = list(dict.fromkeys(topics))
+        if not topics:
+            raise ValueError("no topic to read")
+        admin = self.client
+        admin.poll(0)  # serve queued librdkafka log lines (routed to the `lagpilot.kafka` logger)
+        t0 = time.monotonic()
+        taken_at = time.time()
+        issued = 0
+        try:
+            # 1. partitions of each topic: one Metadata request for all topics.
+            issued += 1
+            futures = admin.describe_topics(TopicCollection(topics), request_timeout=self.timeout)
+            tps: list[Any] = []
+            for name, fut in futures.items():
+                try:
+                    desc = fut.result(timeout=self.timeout + 5)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise TopicNotFound(f"topic {name!r} not found") from None
+                    raise
+                tps.extend(TopicPartition(name, p.id) for p in desc.partitions)
+            # 2./3. log-start and log-end of every partition: one call each (batched per leader).
+            issued += 1
+            starts = self._list_offsets(admin, tps, OffsetSpec.earliest())
+            issued += 1
+            ends = self._list_offsets(admin, tps, OffsetSpec.latest())
+            # 4. the group's committed offsets on exactly these partitions: one OffsetFetch.
+            issued += 1
+            wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            req = [ConsumerGroupTopicPartitions(group, wanted)]
+            res = admin.list_consumer_group_offsets(req, request_timeout=self.timeout)[group].result(
+                timeout=self.timeout + 5)
+            committed: dict[tuple[str, int], int | None] = {}
+            for tp in res.topic_partitions:
+                committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+        except KafkaException as exc:
+            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers)) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"no answer from Kafka at {self.bootstrap_servers} within "
+                                   f"{self.timeout:g}s") from None
+        finally:
+            self.requests_total += issued
+            self.polls += 1
+        return build_snapshot(group, taken_at, starts, ends, committed, reset, issued, time.monotonic() - t0)
+
+    def _list_offsets(self, admin: Any, tps: list[Any], spec: Any) -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
+        return {(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
+                for tp, fut in futures.items()}
+
+
+def _describe_error(exc: Exception, bootstrap: str) -> str:
+    err = exc.args[0] if exc.args else exc
+    text = err.str() if hasattr(err, "str") else str(err)
+    return f"cannot read offsets from Kafka at {bootstrap}: {text}"
