@@ -34,7 +34,7 @@ class AutoscaleSpec:
 
     enabled: bool = False
     min_workers: int = 1
-    max_workers: int = 12
+    max_workers: int | None = None  # None: the partition count
     lag_per_worker: int = 1000
     activation_lag: int = 0
     poll_seconds: float = 15.0
@@ -53,18 +53,20 @@ class AutoscaleSpec:
 
     @classmethod
     def from_spec(cls, autoscaling: Mapping[str, Any] | None) -> AutoscaleSpec:
-        """Parse the CR's `spec.autoscaling`. Absent -> disabled. Present without `enabled` -> enabled
-        (writing the block means wanting it). Raises InvalidAutoscaling with every problem found."""
+        """Parse the CR's `spec.autoscaling` (absent or `enabled` unset -> disabled, as in
+        lagpilot.operator.spec). Raises InvalidAutoscaling naming every problem found."""
         if not autoscaling:
             return cls()
         unknown = sorted(set(autoscaling) - set(cls._FIELDS))
         errors = [f"unknown field autoscaling.{k}" for k in unknown]
-        values: dict[str, Any] = {"enabled": True}
+        values: dict[str, Any] = {}
         for key, attr in cls._FIELDS.items():
             if key not in autoscaling or autoscaling[key] is None:
                 continue
             raw = autoscaling[key]
             default = getattr(cls(), attr)
+            if attr == "max_workers":
+                default = 0
             try:
                 if isinstance(default, bool):
                     if not isinstance(raw, bool):
@@ -86,13 +88,26 @@ class AutoscaleSpec:
             raise InvalidAutoscaling("; ".join(errors))
         return spec
 
+    @classmethod
+    def of(cls, parsed: Any) -> AutoscaleSpec:
+        """From any object with the same attribute names (lagpilot.operator.spec.AutoscalingSpec)."""
+        values = {attr: getattr(parsed, attr) for attr in cls._FIELDS.values() if hasattr(parsed, attr)}
+        spec = cls(**values)
+        if spec.problems():
+            raise InvalidAutoscaling("; ".join(spec.problems()))
+        return spec
+
+    def cap(self, partitions: int) -> int:
+        """The most workers that can be busy: maxWorkers, never more than the partition count."""
+        return max(0, partitions if self.max_workers is None else min(self.max_workers, partitions))
+
     def problems(self) -> list[str]:
         out = []
         if self.min_workers < 0:
             out.append("autoscaling.minWorkers must be >= 0")
-        if self.max_workers < 1:
+        if self.max_workers is not None and self.max_workers < 1:
             out.append("autoscaling.maxWorkers must be >= 1")
-        if self.max_workers < self.min_workers:
+        if self.max_workers is not None and self.max_workers < self.min_workers:
             out.append(f"autoscaling.maxWorkers ({self.max_workers}) < minWorkers ({self.min_workers})")
         if self.lag_per_worker < 1:
             out.append("autoscaling.lagPerWorker must be >= 1")
@@ -178,7 +193,7 @@ def decide_workers(spec: AutoscaleSpec, inputs: ScaleInputs,
     if not spec.enabled:
         return ScaleDecision(cur, cur, cur, 0, None, "autoscaling disabled", state)
 
-    cap = max(0, min(spec.max_workers, inputs.partitions))
+    cap = spec.cap(inputs.partitions)
     floor = min(spec.min_workers, cap)
     excluded = spec.exclude_stalled_partitions and inputs.stalled_lag > 0
     lag = max(0, inputs.total_lag - inputs.stalled_lag) if excluded else inputs.total_lag
@@ -211,7 +226,8 @@ def decide_workers(spec: AutoscaleSpec, inputs: ScaleInputs,
         rec = need
         if need > cap:
             rec = cap
-            limit = ("maxWorkers " + str(spec.max_workers) if spec.max_workers < inputs.partitions
+            limit = (f"maxWorkers {spec.max_workers}"
+                     if spec.max_workers is not None and spec.max_workers < inputs.partitions
                      else _plural(inputs.partitions, "partition"))
             parts.append(f"capped at {limit}")
         if rec < floor:
