@@ -25,6 +25,8 @@ _NO_OFFSET = -1001
 REQUESTS_PER_POLL = 4
 
 log = logging.getLogger(__name__)
+# librdkafka's log lines arrive here; silent unless the application configures logging (no stderr spam).
+logging.getLogger("lagpilot.kafka").addHandler(logging.NullHandler())
 
 
 class KafkaUnavailable(RuntimeError):
@@ -248,7 +250,7 @@ class LagReader:
             for tp in res.topic_partitions:
                 committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
         except KafkaException as exc:
-            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers)) from None
+            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
         except TimeoutError:
             raise KafkaUnavailable(f"no answer from Kafka at {self.bootstrap_servers} within "
                                    f"{self.timeout:g}s") from None
@@ -257,13 +259,36 @@ class LagReader:
             self.polls += 1
         return build_snapshot(group, taken_at, starts, ends, committed, reset, issued, time.monotonic() - t0)
 
+    def committed_topics(self, group: str) -> list[str]:
+        """Topics the group has committed offsets on (one OffsetFetch), for callers that name no topic."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+
+        admin = self.client
+        admin.poll(0)
+        self.requests_total += 1
+        try:
+            res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                    request_timeout=self.timeout)[group].result(
+                timeout=self.timeout + 5)
+        except KafkaException as exc:
+            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"no answer from Kafka at {self.bootstrap_servers} within "
+                                   f"{self.timeout:g}s") from None
+        return sorted({tp.topic for tp in res.topic_partitions or []})
+
     def _list_offsets(self, admin: Any, tps: list[Any], spec: Any) -> dict[tuple[str, int], int]:
         futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
         return {(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
                 for tp, fut in futures.items()}
 
 
-def _describe_error(exc: Exception, bootstrap: str) -> str:
+def _describe_error(exc: Exception, bootstrap: str, timeout: float) -> str:
+    from confluent_kafka import KafkaError
+
     err = exc.args[0] if exc.args else exc
-    text = err.str() if hasattr(err, "str") else str(err)
+    if isinstance(err, KafkaError) and err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                                                      KafkaError._ALL_BROKERS_DOWN):
+        return f"cannot reach Kafka at {bootstrap}: no answer within {timeout:g}s"
+    text = err.str() if isinstance(err, KafkaError) else str(err)
     return f"cannot read offsets from Kafka at {bootstrap}: {text}"
