@@ -29,7 +29,7 @@ def kafka(lab_root: Path) -> Iterator[KafkaBroker]:
     """A real single-node KRaft broker for the whole session (or the one named by LAGPILOT_TEST_BOOTSTRAP)."""
     external = os.environ.get("LAGPILOT_TEST_BOOTSTRAP")
     if external:
-        host, port = external.rsplit(":", 1)
+        _host, port = external.rsplit(":", 1)
         yield KafkaBroker(workdir="", port=int(port), controller_port=0, pid=-1)
         return
     broker = start_kafka(lab_root / "kafka")
@@ -119,6 +119,6 @@ def namespace(k8s: K8s, request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         try:
             core.delete_namespace(name)
-        except Exception:  # noqa: BLE001 - best effort cleanup
+        except Exception:
             pass
         api.close()

@@ -92,12 +92,12 @@ def start_kafka(workdir: Path, port: int | None = None, heap: str = "768m",
            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{workdir / 'log4j.properties'}",
            "-cp", cp]
     if not (workdir / "data" / "meta.properties").exists():
-        cluster_id = subprocess.run(jvm + ["kafka.tools.StorageTool", "random-uuid"], check=True,
+        cluster_id = subprocess.run([*jvm, "kafka.tools.StorageTool", "random-uuid"], check=True,
                                     capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props_file)],
+        subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props_file)],
                        check=True, capture_output=True, text=True)
     env = {**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{heap}"}
-    proc = spawn(jvm + ["kafka.Kafka", str(props_file)], workdir / "stdout.log", env=env)
+    proc = spawn([*jvm, "kafka.Kafka", str(props_file)], workdir / "stdout.log", env=env)
     broker = KafkaBroker(workdir=str(workdir), port=port, controller_port=controller_port, pid=proc.pid)
     (workdir / "broker.json").write_text(json.dumps(broker.to_json()))
     wait_until(lambda: kafka_ready(broker.bootstrap_servers), timeout, "kafka broker",

@@ -72,7 +72,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last})")
