@@ -1,0 +1,100 @@
+"""kopf wiring: every trigger (CR created/changed/resumed, periodic resync, a worker Deployment changed)
+runs the same level-based `reconcile` for the ConsumerGroup, serialised per group by a lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from lagpilot.operator import reconcile as rec
+from lagpilot.operator.kube import Kube
+from lagpilot.operator.metrics import metrics
+from lagpilot.operator.plan import LABEL_CG, LABEL_MANAGED_BY, MANAGER
+from lagpilot.operator.settings import Settings
+from lagpilot.operator.spec import GROUP, PLURAL, VERSION
+from lagpilot.operator.topics import TopicReader
+
+log = logging.getLogger("lagpilot.operator")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    kube: Kube
+    topics: TopicReader
+
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def run_reconcile(ctx: Context, body: Any) -> str:
+    """Reconcile with fresh input: re-read the CR so a queued trigger never acts on a stale body."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    m = metrics()
+    with _lock(namespace, name):
+        fresh = ctx.kube.get("ConsumerGroup", namespace, name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            m.set_phase(namespace, name, None)
+            return "Deleted"
+        m.reconcile_total.inc()
+        started = time.perf_counter()
+        try:
+            result = rec.reconcile(
+                fresh, ctx.kube, ctx.topics, ctx.settings,
+                emit=lambda kind, reason, message: kopf.event(fresh, type=kind, reason=reason,
+                                                              message=message[:1000]))
+        except Exception:
+            m.reconcile_errors.inc()
+            raise
+        finally:
+            m.reconcile_seconds.observe(time.perf_counter() - started)
+        m.set_phase(namespace, name, result.phase)
+        return result.phase
+
+
+def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
+    """Attach the handlers to `registry` (explicit, so tests and main control what runs)."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration")
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 270
+        settings.execution.max_workers = 8
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    def on_change(body: kopf.Body, **_: Any) -> dict[str, str]:
+        return {"phase": run_reconcile(ctx, body)}
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=ctx.settings.resync_seconds, sharp=False,
+                registry=registry)
+    def resync(body: kopf.Body, **_: Any) -> None:
+        run_reconcile(ctx, body)
+
+    @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
+                   registry=registry)
+    def worker_changed(body: kopf.Body, **_: Any) -> None:
+        """A worker Deployment changed (drift, deletion, readiness): reconcile its group now."""
+        name = body["metadata"]["labels"][LABEL_CG]
+        namespace = body["metadata"]["namespace"]
+        if ctx.kube.get("ConsumerGroup", namespace, name) is not None:
+            run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
+    def on_delete(body: kopf.Body, **_: Any) -> None:
+        metrics().set_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)

@@ -1,0 +1,57 @@
+"""Operator metrics (Prometheus): reconcile counts, errors, duration, and ConsumerGroups per phase."""
+
+from __future__ import annotations
+
+import threading
+
+from lagpilot.operator.status import PHASES
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.reconcile_total = Counter("lagpilot_reconcile_total", "ConsumerGroup reconciles run",
+                                       registry=registry)
+        self.reconcile_errors = Counter("lagpilot_reconcile_errors_total",
+                                        "ConsumerGroup reconciles that raised", registry=registry)
+        self.reconcile_seconds = Histogram("lagpilot_reconcile_seconds", "Time per reconcile",
+                                           registry=registry,
+                                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.consumergroups = Gauge("lagpilot_consumergroups", "ConsumerGroups by phase", ["phase"],
+                                    registry=registry)
+        self._phases: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._publish()
+
+    def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Record one group's phase (None = the group is gone) and republish the per-phase counts."""
+        with self._lock:
+            if phase is None:
+                self._phases.pop((namespace, name), None)
+            else:
+                self._phases[(namespace, name)] = phase
+            self._publish()
+
+    def _publish(self) -> None:
+        counts = dict.fromkeys(PHASES, 0)
+        for phase in self._phases.values():
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase, n in counts.items():
+            self.consumergroups.labels(phase=phase).set(n)
+
+
+_metrics: OperatorMetrics | None = None
+
+
+def metrics() -> OperatorMetrics:
+    """The process-wide metrics (created on first use)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = OperatorMetrics()
+    return _metrics
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on all interfaces (0 disables)."""
+    if port:
+        start_http_server(port)
