@@ -233,9 +233,6 @@ def decide_workers(spec: AutoscaleSpec, inputs: ScaleInputs,
         if rec < floor:
             rec = floor
             parts.append(f"raised to minWorkers {spec.min_workers}")
-        if active and rec == 0 and cap >= 1:
-            rec = 1
-            parts.append(f"lag > activationLag {fmt(spec.activation_lag)}: wake -> 1")
 
     # HPA stabilization: the history includes this recommendation.
     history = (*state.recommendations, (inputs.now, rec))
