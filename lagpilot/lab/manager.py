@@ -114,8 +114,25 @@ def load_lab(workdir: Path) -> Lab | None:
                runner_pid=doc["runner_pid"])
 
 
+def register_extra(workdir: Path, name: str, pid: int) -> None:
+    """Processes started on top of the lab (the demo's operator and target) that `lab down` also stops."""
+    path = workdir / "extras.json"
+    extras = json.loads(path.read_text()) if path.exists() else {}
+    extras[name] = pid
+    path.write_text(json.dumps(extras))
+
+
+def extras(workdir: Path) -> dict[str, int]:
+    path = workdir / "extras.json"
+    found = json.loads(path.read_text()) if path.exists() else {}
+    return {name: pid for name, pid in found.items() if pid_alive(pid)}
+
+
 def stop_lab(lab: Lab, remove: bool = False) -> None:
-    """Runner first (it stops pod processes), then the control plane, then Kafka."""
+    """Extras first, then the runner (it stops pod processes), then the control plane, then Kafka."""
+    for pid in extras(lab.workdir).values():
+        stop_pid(pid, grace=10)
+    (lab.workdir / "extras.json").unlink(missing_ok=True)
     stop_pid(lab.runner_pid, grace=20)
     stop_control_plane(lab.control_plane)
     stop_kafka(lab.kafka)
