@@ -14,15 +14,15 @@ RUN pip wheel --no-deps --wheel-dir /dist .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN groupadd --system --gid 10001 lagpilot \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --system --gid 65532 lagpilot \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin lagpilot
 COPY --from=build /dist/ /tmp/dist/
 # Runtime dependencies only (no test extra); confluent-kafka's manylinux wheel bundles librdkafka.
 RUN pip install /tmp/dist/*.whl && rm -rf /tmp/dist \
  && lagpilot-operator --help >/dev/null && lagpilot-consumer --help >/dev/null
 # Numeric user, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
-USER 10001:10001
+USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8090 8091
 ENTRYPOINT ["lagpilot-operator"]

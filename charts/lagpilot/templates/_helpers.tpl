@@ -62,3 +62,7 @@ app.kubernetes.io/component: operator
 {{- define "lagpilot.namespaced" -}}
 {{- if .Values.watchNamespaces }}true{{ end }}
 {{- end }}
+
+{{- define "lagpilot.peeringName" -}}
+{{- default (include "lagpilot.fullname" .) .Values.peering.name }}
+{{- end }}

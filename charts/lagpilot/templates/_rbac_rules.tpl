@@ -1,51 +1,55 @@
 {{/*
 What the operator does in a namespace it watches, and nothing more. The same rules back the
-ClusterRole (all namespaces) and each per-namespace Role (watchNamespaces).
-Each rule names the code that needs it; docs/helm.md has the table.
+ClusterRole (all namespaces) and each per-namespace Role (watchNamespaces). Each rule names the code
+that needs it (operator/kube.py, reconcile.py, handlers.py; kopf); docs/helm.md has the table.
+Objects are written by server-side apply (PATCH; create when absent) and kopf patches; never PUT.
 */}}
 {{- define "lagpilot.namespacedRules" -}}
-# ConsumerGroups: kopf watches them and patches finalizers/annotations; the operator writes status.
+# ConsumerGroups: kopf lists/watches them and patches finalizers and annotations; handlers re-read them.
 - apiGroups: [lagpilot.io]
   resources: [consumergroups]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
 - apiGroups: [lagpilot.io]
   resources: [consumergroups/status]
-  verbs: [get, patch, update]
-- apiGroups: [lagpilot.io]
-  resources: [consumergroups/scale]
-  verbs: [get, patch, update]
-# Objects owned by each ConsumerGroup: worker Deployments, their ServiceAccount, metrics Service,
-# assignment ConfigMap.
+  verbs: [patch]
+# Worker Deployments: applied per revision, old revisions deleted; kopf watches them to repair drift.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
+# Per-group objects, applied (owned by the ConsumerGroup, so garbage collection deletes them).
 - apiGroups: [""]
-  resources: [serviceaccounts, services, configmaps]
-  verbs: [get, list, watch, create, update, patch, delete]
-# The workers' Role/RoleBinding. RBAC lets the operator grant only what it holds itself: workers get
-# configmaps get/list/watch and leases get/create/update/patch/list/watch, both held here.
+  resources: [serviceaccounts, services]
+  verbs: [get, create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, list, watch, create, update, patch, delete]
-# Worker Leases: the operator reads what each worker owns (hand-off protocol).
+  verbs: [get, create, patch]
+# The assignment ConfigMap (created, then written by the partition coordinator). Workers get
+# get/list/watch on it; RBAC lets the operator grant only what it holds, hence list/watch here.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch, update]
+# Worker Leases: the operator reads what each worker owns; workers get get/create/update/patch on them,
+# which the operator must hold to grant.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, list, watch, create, update, patch]
-# Worker pods: readiness, restarts (WorkersCrashLooping), pod IPs for metrics scraping.
+# Worker pods: readiness and restarts (WorkersCrashLooping) for status.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
-# Events about ConsumerGroups (kopf uses core/v1; the operator may use events.k8s.io/v1).
+# Secrets named by spec.target.headersFromSecret / spec.kafka.credentialsSecret: existence check, and
+# the Kafka credentials for the operator's own metadata reads. Read by name only.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Events on ConsumerGroups (kopf.event posts core/v1 Events).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- if .peering }}
-# kopf peering: two replicas never both act.
+# kopf peering: replicas announce themselves on the peering object; only the highest priority acts.
 - apiGroups: [kopf.dev]
   resources: [{{ .peering }}]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 {{- end }}
 {{- end }}

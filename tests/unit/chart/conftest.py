@@ -1,0 +1,13 @@
+"""Fixtures for the chart, image and kind tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chart_support import ensure_helm
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
