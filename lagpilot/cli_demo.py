@@ -66,7 +66,7 @@ def ensure_operator(lab: Lab) -> None:
     step("starting lagpilot-operator")
     bin_dir = Path(sys.executable).parent
     log = lab.workdir / "demo" / "operator.log"
-    env = {**os.environ, "LAGPILOT_CONSUMER_IMAGE": "lagpilot/lagpilot:dev"}
+    env = {**os.environ, "LAGPILOT_CONSUMER_IMAGE": "lagpilot/lagpilot:dev", "KUBECONFIG": lab.kubeconfig}
     proc = spawn([str(bin_dir / "lagpilot-operator"), "--kubeconfig", lab.kubeconfig, "--standalone",
                   "--metrics-port", str(free_port()), "--liveness", ""], log, env=env)
     register_extra(lab.workdir, "operator", proc.pid)
