@@ -21,7 +21,10 @@ IGNORED_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp",
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value == {} or value == [] or value == ""
+    """Absent on the server is the same as empty (the API drops empty maps/lists/strings)."""
+    if isinstance(value, Mapping):
+        return all(_empty(v) for v in value.values())
+    return value is None or value == [] or value == ""
 
 
 def _quantity(value: Any) -> Decimal | None:
@@ -45,7 +48,7 @@ def _scalar_equal(want: Any, have: Any, path: str) -> bool:
 def differences(want: Any, have: Any, path: str = "") -> list[str]:
     """Paths where `have` does not contain `want` (empty list = nothing to write)."""
     if isinstance(want, Mapping):
-        if have is None and all(_empty(v) for v in want.values()):
+        if have is None and _empty(want):
             return []
         if not isinstance(have, Mapping):
             return [path or "."]
