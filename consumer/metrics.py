@@ -1,0 +1,66 @@
+"""Prometheus metrics of one consumer process (own registry, so tests can run several in one process).
+Label children are cached: a label lookup per record would cost more than the rest of the bookkeeping."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def status_class(status: int | None) -> str:
+    """``2xx``..``5xx`` for an HTTP answer, ``error`` for no answer (connection error, timeout)."""
+    return "error" if status is None else f"{status // 100}xx"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("lagpilot_records_consumed", "Records fetched from Kafka", ["partition"],
+                                registry=r)
+        self.deliveries = Counter(
+            "lagpilot_deliveries", "HTTP delivery attempts by outcome: success; retry (failed, will retry); "
+            "dead_letter (failed for the last time, written to the dead-letter topic); error (failed for the "
+            "last time and no dead-letter topic: the record keeps retrying at the max backoff)",
+            ["outcome", "partition"], registry=r)
+        self.delivery_seconds = Histogram("lagpilot_delivery_seconds", "Duration of one HTTP attempt",
+                                          ["status_class", "partition"], buckets=BUCKETS, registry=r)
+        self.inflight_records = Gauge("lagpilot_inflight_records", "Records fetched and not yet done",
+                                      registry=r)
+        self.inflight_bytes = Gauge("lagpilot_inflight_bytes", "Bytes of records fetched and not yet done",
+                                    registry=r)
+        self.committed_offset = Gauge("lagpilot_committed_offset", "Last offset committed (next to read)",
+                                      ["partition"], registry=r)
+        self.assigned_partitions = Gauge("lagpilot_assigned_partitions", "Partitions currently owned",
+                                         registry=r)
+        self.paused = Gauge("lagpilot_fetch_paused", "1 while fetching is paused by backpressure",
+                            registry=r)
+        self.assignment_epoch = Gauge("lagpilot_assignment_epoch", "Last applied assignment epoch",
+                                      registry=r)
+        self.dead_letter_write_errors = Counter("lagpilot_dead_letter_write_errors",
+                                                "Failed dead-letter writes (retried)", registry=r)
+        self.commit_errors = Counter("lagpilot_commit_errors", "Failed offset commits", registry=r)
+        self.abandoned = Counter("lagpilot_abandoned_deliveries", "Deliveries given up on because their "
+                                 "partition was released or the process stopped (not committed: the next "
+                                 "owner re-delivers them)", registry=r)
+        self._deliv: dict[tuple[str, int], Counter] = {}
+        self._hist: dict[tuple[str, int], Histogram] = {}
+        self._cons: dict[int, Counter] = {}
+
+    def delivery(self, outcome: str, partition: int, status: int | None, seconds: float) -> None:
+        c = self._deliv.get((outcome, partition))
+        if c is None:
+            c = self._deliv[(outcome, partition)] = self.deliveries.labels(outcome, str(partition))
+        c.inc()
+        sc = status_class(status)
+        h = self._hist.get((sc, partition))
+        if h is None:
+            h = self._hist[(sc, partition)] = self.delivery_seconds.labels(sc, str(partition))
+        h.observe(seconds)
+
+    def consumed_records(self, partition: int, n: int) -> None:
+        c = self._cons.get(partition)
+        if c is None:
+            c = self._cons[partition] = self.consumed.labels(str(partition))
+        c.inc(n)

@@ -1,0 +1,133 @@
+"""Pure delivery policy: what an HTTP answer means (success / retry / give up), how long to wait before
+the next attempt, and which request headers a record becomes."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import random
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Verdict = Literal["success", "retry", "fatal"]
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """A set of HTTP status codes written as ``"200-299,304"``."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> CodeSet:
+        ranges: list[tuple[int, int]] = []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo_s, _, hi_s = part.partition("-")
+            lo, hi = int(lo_s), int(hi_s or lo_s)
+            if not (100 <= lo <= hi <= 599):
+                raise ValueError(f"{part!r} is not a status code or range within 100-599")
+            ranges.append((lo, hi))
+        return cls(tuple(ranges))
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, int) and any(lo <= code <= hi for lo, hi in self.ranges)
+
+
+DEFAULT_SUCCESS = "200-299"
+DEFAULT_RETRY = "408,429,500-599"
+
+
+def classify(status: int | None, success: CodeSet, retry: CodeSet) -> Verdict:
+    """``status`` None means no HTTP answer (connection error, timeout): always retried."""
+    if status is None:
+        return "retry"
+    if status in success:
+        return "success"
+    if status in retry:
+        return "retry"
+    return "fatal"
+
+
+def backoff_seconds(attempt: int, initial_ms: int, max_ms: int, rng: random.Random | None = None,
+                    retry_after: float | None = None) -> float:
+    """Delay before attempt ``attempt + 1`` after ``attempt`` (>= 1) failed: full jitter, i.e. uniform in
+    [0, min(max, initial * 2**(attempt-1))]; a ``Retry-After`` from the server is a lower bound (capped
+    at 10 minutes so a bogus header cannot stall a key for ever)."""
+    cap = min(float(max_ms), float(initial_ms) * (2.0 ** min(attempt - 1, 62))) / 1000.0
+    delay = (rng or random).uniform(0.0, cap)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, 600.0))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+_SAFE = re.compile(rb"^[\x20-\x7e\x80-\xff]*$")
+_TOKEN_BAD = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+
+
+def header_value(raw: bytes) -> tuple[bytes, bool]:
+    """Header bytes for a key or Kafka header value, and whether it had to be base64-encoded.
+
+    Valid UTF-8 without control characters is sent as is (UTF-8 bytes); anything else (binary, CR/LF,
+    NUL, invalid UTF-8, leading/trailing whitespace that HTTP would strip) is base64 (standard alphabet,
+    padded) and flagged, so the value always survives the trip exactly."""
+    if _SAFE.match(raw) and raw == raw.strip(b" \t"):
+        try:
+            raw.decode("utf-8")
+            return raw, False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(raw), True
+
+
+def header_name(name: str) -> str:
+    """A Kafka header name made into a valid HTTP token (invalid characters become ``_``)."""
+    return _TOKEN_BAD.sub("_", name) or "_"
+
+
+def record_headers(topic: str, partition: int, offset: int, key: bytes | None, timestamp_ms: int | None,
+                   kafka_headers: Sequence[tuple[str, bytes | None]] | None,
+                   base: Iterable[tuple[str, str]] = ()) -> dict[str, str | bytes]:
+    """All request headers for one record: configured ones first, then ``X-Lagpilot-*`` and
+    ``X-Kafka-Header-<name>`` (which win over configured ones of the same name)."""
+    h: dict[str, str | bytes] = dict(base)
+    h["X-Lagpilot-Topic"] = topic
+    h["X-Lagpilot-Partition"] = str(partition)
+    h["X-Lagpilot-Offset"] = str(offset)
+    if timestamp_ms is not None:
+        h["X-Lagpilot-Timestamp"] = str(timestamp_ms)
+    if key is not None:
+        v, encoded = header_value(key)
+        h["X-Lagpilot-Key"] = v
+        if encoded:
+            h["X-Lagpilot-Key-Encoding"] = "base64"
+    encoded_names: list[str] = []
+    for name, value in kafka_headers or ():
+        hn = header_name(name)
+        v, encoded = header_value(value or b"")
+        h[f"X-Kafka-Header-{hn}"] = v
+        if encoded:
+            encoded_names.append(hn)
+    if encoded_names:
+        h["X-Lagpilot-Base64-Headers"] = ",".join(encoded_names)
+    return h
