@@ -1,0 +1,188 @@
+"""End-to-end fixtures: the cluster comes from KUBECONFIG, Kafka from LAGPILOT_E2E_BOOTSTRAP, so the same
+tests run on kind (scripts/e2e-kind.sh) and on the lab (tests/lab/chart runs them after `helm install`).
+
+Environment:
+  KUBECONFIG                   the cluster, with the lagpilot chart (operator + CRD) already installed
+  LAGPILOT_E2E_BOOTSTRAP       Kafka as the worker pods reach it (written into spec.bootstrapServers)
+  LAGPILOT_E2E_TEST_BOOTSTRAP  Kafka as this test process reaches it (default: LAGPILOT_E2E_BOOTSTRAP)
+  LAGPILOT_E2E_TARGET_MODE     local: an HTTP target in this process on LAGPILOT_E2E_TARGET_HOST
+                               (default 127.0.0.1), for clusters whose pods are local processes (the
+                               lab); incluster: a target pod + Service in the test namespace, read
+                               back through the API server's service proxy (kind, real clusters)
+  LAGPILOT_E2E_TARGET_IMAGE    incluster mode: an image with python3 (the lagpilot image has it)
+Without KUBECONFIG and LAGPILOT_E2E_BOOTSTRAP every test here is skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REQUIRED = ("KUBECONFIG", "LAGPILOT_E2E_BOOTSTRAP")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [v for v in REQUIRED if not os.environ.get(v)]
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"e2e needs {', '.join(missing)} (see tests/e2e/conftest.py)")
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(skip)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, interval: float = 1.0) -> Any:
+    """Poll until check() returns something truthy; fail naming `what` and the last value/exception."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as exc:  # keep polling through transient API errors
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def api() -> Iterator[Any]:
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker_bootstrap() -> str:
+    return os.environ["LAGPILOT_E2E_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def test_bootstrap() -> str:
+    return os.environ.get("LAGPILOT_E2E_TEST_BOOTSTRAP") or os.environ["LAGPILOT_E2E_BOOTSTRAP"]
+
+
+@pytest.fixture
+def e2e_namespace(api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    from kubernetes import client
+
+    name = f"e2e-{request.node.name[:20].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    name = "".join(ch for ch in name if ch.isalnum() or ch == "-").strip("-")
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"lagpilot.io/e2e": "true"}}})
+    yield name
+    try:
+        core.delete_namespace(name)
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def topic_factory(test_bootstrap: str) -> Callable[[int], str]:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    def make(partitions: int) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:10]}"
+        admin = AdminClient({"bootstrap.servers": test_bootstrap})
+        for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            fut.result(60)
+        wait_for(f"leaders of {name}", lambda: all(
+            p.leader >= 0 for p in admin.list_topics(name, timeout=10).topics[name].partitions.values())
+            and len(admin.list_topics(name, timeout=10).topics[name].partitions) == partitions, 60)
+        return name
+
+    return make
+
+
+class Target(Protocol):
+    url: str
+
+    def records(self) -> list[dict[str, Any]]: ...
+
+
+class LocalTarget:
+    """In this process: reachable by worker pods only when they run on this host (the lab)."""
+
+    def __init__(self, host: str) -> None:
+        from target import serve_in_thread  # tests/e2e/target.py (the test folder is on sys.path)
+
+        self.server, self.rec = serve_in_thread(host, 0)
+        self.url = f"http://{host}:{self.server.server_address[1]}/deliver"
+
+    def records(self) -> list[dict[str, Any]]:
+        with self.rec.lock:
+            return list(self.rec.records)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class InClusterTarget:
+    """A pod + Service running target.py; read back through the API server's service proxy."""
+
+    NAME = "e2e-target"
+    PORT = 8080
+
+    def __init__(self, api: Any, namespace: str, image: str) -> None:
+        from kubernetes import client
+
+        self.api, self.namespace = api, namespace
+        labels = {"app": self.NAME}
+        script = (HERE / "target.py").read_text()
+        client.AppsV1Api(api).create_namespaced_deployment(namespace, {
+            "metadata": {"name": self.NAME, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{
+                    "name": "target", "image": image, "imagePullPolicy": "IfNotPresent",
+                    "command": ["python3", "-c", script, str(self.PORT)],
+                    "ports": [{"containerPort": self.PORT, "name": "http"}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2},
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}}}]}}}})
+        client.CoreV1Api(api).create_namespaced_service(namespace, {
+            "metadata": {"name": self.NAME},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": self.PORT, "targetPort": "http"}]}})
+        self.url = f"http://{self.NAME}.{namespace}.svc.cluster.local:{self.PORT}/deliver"
+        apps = client.AppsV1Api(api)
+        wait_for("the in-cluster target to be ready", lambda: (
+            apps.read_namespaced_deployment(self.NAME, namespace).status.ready_replicas or 0) >= 1, 180)
+
+    def records(self) -> list[dict[str, Any]]:
+        from kubernetes import client
+
+        resp = client.CoreV1Api(self.api).connect_get_namespaced_service_proxy_with_path(
+            f"{self.NAME}:{self.PORT}", self.namespace, "records", _preload_content=False)
+        return list(json.loads(resp.data))
+
+    def close(self) -> None:
+        pass  # deleted with the namespace
+
+
+@pytest.fixture
+def target(api: Any, e2e_namespace: str) -> Iterator[Target]:
+    mode = os.environ.get("LAGPILOT_E2E_TARGET_MODE", "local")
+    t: LocalTarget | InClusterTarget
+    if mode == "local":
+        t = LocalTarget(os.environ.get("LAGPILOT_E2E_TARGET_HOST", "127.0.0.1"))
+    elif mode == "incluster":
+        image = os.environ.get("LAGPILOT_E2E_TARGET_IMAGE")
+        if not image:
+            pytest.fail("LAGPILOT_E2E_TARGET_MODE=incluster needs LAGPILOT_E2E_TARGET_IMAGE")
+        t = InClusterTarget(api, e2e_namespace, image)
+    else:
+        pytest.fail(f"LAGPILOT_E2E_TARGET_MODE must be local or incluster, got {mode!r}")
+    yield t
+    t.close()
