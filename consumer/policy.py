@@ -81,7 +81,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-_SAFE = re.compile(rb"^[\x20-\x7e\x80-\xff]*$")
+_SAFE = re.compile(rb"[\x20-\x7e\x80-\xff]*")
 _TOKEN_BAD = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 
 
@@ -91,7 +91,7 @@ def header_value(raw: bytes) -> tuple[bytes, bool]:
     Valid UTF-8 without control characters is sent as is (UTF-8 bytes); anything else (binary, CR/LF,
     NUL, invalid UTF-8, leading/trailing whitespace that HTTP would strip) is base64 (standard alphabet,
     padded) and flagged, so the value always survives the trip exactly."""
-    if _SAFE.match(raw) and raw == raw.strip(b" \t"):
+    if _SAFE.fullmatch(raw) and raw == raw.strip(b" \t"):
         try:
             raw.decode("utf-8")
             return raw, False

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lagpilot.consumer.config import ConfigError, parse
+
+pytestmark = pytest.mark.unit
+
+BASE = ["--bootstrap-servers", "k:9092", "--topic", "t", "--group-id", "g", "--target-url", "http://x/y"]
+
+
+def test_defaults_and_static_from_partitions() -> None:
+    c = parse([*BASE, "--partitions", "0,3,6"], {})
+    assert (c.assignment, c.partitions, c.threads, c.ordering, c.method, c.timeout_seconds) == \
+        ("static", frozenset({0, 3, 6}), 8, "key", "POST", 10.0)
+    assert (c.http_port, c.bind, c.connection) == (8080, "0.0.0.0", "pooled")
+    assert parse(BASE, {}).assignment == "kafka"
+
+
+def test_env_fills_in_and_argv_wins() -> None:
+    env = {"LAGPILOT_BOOTSTRAP_SERVERS": "env:1", "LAGPILOT_TOPIC": "et", "LAGPILOT_GROUP_ID": "eg",
+           "LAGPILOT_TARGET_URL": "https://t/", "LAGPILOT_THREADS": "32", "LAGPILOT_PARTITIONS": "1-3",
+           "POD_IP": "10.1.2.3"}
+    c = parse(["--threads", "4"], env)
+    assert (c.bootstrap_servers, c.topic, c.threads, c.partitions, c.bind) == \
+        ("env:1", "et", 4, frozenset({1, 2, 3}), "10.1.2.3")
+
+
+def test_headers_from_json_and_env_prefix() -> None:
+    c = parse([*BASE, "--headers", '{"X-A": "1"}'], {"LAGPILOT_HEADER_Authorization": "Bearer s3cret",
+                                                     "LAGPILOT_HEADER_X_Api_Key": "k"})
+    assert dict(c.headers) == {"X-A": "1", "Authorization": "Bearer s3cret", "X-Api-Key": "k"}
+
+
+def test_kafka_properties_from_env_and_file(tmp_path: Path) -> None:
+    f = tmp_path / "k.properties"
+    f.write_text("# comment\nssl.ca.location = /ca.pem\n")
+    c = parse(BASE, {"LAGPILOT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "LAGPILOT_KAFKA_SASL_USERNAME": "u",
+                     "LAGPILOT_KAFKA_CONFIG_FILE": str(f)})
+    assert dict(c.kafka_config) == {"ssl.ca.location": "/ca.pem", "security.protocol": "SASL_SSL",
+                                    "sasl.username": "u"}
+
+
+def test_k8s_mode_takes_pod_identity_from_env() -> None:
+    c = parse([*BASE, "--assignment", "k8s", "--assignment-configmap", "cg-assignment"],
+              {"POD_NAMESPACE": "ns", "POD_NAME": "w-0"})
+    assert (c.namespace, c.pod_name, c.assignment_configmap) == ("ns", "w-0", "cg-assignment")
+
+
+@pytest.mark.parametrize(("args", "env", "needle"), [
+    (["--threads", "0"], {}, "--threads 0"),
+    (["--threads", "many"], {}, "not an integer"),
+    ([], {"LAGPILOT_THREADS": "x"}, "LAGPILOT_THREADS"),
+    (["--ordering", "random"], {}, "must be one of key, partition, none"),
+    (["--headers", "[1]"], {}, "JSON object"),
+    (["--headers", "{"], {}, "not JSON"),
+    (["--target-url", "ftp://x"], {}, "http:// or https://"),
+    (["--partitions", "a"], {}, "--partitions"),
+    (["--partitions", "1", "--assignment", "kafka"], {}, "only valid with --assignment static"),
+    (["--assignment", "static"], {}, "missing --partitions"),
+    (["--assignment", "k8s"], {}, "missing --namespace"),
+    (["--retry-codes", "5xx"], {}, "--retry-codes"),
+    (["--initial-backoff-ms", "500", "--max-backoff-ms", "100"], {}, "--max-backoff-ms"),
+    (["--no-such-flag"], {}, "unrecognized arguments"),
+    ([], {"LAGPILOT_KAFKA_ENABLE_AUTO_COMMIT": "true"}, "enable.auto.commit"),
+    (["--kafka-config-file", "/nonexistent/x"], {}, "cannot read"),
+])
+def test_invalid_values_name_the_value_and_why(args: list[str], env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse([*BASE, *args], env)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_required() -> None:
+    with pytest.raises(ConfigError, match="missing --topic"):
+        parse(["--bootstrap-servers", "k:1"], {})
