@@ -290,8 +290,10 @@ class ConsumerRuntime:
             self._inflight_bytes -= item.size
 
     def _start_release(self, parts: frozenset[int]) -> None:
-        """Stop fetching ``parts`` and forget their not-started records; running deliveries get until the
-        deadline to finish (records retrying are abandoned at their next attempt)."""
+        """Stop fetching ``parts``; their fetched records (queued or running) get until the deadline
+        (``--drain-seconds``) to finish, so the final commit covers everything delivered and nothing that
+        was acknowledged is delivered again by the next owner. After the deadline the rest is abandoned:
+        not committed, re-delivered by the next owner."""
         deadline = time.monotonic() + self.cfg.drain_seconds
         try:
             self._consumer.pause(self._tps(parts))
@@ -299,7 +301,6 @@ class ConsumerRuntime:
             log.warning("pause failed", extra={"error": str(exc)})
         with self._cond:
             for p in parts:
-                self._drop_queued(p)
                 self._releasing[p] = deadline
         log.info("releasing partitions", extra={"partitions": sorted(parts)})
 
@@ -307,7 +308,7 @@ class ConsumerRuntime:
         now = time.monotonic()
         with self._cond:
             finished = [p for p, dl in self._releasing.items()
-                        if now >= dl or self._sched.dispatched_in(p) == 0]
+                        if now >= dl or self._sched.pending_in(p) == 0]
         if not finished:
             return
         self._commit(parts=frozenset(finished), sync=True)
@@ -318,9 +319,10 @@ class ConsumerRuntime:
                 log.warning("unassign failed", extra={"error": str(exc)})
         with self._cond:
             for p in finished:
-                if self._sched.dispatched_in(p):
+                if self._sched.pending_in(p):
                     log.warning("gave up waiting for deliveries of a released partition",
-                                extra={"partition": p, "running": self._sched.dispatched_in(p)})
+                                extra={"partition": p, "unfinished": self._sched.pending_in(p)})
+                self._drop_queued(p)
                 self._releasing.pop(p, None)
                 self._gen.pop(p, None)
                 self._wm.pop(p, None)
@@ -428,7 +430,10 @@ class ConsumerRuntime:
                 p, gen = item.partition, item.generation
 
                 def cancelled(p: int = p, gen: int = gen) -> bool:
-                    return self._abandon_all or self._gen.get(p) != gen or p in self._releasing
+                    if self._abandon_all or self._gen.get(p) != gen:
+                        return True
+                    deadline = self._releasing.get(p)
+                    return deadline is not None and time.monotonic() >= deadline
 
                 try:
                     outcome = deliver(Record.from_message(item.payload), client, self.cfg, self.metrics,

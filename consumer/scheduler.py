@@ -115,6 +115,10 @@ class Scheduler:
         return sum(1 for q in self._lanes.values() if q and q[0].partition == partition
                    and q[0].dispatched)
 
+    def pending_in(self, partition: int) -> int:
+        """Items of ``partition`` not completed (queued or dispatched)."""
+        return sum(len(q) for q in self._lanes.values() if q and q[0].partition == partition)
+
     def pending(self) -> int:
         return sum(len(q) for q in self._lanes.values())
 

@@ -46,6 +46,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     target: RecordingTarget
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients killed by tests: expected
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -62,6 +68,9 @@ class _Handler(BaseHTTPRequestHandler):
         start = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client went away mid-request: nothing was delivered
+            self.close_connection = True
+            return
         target = self.server.target
         h = {k: v for k, v in self.headers.items()}
         key: bytes | None = None
@@ -107,7 +116,7 @@ class RecordingTarget:
         self._fail_until: float | None = None
         self._fail_left: int | None = None
         self._fail_retry_after: int | None = None
-        self._reject: dict[bytes, int] = {}
+        self._reject: dict[bytes, tuple[int, int | None]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -157,10 +166,10 @@ class RecordingTarget:
         with self._lock:
             self._fail_status = None
 
-    def reject_keys(self, keys: Iterable[bytes], status: int = 400) -> None:
-        """Always answer ``status`` for records with these keys."""
+    def reject_keys(self, keys: Iterable[bytes], status: int = 400, retry_after: int | None = None) -> None:
+        """Always answer ``status`` (with ``Retry-After`` if given) for records with these keys."""
         with self._lock:
-            self._reject.update({k: status for k in keys})
+            self._reject.update({k: (status, retry_after) for k in keys})
 
     def set_latency(self, seconds: float) -> None:
         self.latency_s = seconds
@@ -168,7 +177,8 @@ class RecordingTarget:
     def _decide(self, key: bytes | None) -> tuple[int, int | None, float]:
         with self._lock:
             if key is not None and key in self._reject:
-                return self._reject[key], None, self.latency_s
+                status, retry_after = self._reject[key]
+                return status, retry_after, self.latency_s
             if self._fail_status is not None:
                 expired = self._fail_until is not None and time.monotonic() >= self._fail_until
                 if not expired and self._fail_left is not None:

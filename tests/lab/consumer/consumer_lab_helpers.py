@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -20,7 +21,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[int, bytes | None, bytes]],
-            headers: list[tuple[str, bytes]] | None = None) -> int:
+            headers: list[tuple[str, str | bytes | None]] | None = None) -> int:
     """records: (partition, key, value). Returns how many were acknowledged."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
                   "batch.num.messages": 10000, "queue.buffering.max.messages": 500000})
@@ -66,12 +67,12 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
         c.close()
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout: float = 30.0) -> list:
+def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout: float = 30.0) -> list[Any]:
     """Every message of ``topic`` (up to ``expect``), as confluent_kafka Message objects."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
         while len(out) < expect and time.monotonic() < deadline:

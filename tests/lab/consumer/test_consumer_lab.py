@@ -1,0 +1,236 @@
+"""The consumer against the real lab broker and a real local HTTP target. The kill -9 and SIGTERM
+scenarios run .venv/bin/lagpilot-consumer as a subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from consumer_lab_helpers import ConsumerProcess, committed, keyed_records, produce, read_all
+
+from lagpilot.testing.target import RecordingTarget
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def target() -> Iterator[RecordingTarget]:
+    with RecordingTarget() as t:
+        yield t
+
+
+@pytest.fixture
+def run_consumer(tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
+    procs: list[ConsumerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ConsumerProcess:
+        cp = ConsumerProcess(list(args), tmp_path / f"consumer-{len(procs)}.log", env)
+        procs.append(cp)
+        return cp
+
+    yield start
+    for cp in procs:
+        cp.close()
+
+
+def base_args(bootstrap: str, topic: str, group: str, target: RecordingTarget, *extra: str) -> list[str]:
+    return ["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group,
+            "--target-url", target.url, "--commit-interval-ms", "200", "--log-format", "json", *extra]
+
+
+def values_in_order(target: RecordingTarget) -> dict[bytes, list[int]]:
+    """Per key, the sequence numbers carried in the values of accepted requests (first delivery each)."""
+    seen: set[tuple[int, int]] = set()
+    out: dict[bytes, list[int]] = {}
+    for a in target.accepted():
+        if (a.partition, a.offset) in seen:
+            continue
+        seen.add((a.partition, a.offset))
+        key, _, seq = a.body.decode().partition(":")
+        out.setdefault(key.encode(), []).append(int(seq))
+    return out
+
+
+def contiguous_prefix(offsets: set[int]) -> int:
+    n = 0
+    while n in offsets:
+        n += 1
+    return n
+
+
+def test_20k_records_500_keys_arrive_complete_and_in_key_order(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    topic = topic_factory(partitions=6, prefix="c-order")
+    records = keyed_records(20_000, 6, 500)
+    assert produce(bootstrap, topic, records) == 20_000
+    cp = run_consumer(*base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0-5",
+                                 "--threads", "16"))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 20_000, timeout=240), \
+        f"only {len(target.accepted_records())} arrived\n{cp.tail()}"
+    assert target.order_violations(strict=True) == []
+    per_key = values_in_order(target)
+    assert len(per_key) == 500
+    assert all(seqs == list(range(len(seqs))) for seqs in per_key.values())
+    assert sum(map(len, per_key.values())) == 20_000
+    assert cp.metric("lagpilot_records_consumed_total") == 20_000
+    assert cp.metric("lagpilot_deliveries_total", outcome="success") == 20_000
+    assert cp.metric("lagpilot_assigned_partitions") == 6
+    assert cp.get("/healthz")[0] == 200
+    assert cp.terminate() == 0
+    offsets = committed(bootstrap, f"g-{topic}", topic, 6)
+    assert sum(offsets.values()) == 20_000
+
+
+def test_target_503_for_a_while_then_recovers(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    topic = topic_factory(partitions=6, prefix="c-503")
+    produce(bootstrap, topic, keyed_records(2000, 6, 60))
+    target.fail(503, seconds=3.0)
+    cp = run_consumer(*base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0-5",
+                                 "--threads", "8", "--initial-backoff-ms", "50", "--max-backoff-ms", "400",
+                                 "--max-attempts", "1000"))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 2000, timeout=120), cp.tail()
+    failed = [a for a in target.arrivals() if a.status == 503]
+    assert failed, "the target never failed: the test proves nothing"
+    assert target.order_violations(strict=True) == []
+    assert all(s == list(range(len(s))) for s in values_in_order(target).values())
+    assert cp.metric("lagpilot_deliveries_total", outcome="retry") == len(failed)
+    assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 0
+    assert cp.metric("lagpilot_delivery_seconds_count", status_class="5xx") == len(failed)
+    assert cp.terminate() == 0
+
+
+def test_rejected_and_exhausted_records_go_to_the_dead_letter_topic(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    topic = topic_factory(partitions=3, prefix="c-dlq")
+    dlq = topic_factory(partitions=1, prefix="c-dlq-dead")
+    # partition 0: a poison record (400), then one that always gets 503 (+Retry-After), then normal ones.
+    records = [(0, b"poison", b"poison:0"), (0, b"flaky", b"flaky:0")]
+    records += [(i % 3, f"k{i % 30}".encode(), f"k{i % 30}:{i // 30}".encode()) for i in range(600)]
+    produce(bootstrap, topic, records, headers=[("trace", b"t-1")])
+    target.reject_keys([b"poison"], status=400)
+    target.reject_keys([b"flaky"], status=503, retry_after=1)
+    cp = run_consumer(*base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0,1,2",
+                                 "--threads", "4", "--max-attempts", "3", "--initial-backoff-ms", "10",
+                                 "--dead-letter-topic", dlq))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 600, timeout=120), cp.tail()
+    dead = read_all(bootstrap, dlq, 1, expect=2)
+    assert len(dead) == 2
+    by_key = {m.key(): dict(m.headers()) for m in dead}
+    assert by_key[b"poison"][b"lagpilot-reason".decode()] == b"rejected"
+    assert by_key[b"poison"]["lagpilot-status"] == b"400"
+    assert by_key[b"poison"]["lagpilot-attempts"] == b"1"
+    assert by_key[b"flaky"]["lagpilot-reason"] == b"attempts-exhausted"
+    assert by_key[b"flaky"]["lagpilot-status"] == b"503"
+    assert by_key[b"flaky"]["lagpilot-attempts"] == b"3"
+    for h in by_key.values():
+        assert h["lagpilot-original-topic"] == topic.encode()
+        assert h["lagpilot-original-partition"] == b"0"
+        assert h["trace"] == b"t-1"
+    assert {m.value() for m in dead} == {b"poison:0", b"flaky:0"}
+    # The flaky key retried for >= 2 s (Retry-After: 1, twice); other keys of its partition were not held up.
+    flaky = [a for a in target.arrivals() if a.key == b"flaky"]
+    assert len(flaky) == 3
+    later_same_partition = [a for a in target.accepted() if a.partition == 0 and a.offset > 1]
+    assert later_same_partition
+    assert max(a.end for a in later_same_partition) < flaky[-1].start
+    assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 2
+    assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter", partition="0") == 2
+    assert cp.terminate() == 0
+    # dead-lettered records count as done: everything is committed
+    offsets = committed(bootstrap, f"g-{topic}", topic, 3)
+    assert sum(offsets.values()) == len(records)
+
+
+def test_kill_9_loses_nothing_and_never_commits_past_delivery(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    topic = topic_factory(partitions=6, prefix="c-kill")
+    n = 6000
+    produce(bootstrap, topic, keyed_records(n, 6, 200))
+    target.set_latency(0.002)
+    args = base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0-5", "--threads", "16")
+    first = run_consumer(*args)
+    first.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 1500, timeout=120), first.tail()
+    first.kill()
+    at_kill = committed(bootstrap, f"g-{topic}", topic, 6)
+    delivered_before = target.accepted_records()
+    assert at_kill, "nothing was committed before the kill: the test proves little"
+    for p, off in at_kill.items():
+        assert all((p, o) in delivered_before for o in range(off)), f"partition {p} committed past a gap"
+    assert len(delivered_before) < n, "everything was delivered before the kill"
+    second = run_consumer(*args)
+    second.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= n, timeout=180), second.tail()
+    assert target.order_violations() == []
+    assert all(s == list(range(len(s))) for s in values_in_order(target).values())
+    # redelivered only what was not committed
+    counts: dict[tuple[int, int], int] = {}
+    for a in target.accepted():
+        counts[(a.partition, a.offset)] = counts.get((a.partition, a.offset), 0) + 1
+    for (p, o), c in counts.items():
+        if c > 1:
+            assert o >= at_kill.get(p, 0)
+    assert second.terminate() == 0
+    assert sum(committed(bootstrap, f"g-{topic}", topic, 6).values()) == n
+
+
+def test_sigterm_drains_commits_and_restart_redelivers_nothing_acknowledged(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    topic = topic_factory(partitions=6, prefix="c-term")
+    n = 4000
+    produce(bootstrap, topic, keyed_records(n, 6, 100))
+    target.set_latency(0.005)
+    args = base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0-5", "--threads", "16",
+                     "--commit-interval-ms", "60000")  # so only the shutdown commit can explain the offsets
+    first = run_consumer(*args)
+    first.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 800, timeout=120), first.tail()
+    assert first.terminate() == 0
+    acknowledged = target.accepted_records()
+    assert len(acknowledged) < n
+    offsets = committed(bootstrap, f"g-{topic}", topic, 6)
+    for p in range(6):
+        delivered_p = {o for q, o in acknowledged if q == p}
+        # drained: the commit covers exactly what was delivered, with no gap below it
+        assert offsets.get(p, 0) == contiguous_prefix(delivered_p) == len(delivered_p)
+    target.clear()
+    second = run_consumer(*args)
+    second.wait_ready()
+    assert target.wait_for(lambda t: len(acknowledged | t.accepted_records()) >= n, timeout=180), \
+        second.tail()
+    assert not (target.accepted_records() & acknowledged)
+    assert second.terminate() == 0
+
+
+def test_kafka_group_mode_and_invalid_config(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    topic = topic_factory(partitions=4, prefix="c-group")
+    produce(bootstrap, topic, keyed_records(1000, 4, 40))
+    args = base_args(bootstrap, topic, f"g-{topic}", target, "--assignment", "kafka", "--ordering",
+                     "partition", "--connection", "per-request")
+    a = run_consumer(*args)
+    a.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 1000, timeout=120), a.tail()
+    b = run_consumer(*args)
+    b.wait_ready()
+    assert target.wait_for(lambda t: a.metric("lagpilot_assigned_partitions") == 2, timeout=60), a.tail()
+    produce(bootstrap, topic, keyed_records(1000, 4, 40))
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 2000, timeout=120), b.tail()
+    assert target.order_violations() == []
+    assert a.terminate() == 0
+    assert b.terminate() == 0
+    assert sum(committed(bootstrap, f"g-{topic}", topic, 4).values()) == 2000
+    bad = run_consumer(*base_args(bootstrap, topic, "g", target, "--threads", "-1"))
+    assert bad.proc.wait(30) == 2
+    assert "invalid --threads -1" in bad.tail() and len(bad.tail().strip().splitlines()) == 1
