@@ -280,8 +280,11 @@ class ConsumerRuntime:
                 self._gen[p] = self._gen_counter
                 self._wm[p] = Watermark()
         self._consumer.incremental_assign(self._tps(parts))
+        # librdkafka keeps a partition's pause flag across unassign/assign: set it explicitly.
         if self._paused:
             self._consumer.pause(self._tps(parts))
+        else:
+            self._consumer.resume(self._tps(parts))
         log.info("partitions assigned", extra={"partitions": sorted(parts)})
 
     def _drop_queued(self, p: int) -> None:

@@ -1,0 +1,92 @@
+"""The AssignmentSink contract the k8s partition source codes against, exercised in-process against the
+real broker: release before grant, commits on release, on_applied reports, fence."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from consumer_lab_helpers import committed, produce
+from lagpilot.consumer.assignment import AssignmentSink, PartitionSource
+from lagpilot.consumer.config import parse
+from lagpilot.consumer.runtime import ConsumerRuntime
+
+from lagpilot.testing.target import RecordingTarget
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
+
+
+class ManualSource:
+    """A partition source driven by the test."""
+
+    def __init__(self) -> None:
+        self.sink: AssignmentSink | None = None
+        self.reports: list[tuple[int, frozenset[int]]] = []
+        self.started = threading.Event()
+
+    def start(self, sink: AssignmentSink) -> None:
+        self.sink = sink
+        sink.add_applied_listener(lambda e, owned: self.reports.append((e, owned)))
+        self.started.set()
+
+    def stop(self) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return bool(self.reports)
+
+
+def wait(cond: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
+                                                          topic_factory: Callable[..., str]) -> None:
+    topic = topic_factory(partitions=3, prefix="c-sink")
+    group = f"g-{topic}"
+    produce(bootstrap, topic, [(p, f"k{i}".encode(), f"k{i}:0".encode()) for i in range(300) for p in (i % 3,)])
+    with RecordingTarget() as target:
+        cfg = parse(["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group, "--target-url",
+                     target.url, "--assignment", "k8s", "--namespace", "n", "--pod-name", "w-0",
+                     "--assignment-configmap", "cm", "--commit-interval-ms", "100000", "--drain-seconds", "10"],
+                    {})
+        source = ManualSource()
+        assert isinstance(source, PartitionSource)
+        rt = ConsumerRuntime(cfg, source)
+        assert isinstance(rt, AssignmentSink)
+        t = threading.Thread(target=rt.run, daemon=True)
+        t.start()
+        try:
+            source.started.wait(30)
+            rt.set_desired(frozenset({0, 1}), 7)
+            wait(lambda: (7, frozenset({0, 1})) in source.reports)
+            assert rt.applied() == (7, frozenset({0, 1}))
+            wait(lambda: len(target.accepted_records()) == 200)
+            assert {p for p, _ in target.accepted_records()} == {0, 1}
+            # move: drop 0, add 2 -> partition 0 is drained and committed before the report
+            rt.set_desired(frozenset({1, 2}), 8)
+            wait(lambda: (8, frozenset({1, 2})) in source.reports)
+            assert committed(bootstrap, group, topic, 3).get(0) == 100
+            wait(lambda: len(target.accepted_records()) == 300)
+            # fence: everything released and committed, reported as owning nothing at the last epoch
+            rt.fence()
+            wait(lambda: source.reports[-1] == (8, frozenset()))
+            assert committed(bootstrap, group, topic, 3) == {0: 100, 1: 100, 2: 100}
+            produce(bootstrap, topic, [(0, b"late", b"late:0")])
+            time.sleep(1.5)
+            assert len(target.accepted_records()) == 300, "fenced worker kept delivering"
+            # a new grant lifts the fence and resumes from the committed offset
+            rt.set_desired(frozenset({0}), 9)
+            wait(lambda: (0, 100) in target.accepted_records())
+            assert source.reports[-1] == (9, frozenset({0}))
+            assert len(target.accepted_records()) == 301
+        finally:
+            rt.request_stop()
+            t.join(60)
+        assert source.reports[-1] == (9, frozenset())
+        assert committed(bootstrap, group, topic, 3) == {0: 101, 1: 100, 2: 100}
