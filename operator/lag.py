@@ -1,27 +1,29 @@
 """Lag straight from the brokers: committed offsets of a group and log-start/log-end of every partition.
 
-`compute_lag` is the pure arithmetic; `LagReader` is the thin I/O shell around a cached AdminClient. One
-poll is always the same four admin calls (describe_topics, list_offsets earliest, list_offsets latest,
-list_consumer_group_offsets), whatever the partition count: librdkafka batches each call per leader, so
-the broker sees one Metadata, one ListOffsets per spec and leader, and one OffsetFetch.
+`compute_lag` is the pure arithmetic; `LagReader` is the thin I/O shell around cached clients. One poll is
+always the same four calls (describe_topics, list_offsets earliest, list_offsets latest, committed),
+whatever the partition count: librdkafka batches each call per leader, so the broker sees one Metadata,
+one ListOffsets per spec and leader, and one OffsetFetch to the group coordinator.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 ResetPolicy = Literal["earliest", "latest"]
+T = TypeVar("T")
 
 # librdkafka's "no committed offset" sentinel (OFFSET_INVALID) and the other logical offsets (< 0).
 _NO_OFFSET = -1001
 
-# The admin calls one poll issues; fixed by construction (see module docstring).
+# The client calls one poll issues; fixed by construction (see module docstring).
 REQUESTS_PER_POLL = 4
 
 log = logging.getLogger(__name__)
@@ -139,12 +141,21 @@ def _client_key(bootstrap_servers: str, security: Mapping[str, str]) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-_clients: dict[str, Any] = {}
+_clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> Any:
+def _base_conf(bootstrap_servers: str, security: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": "lagpilot-lag-reader",
+        "socket.timeout.ms": 10000,
+        "logger": logging.getLogger("lagpilot.kafka"),
+        **security,
+    }
+
+
+def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None) -> Any:
     """One AdminClient per (bootstrap servers, security settings), reused across polls and groups.
 
     `security` holds librdkafka keys such as security.protocol, sasl.mechanism, sasl.username,
@@ -154,26 +165,44 @@ def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = No
     from confluent_kafka.admin import AdminClient
 
     security = dict(security or {})
-    key = _client_key(bootstrap_servers, {**security, **{k: str(v) for k, v in (extra or {}).items()}})
+    key = ("admin", _client_key(bootstrap_servers, security))
     with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            conf: dict[str, Any] = {
-                "bootstrap.servers": bootstrap_servers,
-                "client.id": "lagpilot-lag-reader",
-                "socket.timeout.ms": 10000,
-                "logger": logging.getLogger("lagpilot.kafka"),
-                **security, **(extra or {}),
-            }
-            client = AdminClient(conf)
-            _clients[key] = client
-        return client
+        if key not in _clients:
+            _clients[key] = AdminClient(_base_conf(bootstrap_servers, security))
+        return _clients[key]
 
 
-def forget_clients() -> None:
-    """Drop cached clients (tests, or when credentials rotate)."""
+def offsets_client(bootstrap_servers: str, group: str, security: Mapping[str, str] | None = None) -> Any:
+    """A Consumer bound to `group` that never subscribes, assigns or commits: it only reads the group's
+    committed offsets. (AdminClient.list_consumer_group_offsets crashes the process in librdkafka when the
+    coordinator answers NOT_COORDINATOR, librdkafka#5040; the consumer's group handler retries instead.)"""
+    from confluent_kafka import Consumer
+
+    security = dict(security or {})
+    key = ("offsets:" + group, _client_key(bootstrap_servers, security))
     with _clients_lock:
-        _clients.clear()
+        if key not in _clients:
+            _clients[key] = Consumer({**_base_conf(bootstrap_servers, security), "group.id": group,
+                                      "enable.auto.commit": False, "enable.auto.offset.store": False})
+        return _clients[key]
+
+
+def forget_clients(group: str | None = None) -> None:
+    """Drop cached clients: all (tests, rotated credentials, exit) or one group's offsets client."""
+    with _clients_lock:
+        keys = [k for k in _clients if group is None or k[0] == "offsets:" + group]
+        clients = [_clients.pop(k) for k in keys]
+    for client in clients:
+        if hasattr(client, "close"):
+            client.close()
+        else:
+            client.poll(0)
+    del clients  # destroyed here, while Python can still run the logger callback
+
+
+# Destroying a client with a Python logger during interpreter teardown can crash, so destroy them while
+# Python is whole.
+atexit.register(forget_clients)
 
 
 def cached_client_count() -> int:
@@ -181,12 +210,25 @@ def cached_client_count() -> int:
         return len(_clients)
 
 
+def _retriable(exc: BaseException) -> bool:
+    """librdkafka's retriable flag, plus the coordinator/leader codes it does not always flag."""
+    from confluent_kafka import KafkaError
+
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError):
+        return False
+    return err.retriable() or err.code() in (
+        KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.FENCED_LEADER_EPOCH)
+
+
 @dataclass
 class LagReader:
-    """Reads a `LagSnapshot` for a group in REQUESTS_PER_POLL admin calls, on a cached client.
+    """Reads a `LagSnapshot` for a group in REQUESTS_PER_POLL client calls, on cached clients.
 
-    `requests_total` counts every admin call this reader issued, so tests and the bench can check that
-    a poll costs the same for 1 or 1 000 partitions.
+    `requests_total` counts every call this reader issued (a retried call counts again), so tests and the
+    bench can check that a poll costs the same for 1 or 1 000 partitions.
     """
 
     bootstrap_servers: str
@@ -204,13 +246,7 @@ class LagReader:
 
         Raises TopicNotFound for a missing topic and KafkaUnavailable when the brokers do not answer.
         """
-        from confluent_kafka import (
-            ConsumerGroupTopicPartitions,
-            KafkaError,
-            KafkaException,
-            TopicCollection,
-            TopicPartition,
-        )
+        from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
         topics = list(dict.fromkeys(topics))
@@ -220,10 +256,10 @@ class LagReader:
         admin.poll(0)  # serve queued librdkafka log lines (routed to the `lagpilot.kafka` logger)
         t0 = time.monotonic()
         taken_at = time.time()
-        issued = 0
+        before = self.requests_total
         try:
             # 1. partitions of each topic: one Metadata request for all topics.
-            issued += 1
+            self.requests_total += 1
             futures = admin.describe_topics(TopicCollection(topics), request_timeout=self.timeout)
             tps: list[Any] = []
             for name, fut in futures.items():
@@ -236,51 +272,72 @@ class LagReader:
                     raise
                 tps.extend(TopicPartition(name, p.id) for p in desc.partitions)
             # 2./3. log-start and log-end of every partition: one call each (batched per leader).
-            issued += 1
             starts = self._list_offsets(admin, tps, OffsetSpec.earliest())
-            issued += 1
             ends = self._list_offsets(admin, tps, OffsetSpec.latest())
             # 4. the group's committed offsets on exactly these partitions: one OffsetFetch.
-            issued += 1
-            wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-            req = [ConsumerGroupTopicPartitions(group, wanted)]
-            res = admin.list_consumer_group_offsets(req, request_timeout=self.timeout)[group].result(
-                timeout=self.timeout + 5)
-            committed: dict[tuple[str, int], int | None] = {}
-            for tp in res.topic_partitions:
-                committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+            committed = self._committed(group, tps)
         except KafkaException as exc:
             raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
         except TimeoutError:
-            raise KafkaUnavailable(f"no answer from Kafka at {self.bootstrap_servers} within "
+            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
                                    f"{self.timeout:g}s") from None
         finally:
-            self.requests_total += issued
             self.polls += 1
-        return build_snapshot(group, taken_at, starts, ends, committed, reset, issued, time.monotonic() - t0)
+        return build_snapshot(group, taken_at, starts, ends, committed, reset, self.requests_total - before,
+                              time.monotonic() - t0)
 
     def committed_topics(self, group: str) -> list[str]:
-        """Topics the group has committed offsets on (one OffsetFetch), for callers that name no topic."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+        """Topics the group has committed offsets on, for callers that name no topic (the CLI).
+
+        Asks the group's coordinator through the offsets consumer first (so that it is found and loaded,
+        see offsets_client), then lists every committed offset of the group with the AdminClient."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
         admin = self.client
-        admin.poll(0)
-        self.requests_total += 1
         try:
+            self._committed(group, [TopicPartition("__lagpilot_probe", 0)])
+            self.requests_total += 1
             res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                     request_timeout=self.timeout)[group].result(
                 timeout=self.timeout + 5)
         except KafkaException as exc:
             raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
         except TimeoutError:
-            raise KafkaUnavailable(f"no answer from Kafka at {self.bootstrap_servers} within "
+            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
                                    f"{self.timeout:g}s") from None
-        return sorted({tp.topic for tp in res.topic_partitions or []})
+        return sorted({tp.topic for tp in res.topic_partitions or []} - {"__lagpilot_probe"})
+
+    def _committed(self, group: str, tps: list[Any]) -> dict[tuple[str, int], int | None]:
+        from confluent_kafka import TopicPartition
+
+        consumer = offsets_client(self.bootstrap_servers, group, self.security)
+        wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        got = self._retrying(lambda: consumer.committed(wanted, timeout=self.timeout))
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got}
 
     def _list_offsets(self, admin: Any, tps: list[Any], spec: Any) -> dict[tuple[str, int], int]:
-        futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
-        return {(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
-                for tp, fut in futures.items()}
+        def call() -> dict[tuple[str, int], int]:
+            futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
+            return {(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
+                    for tp, fut in futures.items()}
+
+        return self._retrying(call)
+
+    def _retrying(self, call: Callable[[], T], attempts: int = 5) -> T:
+        """One call; repeated (and counted again) only on retriable errors, such as NOT_COORDINATOR while
+        the group coordinator loads or a leader epoch not yet known right after a topic is created."""
+        from confluent_kafka import KafkaException
+
+        for attempt in range(attempts):
+            self.requests_total += 1
+            try:
+                return call()
+            except KafkaException as exc:
+                if attempt + 1 == attempts or not _retriable(exc):
+                    raise
+                log.debug("retrying after %s", exc)
+                time.sleep(0.25 * (attempt + 1))
+        raise AssertionError("unreachable")
 
 
 def _describe_error(exc: Exception, bootstrap: str, timeout: float) -> str:
