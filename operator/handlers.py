@@ -75,6 +75,11 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         settings.watching.server_timeout = 270
         settings.execution.max_workers = 8
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster service account, else KUBECONFIG (the same sources as our own client)."""
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)

@@ -46,11 +46,17 @@ class Kube:
 
     def _call(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None,
               content_type: str = "application/json") -> dict[str, Any]:
-        response = self.api.call_api(
-            path, method, query_params=list((query or {}).items()),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body, auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
-        data = response.data
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        _method, url, headers, body, _ = self.api.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=30)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=response.reason,
+                               body=data.decode(errors="replace") if data else None)
         return json.loads(data) if data else {}
 
     @staticmethod
@@ -90,7 +96,7 @@ class Kube:
         """Server-side apply as the operator's field manager, taking over conflicting fields (drift repair)."""
         meta = obj["metadata"]
         return self._call("PATCH", self._path(obj["kind"], meta["namespace"], meta["name"]),
-                          body=json.dumps(dict(obj)), query={"fieldManager": MANAGER, "force": "true"},
+                          body=dict(obj), query={"fieldManager": MANAGER, "force": "true"},
                           content_type="application/apply-patch+yaml")
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:

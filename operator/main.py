@@ -70,6 +70,8 @@ def main(namespaces: tuple[str, ...], consumer_image: str | None, log_format: st
         consumer_image=consumer_image, log_format=log_format, metrics_port=metrics_port, liveness=liveness,
         peering="standalone" if standalone else peering, priority=priority, resync_seconds=resync_seconds,
         verbose=verbose)
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
     run(settings, kubeconfig or os.environ.get("KUBECONFIG"))
 
 

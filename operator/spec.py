@@ -349,8 +349,8 @@ def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
 def _parse_retry(r: _Reader, raw: Mapping[str, Any]) -> RetrySpec:
     p = "spec.retry"
     attempts = r.integer(raw, "maxAttempts", p, 5, minimum=1, maximum=1000)
-    initial = r.integer(raw, "initialBackoffMs", p, 200, minimum=0, maximum=3_600_000)
-    maximum = r.integer(raw, "maxBackoffMs", p, 30000, minimum=0, maximum=3_600_000)
+    initial = r.integer(raw, "initialBackoffMs", p, 200, minimum=1, maximum=3_600_000)
+    maximum = r.integer(raw, "maxBackoffMs", p, 30000, minimum=1, maximum=3_600_000)
     if maximum < initial:
         r.bad(f"{p}.maxBackoffMs", "BackoffOrder",
               f"must be >= initialBackoffMs ({initial}), got {maximum}")

@@ -1,0 +1,97 @@
+"""Helpers for the operator lab tests: polling, and `lagpilot-operator` as a restartable child process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+from lagpilot.lab.proc import free_port, stop_pid
+
+ROOT = Path(__file__).resolve().parents[3]
+CRDS = ROOT / "crds"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition", every: float = 0.5) -> Any:
+    """Poll until check() is truthy; return its value. Timeouts are generous: the machine is shared."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = check()
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Operator:
+    """`lagpilot-operator` as a child process; restartable."""
+
+    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, extra_env: dict[str, str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_path
+        self.extra_env = extra_env
+        self.metrics_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        self.metrics_port = free_port()
+        liveness = free_port()
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "LAGPILOT_WATCH_NAMESPACES": self.namespace,
+               "LAGPILOT_CONSUMER_IMAGE": "lagpilot:lab", "LAGPILOT_RESYNC_SECONDS": "3",
+               "LAGPILOT_BROKER_TIMEOUT_SECONDS": "2", **self.extra_env}
+        argv = [str(Path(sys.executable).parent / "lagpilot-operator"), "--standalone",
+                "--metrics-port", str(self.metrics_port), "--liveness", f"http://127.0.0.1:{liveness}/healthz",
+                "--verbose"]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=30)
+        else:
+            stop_pid(self.proc.pid, grace=15)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def reconciles(self) -> float:
+        """lagpilot_reconcile_total from the operator's /metrics."""
+        text = urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        line = next(x for x in text.splitlines() if x.startswith("lagpilot_reconcile_total "))
+        return float(line.split()[1])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def strip_finalizers(k8s: Any, namespace: str) -> None:
+    out = k8s.kubectl("get", "consumergroups", "-o", "json", namespace=namespace, check=False)
+    if out.returncode != 0:
+        return
+    for item in json.loads(out.stdout).get("items", []):
+        k8s.kubectl("patch", "consumergroup", item["metadata"]["name"], "--type=merge", "-p",
+                    '{"metadata":{"finalizers":null}}', namespace=namespace, check=False)
+
+

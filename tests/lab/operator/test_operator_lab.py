@@ -1,0 +1,309 @@
+"""The operator as a real process against the lab control plane (real API server, garbage collector,
+lab runner running worker pods as processes) and the lab Kafka broker."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_lab_helpers import Operator, wait_for
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = ROOT / "examples"
+
+
+def cg_doc(name: str, bootstrap: str, topic: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name},
+            "spec": {"bootstrapServers": bootstrap, "topic": topic,
+                     "target": {"url": "http://127.0.0.1:9/none"}, **spec}}
+
+
+def apply(k8s: Any, ns: str, *docs: dict[str, Any], check: bool = True) -> Any:
+    return k8s.kubectl("apply", "-f", "-", namespace=ns, input=yaml.safe_dump_all(docs), check=check)
+
+
+def get(k8s: Any, ns: str, kind: str, name: str | None = None, selector: str | None = None) -> Any:
+    args = ["get", kind, *([name] if name else []), "-o", "json", *(["-l", selector] if selector else [])]
+    out = k8s.kubectl(*args, namespace=ns, check=False)
+    if out.returncode != 0:
+        return None
+    data = json.loads(out.stdout)
+    return data.get("items") if name is None else data
+
+
+def condition(cg: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (cg.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def deployments(k8s: Any, ns: str, cg: str) -> list[dict[str, Any]]:
+    return get(k8s, ns, "deployments", selector=f"lagpilot.io/consumergroup={cg}") or []
+
+
+def settled_status(k8s: Any, ns: str, name: str) -> Callable[[], Any]:
+    def check() -> Any:
+        cg = get(k8s, ns, "consumergroup", name)
+        st = cg.get("status") or {}
+        return cg if st.get("observedGeneration") == cg["metadata"]["generation"] else None
+    return check
+
+
+def test_minimal_example_creates_owned_objects_and_status(k8s: Any, namespace: str, operator: Operator,
+                                                          bootstrap: str, topic_factory: Any) -> None:
+    topic = topic_factory(partitions=4)
+    doc = yaml.safe_load((EXAMPLES / "minimal.yaml").read_text())
+    doc["spec"].update(bootstrapServers=bootstrap, topic=topic)
+    apply(k8s, namespace, doc)
+    name = doc["metadata"]["name"]
+    cg = get(k8s, namespace, "consumergroup", name)
+    uid = cg["metadata"]["uid"]
+
+    (dep,) = wait_for(lambda: deployments(k8s, namespace, name), what="worker Deployment")
+    for kind, obj_name in (("serviceaccount", f"{name}-worker"), ("role", f"{name}-worker"),
+                           ("rolebinding", f"{name}-worker"), ("service", f"{name}-workers"),
+                           ("configmap", f"{name}-assignment")):
+        obj = wait_for(functools.partial(get, k8s, namespace, kind, obj_name), what=f"{kind} {obj_name}")
+        refs = obj["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["uid"], r.get("controller")) for r in refs] == [("ConsumerGroup", uid, True)]
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == uid
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LAGPILOT_TOPIC"] == topic and env["LAGPILOT_GROUP_ID"] == f"{namespace}.{name}"
+    cm = get(k8s, namespace, "configmap", f"{name}-assignment")
+    assert json.loads(cm["data"]["assignment.json"]) == {"epoch": 0, "grants": {}}
+
+    cg = wait_for(lambda: (c := get(k8s, namespace, "consumergroup", name)) and
+                  (c.get("status") or {}).get("partitions") == 4 and c, what="status.partitions")
+    st = cg["status"]
+    assert st["observedGeneration"] == cg["metadata"]["generation"]
+    assert st["workers"] == 1 and st["selector"] == f"lagpilot.io/consumergroup={name}"
+    assert {c["type"] for c in st["conditions"]} >= {"Ready", "Progressing", "Degraded"}
+    assert condition(cg, "Degraded")["status"] == "False"
+    # printer columns render
+    table = k8s.kubectl("get", "cg", name, namespace=namespace).stdout
+    assert "TOPIC" in table and "PHASE" in table and topic in table
+
+
+def test_reconcile_is_idempotent_no_spurious_writes(k8s: Any, namespace: str, operator: Operator,
+                                                    bootstrap: str, topic_factory: Any) -> None:
+    topic = topic_factory(partitions=2)
+    apply(k8s, namespace, cg_doc("idem", bootstrap, topic, workers=0))
+    wait_for(lambda: condition(get(k8s, namespace, "consumergroup", "idem"), "Ready").get("status") == "True",
+             what="Ready with 0 workers")
+    before = {d["metadata"]["name"]: (d["metadata"]["resourceVersion"], d["metadata"]["generation"])
+              for d in deployments(k8s, namespace, "idem")}
+    cg_rv = get(k8s, namespace, "consumergroup", "idem")["metadata"]["resourceVersion"]
+    sa_rv = get(k8s, namespace, "serviceaccount", "idem-worker")["metadata"]["resourceVersion"]
+    # at least three more reconciles (periodic resync) run; none may write anything
+    start = operator.reconciles()
+    wait_for(lambda: operator.reconciles() >= start + 3, what="three more reconciles")
+    after = {d["metadata"]["name"]: (d["metadata"]["resourceVersion"], d["metadata"]["generation"])
+             for d in deployments(k8s, namespace, "idem")}
+    assert after == before
+    assert get(k8s, namespace, "consumergroup", "idem")["metadata"]["resourceVersion"] == cg_rv
+    assert get(k8s, namespace, "serviceaccount", "idem-worker")["metadata"]["resourceVersion"] == sa_rv
+
+
+def test_scale_subresource_and_drift_repair(k8s: Any, namespace: str, operator: Operator, bootstrap: str,
+                                            topic_factory: Any) -> None:
+    topic = topic_factory(partitions=3)
+    apply(k8s, namespace, cg_doc("scaled", bootstrap, topic, workers=0))
+    (dep,) = wait_for(lambda: deployments(k8s, namespace, "scaled"), what="Deployment")
+    name = dep["metadata"]["name"]
+
+    k8s.kubectl("scale", "cg/scaled", "--replicas=2", namespace=namespace)
+    assert get(k8s, namespace, "consumergroup", "scaled")["spec"]["workers"] == 2
+    wait_for(lambda: get(k8s, namespace, "deployment", name)["spec"]["replicas"] == 2, what="replicas 2")
+    wait_for(lambda: get(k8s, namespace, "consumergroup", "scaled")["status"]["workers"] == 2, what="status")
+    k8s.kubectl("scale", "cg/scaled", "--replicas=0", namespace=namespace)
+    wait_for(lambda: get(k8s, namespace, "deployment", name)["spec"]["replicas"] == 0, what="replicas 0")
+
+    # someone edits the Deployment: template and replicas are put back
+    k8s.kubectl("set", "env", f"deployment/{name}", "LAGPILOT_THREADS=99", namespace=namespace)
+    k8s.kubectl("scale", f"deployment/{name}", "--replicas=3", namespace=namespace)
+
+    def repaired() -> bool:
+        d = get(k8s, namespace, "deployment", name)
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["LAGPILOT_THREADS"] == "4" and d["spec"]["replicas"] == 0
+    wait_for(repaired, what="edited Deployment repaired")
+
+    # someone deletes it: recreated (a new object, same name), and exactly one
+    old_uid = get(k8s, namespace, "deployment", name)["metadata"]["uid"]
+    k8s.kubectl("delete", "deployment", name, namespace=namespace)
+    new = wait_for(lambda: (d := get(k8s, namespace, "deployment", name)) and d["metadata"]["uid"] != old_uid
+                   and d, what="Deployment recreated")
+    assert new["metadata"]["ownerReferences"][0]["kind"] == "ConsumerGroup"
+    assert len(deployments(k8s, namespace, "scaled")) == 1
+
+    k8s.kubectl("delete", "role", "scaled-worker", namespace=namespace)
+    wait_for(lambda: get(k8s, namespace, "role", "scaled-worker"), what="Role recreated")
+
+
+def test_schema_rejects_invalid_specs(k8s: Any, namespace: str, crds: None) -> None:
+    base = cg_doc("bad", "k:9092", "orders")
+    cases = [
+        ({"threads": 0}, "spec.threads"),
+        ({"target": {"url": "ftp://x/y"}}, "spec.target.url"),
+        ({"ordering": "global"}, "spec.ordering"),
+        ({"retry": {"initialBackoffMs": 500, "maxBackoffMs": 100}}, "maxBackoffMs must be >= initialBackoffMs"),
+        ({"kafka": {"securityProtocol": "SASL_SSL"}}, "needs saslMechanism and credentialsSecret"),
+        ({"autoscaling": {"minWorkers": 5, "maxWorkers": 2}}, "maxWorkers must be >= minWorkers"),
+    ]
+    for patch, fragment in cases:
+        doc = copy.deepcopy(base)
+        doc["spec"].update(patch)
+        out = apply(k8s, namespace, doc, check=False)
+        assert out.returncode != 0, patch
+        assert fragment in out.stderr, out.stderr
+    doc = copy.deepcopy(base)
+    del doc["spec"]["topic"]
+    out = apply(k8s, namespace, doc, check=False)
+    assert out.returncode != 0 and "spec.topic" in out.stderr
+    long = copy.deepcopy(base)
+    long["metadata"]["name"] = "x" * 53
+    out = apply(k8s, namespace, long, check=False)
+    assert out.returncode != 0 and "at most 52" in out.stderr
+
+
+def test_semantic_problems_are_reported_in_conditions_and_events(k8s: Any, namespace: str, operator: Operator,
+                                                                 bootstrap: str, topic_factory: Any) -> None:
+    topic = topic_factory(partitions=2)
+    apply(k8s, namespace, cg_doc("sem", bootstrap, topic,
+                                 template={"env": [{"name": "LAGPILOT_TOPIC", "value": "x"}]},
+                                 rollout={"strategy": "Canary", "canary": {"partitions": [0, 5]}}))
+    cg = wait_for(lambda: (c := get(k8s, namespace, "consumergroup", "sem")) and
+                  condition(c, "Degraded").get("reason") == "InvalidSpec" and c, what="InvalidSpec")
+    msg = condition(cg, "Degraded")["message"]
+    assert "spec.template.env[0].name" in msg and "spec.rollout.canary.partitions" in msg
+    assert cg["status"]["phase"] == "Invalid"
+    assert deployments(k8s, namespace, "sem") == []  # an invalid spec is never rolled out
+    wait_for(lambda: any(e["reason"] == "InvalidSpec" and e["involvedObject"]["name"] == "sem"
+                         for e in get(k8s, namespace, "events") or []), what="InvalidSpec Event")
+
+    apply(k8s, namespace, cg_doc("nosuch", bootstrap, "no-such-topic-x"))
+    wait_for(lambda: condition(get(k8s, namespace, "consumergroup", "nosuch"), "Degraded").get("reason")
+             == "TopicNotFound", what="TopicNotFound")
+    apply(k8s, namespace, cg_doc("nobroker", "127.0.0.1:1", topic))
+    wait_for(lambda: condition(get(k8s, namespace, "consumergroup", "nobroker"), "Degraded").get("reason")
+             == "BrokerUnreachable", what="BrokerUnreachable")
+
+    # fixing the spec clears the condition
+    apply(k8s, namespace, cg_doc("sem", bootstrap, topic, workers=0))
+    wait_for(lambda: condition(get(k8s, namespace, "consumergroup", "sem"), "Degraded").get("status") == "False",
+             what="recovered")
+    wait_for(lambda: deployments(k8s, namespace, "sem"), what="Deployment after fix")
+
+
+def test_full_example_is_accepted_and_planned(k8s: Any, namespace: str, operator: Operator) -> None:
+    docs = list(yaml.safe_load_all((EXAMPLES / "full.yaml").read_text()))
+    apply(k8s, namespace, *docs)
+    (dep,) = wait_for(lambda: deployments(k8s, namespace, "orders-to-billing"), what="Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["envFrom"] == [{"secretRef": {"name": "billing-auth"}, "prefix": "LAGPILOT_HEADER_"}]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LAGPILOT_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-creds",
+                                                                                 "key": "password"}
+    assert dep["spec"]["replicas"] == 3
+    # the example's brokers do not exist in the lab: the operator says so
+    cg = wait_for(lambda: (x := get(k8s, namespace, "consumergroup", "orders-to-billing")) and
+                  condition(x, "Degraded").get("status") == "True" and x, what="Degraded")
+    assert condition(cg, "Degraded")["reason"] in ("BrokerUnreachable", "WorkersCrashLooping")
+    # the Secret's content never appears in the Deployment
+    assert "change-me" not in json.dumps(dep)
+
+
+def test_delete_cr_removes_everything(k8s: Any, namespace: str, operator: Operator, bootstrap: str,
+                                      topic_factory: Any) -> None:
+    topic = topic_factory(partitions=1)
+    apply(k8s, namespace, cg_doc("gone", bootstrap, topic, workers=0))
+    wait_for(lambda: deployments(k8s, namespace, "gone") and get(k8s, namespace, "configmap", "gone-assignment"),
+             what="objects")
+    k8s.kubectl("delete", "consumergroup", "gone", "--timeout=60s", namespace=namespace)
+
+    def all_gone() -> bool:
+        sel = "lagpilot.io/consumergroup=gone"
+        return all(not get(k8s, namespace, kind, selector=sel)
+                   for kind in ("deployments", "serviceaccounts", "roles", "rolebindings", "services",
+                                "configmaps"))
+    wait_for(all_gone, timeout=120, what="garbage collection of owned objects")
+
+
+def test_operator_restart_converges_without_duplicates(k8s: Any, namespace: str, operator: Operator,
+                                                       bootstrap: str, topic_factory: Any) -> None:
+    topic = topic_factory(partitions=2)
+    apply(k8s, namespace, cg_doc("restart", bootstrap, topic, workers=0))
+    (first,) = wait_for(lambda: deployments(k8s, namespace, "restart"), what="Deployment")
+    # change the spec and kill the operator at once: the restarted one must finish the job
+    apply(k8s, namespace, cg_doc("restart", bootstrap, topic, workers=0, threads=7))
+    operator.stop(kill=True)
+    k8s.kubectl("delete", "service", "restart-workers", namespace=namespace)
+    operator.start()
+
+    def converged() -> Any:
+        deps = deployments(k8s, namespace, "restart")
+        cg = get(k8s, namespace, "consumergroup", "restart")
+        return (len(deps) == 1 and deps[0]["metadata"]["name"] != first["metadata"]["name"]
+                and get(k8s, namespace, "service", "restart-workers")
+                and cg["status"].get("observedGeneration") == cg["metadata"]["generation"]
+                and condition(cg, "Ready").get("status") == "True")
+    wait_for(converged, timeout=120, what="converged after restart")
+    (dep,) = deployments(k8s, namespace, "restart")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LAGPILOT_THREADS"] == "7"
+    for kind in ("serviceaccounts", "roles", "rolebindings", "services", "configmaps"):
+        assert len(get(k8s, namespace, kind, selector="lagpilot.io/consumergroup=restart")) == 1, kind
+
+
+def test_workers_run_consumer_records_reach_target_and_threads_change_rolls(
+        k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Any) -> None:
+    from confluent_kafka import Producer
+
+    from lagpilot.testing.target import RecordingTarget
+
+    topic = topic_factory(partitions=2)
+    with RecordingTarget() as target:
+        apply(k8s, namespace, cg_doc("live", bootstrap, topic, workers=1, threads=2,
+                                     target={"url": target.url}))
+        cg = wait_for(lambda: (c := get(k8s, namespace, "consumergroup", "live")) and
+                      condition(c, "Ready").get("status") == "True" and c, timeout=180, what="Ready")
+        assert cg["status"]["readyWorkers"] == 1 and cg["status"]["phase"] == "Running"
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for i in range(20):
+            producer.produce(topic, key=f"k{i % 4}".encode(), value=f"v{i}".encode())
+        producer.flush(30)
+        target.wait_for(lambda t: len(t.accepted_records()) >= 20, timeout=120)
+        assert len(target.accepted_records()) == 20
+
+        (before,) = deployments(k8s, namespace, "live")
+        pods_before = {p["metadata"]["name"] for p in get(k8s, namespace, "pods",
+                                                          selector="lagpilot.io/consumergroup=live")}
+        apply(k8s, namespace, cg_doc("live", bootstrap, topic, workers=1, threads=3,
+                                     target={"url": target.url}))
+
+        def rolled() -> Any:
+            deps = deployments(k8s, namespace, "live")
+            cg = get(k8s, namespace, "consumergroup", "live")
+            return (len(deps) == 1 and deps[0]["metadata"]["name"] != before["metadata"]["name"]
+                    and condition(cg, "Ready").get("status") == "True"
+                    and cg["status"]["observedGeneration"] == cg["metadata"]["generation"])
+        wait_for(rolled, timeout=180, what="rolled to new revision")
+        pods_after = wait_for(lambda: {p["metadata"]["name"] for p in get(
+            k8s, namespace, "pods", selector="lagpilot.io/consumergroup=live")
+            if not p["metadata"].get("deletionTimestamp")} - pods_before, what="new pods")
+        assert not pods_after & pods_before
+        (pod,) = [p for p in get(k8s, namespace, "pods", selector="lagpilot.io/consumergroup=live")
+                  if p["metadata"]["name"] in pods_after]
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["LAGPILOT_THREADS"] == "3"
+        for i in range(20, 30):
+            producer.produce(topic, key=f"k{i % 4}".encode(), value=f"v{i}".encode())
+        producer.flush(30)
+        target.wait_for(lambda t: len(t.accepted_records()) >= 30, timeout=120)
+        assert len(target.accepted_records()) == 30
