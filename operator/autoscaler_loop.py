@@ -43,7 +43,7 @@ class GroupLagState:
     scale: ScaleState = field(default_factory=ScaleState)
     worker_rate: float | None = None  # learned records/s per busy worker
     workers: int | None = None  # worker count at the last step
-    workers_since: float = 0.0  # when that count was first seen (rates are learned only at steady counts)
+    workers_since: float = 0.0  # when that count was set (rates are learned only at steady counts)
     status: LagStatus = LagStatus.OK
     warned: frozenset[str] = frozenset()  # partitions already reported as behind log-start
 
@@ -80,15 +80,24 @@ class StepResult:
         return "; ".join(e.message for e in self.events) or None
 
 
-def _saturated(window: LagWindow, stalled: set[str]) -> bool:
-    """Lag (stalled partitions aside) stayed > 0 at every poll of the window: workers were never idle."""
-    totals: dict[float, int] = {}
+def last_interval(window: LagWindow, stalled: set[str]) -> tuple[float | None, bool]:
+    """(records/s committed between the last two polls, whether lag stayed > 0 at both polls), stalled
+    partitions aside: a busy interval's throughput is what the workers can deliver."""
+    committed = 0
+    dt = 0.0
+    lag_before = lag_after = 0
     for key, samples in window.partitions.items():
-        if key in stalled:
+        if key in stalled or len(samples) < 2:
             continue
-        for s in samples:
-            totals[s.t] = totals.get(s.t, 0) + s.lag
-    return len(totals) >= 2 and all(v > 0 for v in totals.values())
+        a, b = samples[-2], samples[-1]
+        dt = max(dt, b.t - a.t)
+        lag_before += a.lag
+        lag_after += b.lag
+        if a.committed is not None and b.committed is not None:
+            committed += max(0, b.committed - a.committed)
+    if dt <= 0:
+        return None, False
+    return committed / dt, lag_before > 0 and lag_after > 0
 
 
 def run_autoscaling_step(state: GroupLagState, snapshot: LagSnapshot, autoscaling: AutoscaleSpec,
@@ -103,10 +112,12 @@ def run_autoscaling_step(state: GroupLagState, snapshot: LagSnapshot, autoscalin
     ev = evaluate(window, workers_running=ready_workers > 0, now=now)
 
     workers_since = state.workers_since if state.workers == current_workers else now
-    steady = now - workers_since >= window_seconds
+    # Learn the per-worker rate from the last interval if the same workers, all ready, were busy all along.
     stalled_keys = {f"{p.topic}/{p.partition}" for p in ev.stalled}
-    worker_rate = estimate_worker_rate(state.worker_rate, ev.consumption_rate, current_workers,
-                                       steady and _saturated(window, stalled_keys))
+    interval_rate, busy = last_interval(window, stalled_keys)
+    previous_t = max((s[-2].t for s in window.partitions.values() if len(s) >= 2), default=now)
+    steady = state.workers == current_workers and workers_since <= previous_t and ready_workers >= current_workers
+    worker_rate = estimate_worker_rate(state.worker_rate, interval_rate, current_workers, steady and busy)
 
     events: list[Event] = []
     decision: ScaleDecision | None = None

@@ -135,7 +135,7 @@ def build_snapshot(group: str, taken_at: float, starts: Mapping[tuple[str, int],
 
 # --- I/O shell -------------------------------------------------------------------------------------------
 
-def _client_key(bootstrap_servers: str, security: Mapping[str, str]) -> str:
+def _client_key(bootstrap_servers: str, security: Mapping[str, Any]) -> str:
     """Cache key: bootstrap plus security settings, hashed so that passwords never sit in a dict key/log."""
     material = bootstrap_servers + "\0" + "\0".join(f"{k}={v}" for k, v in sorted(security.items()))
     return hashlib.sha256(material.encode()).hexdigest()
@@ -145,7 +145,7 @@ _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _base_conf(bootstrap_servers: str, security: Mapping[str, str]) -> dict[str, Any]:
+def _base_conf(bootstrap_servers: str, security: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap_servers,
         "client.id": "lagpilot-lag-reader",
@@ -155,7 +155,7 @@ def _base_conf(bootstrap_servers: str, security: Mapping[str, str]) -> dict[str,
     }
 
 
-def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None) -> Any:
+def admin_client(bootstrap_servers: str, security: Mapping[str, Any] | None = None) -> Any:
     """One AdminClient per (bootstrap servers, security settings), reused across polls and groups.
 
     `security` holds librdkafka keys such as security.protocol, sasl.mechanism, sasl.username,
@@ -172,7 +172,7 @@ def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = No
         return _clients[key]
 
 
-def offsets_client(bootstrap_servers: str, group: str, security: Mapping[str, str] | None = None) -> Any:
+def offsets_client(bootstrap_servers: str, group: str, security: Mapping[str, Any] | None = None) -> Any:
     """A Consumer bound to `group` that never subscribes, assigns or commits: it only reads the group's
     committed offsets. (AdminClient.list_consumer_group_offsets crashes the process in librdkafka when the
     coordinator answers NOT_COORDINATOR, librdkafka#5040; the consumer's group handler retries instead.)"""
@@ -232,7 +232,7 @@ class LagReader:
     """
 
     bootstrap_servers: str
-    security: Mapping[str, str] = field(default_factory=dict)
+    security: Mapping[str, Any] = field(default_factory=dict)  # librdkafka settings (security, ...)
     timeout: float = 10.0
     requests_total: int = 0
     polls: int = 0
@@ -311,6 +311,7 @@ class LagReader:
         from confluent_kafka import TopicPartition
 
         consumer = offsets_client(self.bootstrap_servers, group, self.security)
+        consumer.poll(0)  # serve its queue (log lines, errors); it is assigned nothing, so no records
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         got = self._retrying(lambda: consumer.committed(wanted, timeout=self.timeout))
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got}

@@ -79,7 +79,7 @@ def test_state_round_trips() -> None:
     assert GroupLagState.from_dict(rs[-1].state.to_dict()) == rs[-1].state
 
 
-def test_worker_rate_learned_from_a_busy_steady_window_feeds_catch_up() -> None:
+def test_worker_rate_learned_from_a_busy_interval_feeds_catch_up() -> None:
     spec = AutoscaleSpec(enabled=True, poll_seconds=10, catch_up_seconds=60, lag_per_worker=10**9,
                          scale_down_stabilization_seconds=0)
     # 1 worker delivers 100/s over 4 partitions; production 300/s; the backlog keeps growing.
