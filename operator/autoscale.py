@@ -210,10 +210,10 @@ def decide_workers(spec: AutoscaleSpec, inputs: ScaleInputs,
     if spec.catch_up_seconds > 0:
         if inputs.production_rate is not None and inputs.worker_rate and inputs.worker_rate > 0:
             needed_rate = inputs.production_rate + lag / spec.catch_up_seconds
-            rate_need = math.ceil(needed_rate / inputs.worker_rate - 1e-9)
+            rate_need, per_worker = rate_workers(needed_rate, inputs.worker_rate, inputs.partitions)
             parts.append(f"catch-up: {fmt(inputs.production_rate)}/s produced + {fmt(lag)} in "
                          f"{spec.catch_up_seconds:g}s over {fmt(inputs.worker_rate)}/s per worker "
-                         f"-> {rate_need}")
+                         f"-> {rate_need} ({per_worker} per worker)")
         else:
             parts.append("catch-up: no per-worker rate measured yet")
 
@@ -260,6 +260,23 @@ def decide_workers(spec: AutoscaleSpec, inputs: ScaleInputs,
     keep = max(spec.scale_up_stabilization_seconds, spec.scale_down_stabilization_seconds)
     new_state = replace(state, recommendations=tuple((t, n) for t, n in history if t >= inputs.now - keep))
     return ScaleDecision(desired, cur, rec, lag_need, rate_need, "; ".join(parts), new_state)
+
+
+def rate_workers(needed_rate: float, worker_rate: float, partitions: int) -> tuple[int, str]:
+    """Workers needed to deliver `needed_rate` records/s when a partition is the unit of work.
+
+    A worker owning k partitions must carry k x (needed_rate / partitions) on its own, so the count is
+    set by how many partitions one worker can carry, not by needed_rate / worker_rate: 12 partitions at
+    146/s each need 12 workers of 200/s, not 9 (with 9, three workers own two partitions and fall
+    behind). Assumes the need is spread evenly over the partitions. Returns (workers, "k partitions")."""
+    if needed_rate <= 0 or partitions <= 0:
+        return 0, "nothing to deliver"
+    per_partition = needed_rate / partitions
+    carry = math.floor(worker_rate / per_partition + 1e-9)
+    if carry < 1:
+        return partitions, f"{fmt(per_partition)}/s per partition exceeds one worker"
+    carry = min(carry, partitions)
+    return math.ceil(partitions / carry), _plural(carry, "partition")
 
 
 def estimate_worker_rate(previous: float | None, consumption_rate: float | None, workers: int,

@@ -46,17 +46,18 @@ class GroupLagState:
     workers_since: float = 0.0  # when that count was set (rates are learned only at steady counts)
     status: LagStatus = LagStatus.OK
     warned: frozenset[str] = frozenset()  # partitions already reported as behind log-start
+    ready: int = 0  # ready workers at the last step
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window.to_dict(), "scale": self.scale.to_dict(),
                 "workerRate": self.worker_rate, "workers": self.workers, "workersSince": self.workers_since,
-                "status": self.status.name, "warned": sorted(self.warned)}
+                "status": self.status.name, "warned": sorted(self.warned), "ready": self.ready}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GroupLagState:
         return cls(LagWindow.from_dict(d.get("window", {})), ScaleState.from_dict(d.get("scale")),
                    d.get("workerRate"), d.get("workers"), float(d.get("workersSince", 0.0)),
-                   LagStatus[d.get("status", "OK")], frozenset(d.get("warned", ())))
+                   LagStatus[d.get("status", "OK")], frozenset(d.get("warned", ())), int(d.get("ready", 0)))
 
 
 @dataclass(frozen=True)
@@ -80,24 +81,34 @@ class StepResult:
         return "; ".join(e.message for e in self.events) or None
 
 
-def last_interval(window: LagWindow, stalled: set[str]) -> tuple[float | None, bool]:
-    """(records/s committed between the last two polls, whether lag stayed > 0 at both polls), stalled
-    partitions aside: a busy interval's throughput is what the workers can deliver."""
-    committed = 0
-    dt = 0.0
-    lag_before = lag_after = 0
+@dataclass(frozen=True)
+class Interval:
+    """The last poll interval, stalled partitions aside."""
+
+    produced_rate: float  # records/s appended
+    committed_rate: float  # records/s committed
+    busy: bool  # every partition had a backlog at both polls: the workers never ran out of work
+    started_at: float
+
+
+def last_interval(window: LagWindow, stalled: set[str]) -> Interval | None:
+    """Rates between the last two polls. Only a busy interval measures what the workers can deliver: one
+    partition with lag does not keep every worker busy."""
+    produced = committed = 0
+    start = end = None
+    busy = True
     for key, samples in window.partitions.items():
         if key in stalled or len(samples) < 2:
             continue
         a, b = samples[-2], samples[-1]
-        dt = max(dt, b.t - a.t)
-        lag_before += a.lag
-        lag_after += b.lag
+        start, end = a.t, b.t
+        busy = busy and a.lag > 0 and b.lag > 0
+        produced += max(0, b.log_end - a.log_end)
         if a.committed is not None and b.committed is not None:
             committed += max(0, b.committed - a.committed)
-    if dt <= 0:
-        return None, False
-    return committed / dt, lag_before > 0 and lag_after > 0
+    if start is None or end is None or end <= start:
+        return None
+    return Interval(produced / (end - start), committed / (end - start), busy, start)
 
 
 def run_autoscaling_step(state: GroupLagState, snapshot: LagSnapshot, autoscaling: AutoscaleSpec,
@@ -112,12 +123,14 @@ def run_autoscaling_step(state: GroupLagState, snapshot: LagSnapshot, autoscalin
     ev = evaluate(window, workers_running=ready_workers > 0, now=now)
 
     workers_since = state.workers_since if state.workers == current_workers else now
-    # Learn the per-worker rate from the last interval if the same workers, all ready, were busy all along.
+    # Learn the per-worker rate from the last interval if the same workers, all ready at both polls (and
+    # the count set before the interval began), had work all along.
     stalled_keys = {f"{p.topic}/{p.partition}" for p in ev.stalled}
-    interval_rate, busy = last_interval(window, stalled_keys)
-    previous_t = max((s[-2].t for s in window.partitions.values() if len(s) >= 2), default=now)
-    steady = state.workers == current_workers and workers_since <= previous_t and ready_workers >= current_workers
-    worker_rate = estimate_worker_rate(state.worker_rate, interval_rate, current_workers, steady and busy)
+    last = last_interval(window, stalled_keys)
+    steady = (last is not None and state.workers == current_workers and workers_since < last.started_at
+              and state.ready >= current_workers and ready_workers >= current_workers)
+    worker_rate = estimate_worker_rate(state.worker_rate, last.committed_rate if last else None,
+                                       current_workers, steady and last is not None and last.busy)
 
     events: list[Event] = []
     decision: ScaleDecision | None = None
@@ -127,7 +140,7 @@ def run_autoscaling_step(state: GroupLagState, snapshot: LagSnapshot, autoscalin
         decision = decide_workers(autoscaling, ScaleInputs(
             now=now, current_workers=current_workers, partitions=len(snapshot.partitions),
             total_lag=ev.total, stalled_lag=ev.stalled_lag, stalled_partitions=len(ev.stalled),
-            production_rate=ev.production_rate, worker_rate=worker_rate), state.scale)
+            production_rate=last.produced_rate if last else None, worker_rate=worker_rate), state.scale)
         scale = decision.state
         if decision.changed:
             new_workers = decision.desired
@@ -152,7 +165,8 @@ def run_autoscaling_step(state: GroupLagState, snapshot: LagSnapshot, autoscalin
         summary["reason"] = decision.reason
     new_state = GroupLagState(window, scale, worker_rate,
                               current_workers if new_workers is None else new_workers,
-                              workers_since if new_workers is None else now, ev.status, frozenset(behind))
+                              workers_since if new_workers is None else now, ev.status, frozenset(behind),
+                              ready_workers)
     return StepResult(summary, new_workers, tuple(events), ev, decision, new_state)
 
 

@@ -15,6 +15,7 @@ from lagpilot.operator.autoscale import (
     ScaleState,
     decide_workers,
     estimate_worker_rate,
+    rate_workers,
 )
 
 pytestmark = pytest.mark.unit
@@ -242,3 +243,20 @@ def test_no_scale_down_within_the_window_after_a_scale_up(spec: AutoscaleSpec, s
         if d.direction == "up":
             last_up = now
         state, cur = d.state, d.desired
+
+
+@pytest.mark.parametrize(
+    ("needed", "worker_rate", "partitions", "workers"),
+    [
+        pytest.param(1750.0, 200.0, 12, 12, id="146-per-partition-needs-one-worker-each-not-9"),
+        pytest.param(1000.0, 250.0, 12, 4, id="three-partitions-per-worker"),
+        pytest.param(1000.0, 400.0, 12, 3, id="four-partitions-per-worker"),
+        pytest.param(1000.0, 250.0, 10, 5, id="naive-4-would-give-3-partitions-to-a-250-per-s-worker"),
+        pytest.param(100.0, 10_000.0, 12, 1, id="one-worker-carries-all"),
+        pytest.param(5000.0, 200.0, 12, 12, id="more-than-one-worker-per-partition-capped-at-partitions"),
+        pytest.param(0.0, 200.0, 12, 0, id="nothing-to-deliver"),
+    ],
+)
+def test_rate_need_counts_partitions_per_worker(needed: float, worker_rate: float, partitions: int,
+                                                workers: int) -> None:
+    assert rate_workers(needed, worker_rate, partitions)[0] == workers
