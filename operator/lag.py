@@ -272,8 +272,7 @@ class LagReader:
                     raise
                 tps.extend(TopicPartition(name, p.id) for p in desc.partitions)
             # 2./3. log-start and log-end of every partition: one call each (batched per leader).
-            starts = self._list_offsets(admin, tps, OffsetSpec.earliest())
-            ends = self._list_offsets(admin, tps, OffsetSpec.latest())
+            starts, ends = self._log_bounds(admin, tps, OffsetSpec)
             # 4. the group's committed offsets on exactly these partitions: one OffsetFetch.
             committed = self._committed(group, tps)
         except KafkaException as exc:
@@ -316,29 +315,38 @@ class LagReader:
         got = self._retrying(lambda: consumer.committed(wanted, timeout=self.timeout))
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got}
 
-    def _list_offsets(self, admin: Any, tps: list[Any], spec: Any) -> dict[tuple[str, int], int]:
-        def call() -> dict[tuple[str, int], int]:
-            futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
-            return {(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
-                    for tp, fut in futures.items()}
+    def _log_bounds(self, admin: Any, tps: list[Any],
+                    offset_spec: Any) -> tuple[dict[tuple[str, int], int], ...]:
+        """Log-start and log-end of every partition: two ListOffsets calls issued together (then awaited),
+        so a poll waits for one round trip, not two."""
+
+        def call() -> tuple[dict[tuple[str, int], int], ...]:
+            pending = [admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
+                       for spec in (offset_spec.earliest(), offset_spec.latest())]
+            self.requests_total += 1  # the second call (_retrying counts the first)
+            return tuple({(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
+                          for tp, fut in futures.items()} for futures in pending)
 
         return self._retrying(call)
 
-    def _retrying(self, call: Callable[[], T], attempts: int = 5) -> T:
+    def _retrying(self, call: Callable[[], T]) -> T:
         """One call; repeated (and counted again) only on retriable errors, such as NOT_COORDINATOR while
-        the group coordinator loads or a leader epoch not yet known right after a topic is created."""
+        the group coordinator loads or a leader not yet elected right after a topic is created, for at
+        most `timeout` seconds."""
         from confluent_kafka import KafkaException
 
-        for attempt in range(attempts):
+        deadline = time.monotonic() + self.timeout
+        backoff = 0.1
+        while True:
             self.requests_total += 1
             try:
                 return call()
             except KafkaException as exc:
-                if attempt + 1 == attempts or not _retriable(exc):
+                if not _retriable(exc) or time.monotonic() + backoff > deadline:
                     raise
                 log.debug("retrying after %s", exc)
-                time.sleep(0.25 * (attempt + 1))
-        raise AssertionError("unreachable")
+                time.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
 
 
 def _describe_error(exc: Exception, bootstrap: str, timeout: float) -> str:
