@@ -1,0 +1,354 @@
+"""Rollout planner: table tests of each strategy's decisions, and a simulated cluster (Deployments that
+create/delete pods honouring the deletion cost, workers that apply and report with random delays, the real
+hand-off planner in between) driven to completion under hypothesis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lagpilot.operator.assignment import (
+    AssignmentDoc,
+    Observed,
+    WorkerReport,
+    WorkerView,
+    plan_assignment,
+)
+from lagpilot.operator.rollout import (
+    ABORTED,
+    CANARY,
+    PROGRESSING,
+    PROMOTING,
+    STABLE,
+    CanaryFigures,
+    Commands,
+    RolloutInput,
+    canary_partitions,
+    judge,
+    next_rollout_step,
+)
+from lagpilot.operator.spec import BlueGreenSpec, CanarySpec, RolloutSpec
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class Pod:
+    name: str
+    revision: str
+    owned: frozenset[int] = frozenset()
+    applied: int = 0
+    report: WorkerReport | None = None
+    ready: bool = False
+    skipped: int = 0
+
+
+@dataclass
+class Cluster:
+    """Just enough of Kubernetes: Deployments per revision, pods, the ConfigMap, the Leases."""
+
+    partitions: int
+    pods: dict[str, Pod] = field(default_factory=dict)
+    doc: AssignmentDoc | None = None
+    status: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)
+    seq: int = 0
+    max_owners_seen: int = 0
+
+    def observed(self) -> Observed:
+        views = {p.name: WorkerView(p.name, report=p.report, revision=p.revision, ready=p.ready)
+                 for p in self.pods.values()}
+        return Observed(self.doc, views, self.partitions)
+
+    def scale(self, deployments: dict[str, int] | None, costs: dict[str, int]) -> None:
+        if deployments is None:
+            return
+        for rev in {p.revision for p in self.pods.values()} | set(deployments):
+            mine = sorted((p for p in self.pods.values() if p.revision == rev),
+                          key=lambda p: (costs.get(p.name, 0), p.name))
+            want = deployments.get(rev, 0)
+            for pod in mine[: max(0, len(mine) - want)]:
+                # SIGTERM: the runtime drains (releases everything) before the pod disappears.
+                del self.pods[pod.name]
+            for _ in range(want - len(mine)):
+                self.seq += 1
+                name = f"{rev}-{self.seq}"
+                self.pods[name] = Pod(name, rev)
+
+    def workers_act(self, data: st.DataObject | None) -> None:
+        for pod in sorted(self.pods.values(), key=lambda p: p.name):
+            # Late workers: a worker may skip a round, but not more than two in a row (fairness).
+            if data is not None and pod.skipped < 2 and not data.draw(st.booleans(), label="acts"):
+                pod.skipped += 1
+                continue
+            pod.skipped = 0
+            if self.doc is not None and self.doc.epoch > pod.applied:
+                pod.owned = self.doc.grants.get(pod.name, frozenset())
+                pod.applied = self.doc.epoch
+            pod.report = WorkerReport(pod.owned, pod.applied)
+            pod.ready = True
+        self.check()
+
+    def check(self) -> None:
+        for part in range(self.partitions):
+            owners = [p.name for p in self.pods.values() if part in p.owned]
+            self.max_owners_seen = max(self.max_owners_seen, len(owners))
+            assert len(owners) <= 1, f"partition {part} owned by {owners}"
+
+    def reconcile(self, spec: RolloutSpec, target: str, workers: int, now: float,
+                  figures: CanaryFigures | None = None, commands: Commands | None = None):
+        step = next_rollout_step(RolloutInput(spec, target, workers, self.observed(), self.status,
+                                              figures=figures, commands=commands or Commands(), now=now))
+        self.doc = plan_assignment(self.observed(), step.desired)
+        self.status = step.status
+        self.events += step.events
+        self.scale(step.deployments, step.deletion_cost)
+        return step
+
+    def owners(self) -> dict[int, str]:
+        return {part: p.revision for p in self.pods.values() for part in p.owned}
+
+
+def run(cluster: Cluster, spec: RolloutSpec, target: str, workers: int, *, data: st.DataObject | None = None,
+        steps: int = 200, figures: CanaryFigures | None = None, start: float = 0.0,
+        until: str = STABLE) -> float:
+    now = start
+    for _ in range(steps):
+        cluster.reconcile(spec, target, workers, now, figures)
+        cluster.workers_act(data)
+        now += 1.0
+        if cluster.status.get("phase") == until and (until != STABLE or cluster.status["stableRevision"] == target) \
+                and len(cluster.owners()) == cluster.partitions:
+            return now
+    raise AssertionError(f"did not reach {until}: {cluster.status}")
+
+
+def settled_cluster(partitions: int, workers: int, rev: str = "a") -> Cluster:
+    c = Cluster(partitions)
+    run(c, RolloutSpec(), rev, workers)
+    assert set(c.owners().values()) == {rev}
+    return c
+
+
+def test_initial_start_owns_everything_balanced() -> None:
+    c = settled_cluster(12, 3)
+    per_pod = [len(p.owned) for p in c.pods.values()]
+    assert sorted(per_pod) == [4, 4, 4]
+    assert c.status["phase"] == STABLE and c.status["stableRevision"] == "a"
+
+
+def test_rolling_moves_one_worker_share_at_a_time() -> None:
+    c = settled_cluster(12, 3)
+    spec = RolloutSpec(strategy="Rolling")
+    in_flight_max = 0
+    now = 100.0
+    for _ in range(200):
+        step = c.reconcile(spec, "b", 3, now)
+        assert step.deployments is not None
+        assert sum(step.deployments.values()) <= 4  # never more than one extra worker
+        moving = sum(1 for part, w in step.desired.items() if c.doc and c.doc.owner_of().get(part) != w)
+        in_flight_max = max(in_flight_max, moving)
+        c.workers_act(None)
+        now += 1
+        if c.status["phase"] == STABLE and c.status["stableRevision"] == "b":
+            break
+    assert c.status["phase"] == STABLE and c.status["stableRevision"] == "b"
+    assert set(c.owners().values()) == {"b"} and len(c.owners()) == 12
+    assert {p.revision for p in c.pods.values()} == {"b"}
+    assert in_flight_max <= 4
+    reasons = [e[1] for e in c.events]
+    assert "RolloutStarted" in reasons and "RolloutCompleted" in reasons
+
+
+def test_rolling_max_partitions_in_flight() -> None:
+    c = settled_cluster(12, 3)
+    spec = RolloutSpec(strategy="Rolling", max_partitions_in_flight=1)
+    now = 100.0
+    for _ in range(300):
+        c.reconcile(spec, "b", 3, now)
+        assert c.doc is not None
+        # At most one partition is between owners (revoked and not yet re-granted) at any time.
+        assert len(c.doc.revoked) <= 1
+        c.workers_act(None)
+        now += 1
+        if c.status["phase"] == STABLE and c.status["stableRevision"] == "b":
+            break
+    assert c.status["stableRevision"] == "b" and set(c.owners().values()) == {"b"}
+
+
+def test_blue_green_waits_for_ready_idle_workers_then_moves_all_and_keeps_old() -> None:
+    c = settled_cluster(12, 3)
+    spec = RolloutSpec(strategy="BlueGreen", blue_green=BlueGreenSpec(scale_down_delay_seconds=30))
+    step = c.reconcile(spec, "b", 3, 100.0)
+    assert step.deployments == {"a": 3, "b": 3}
+    assert set(step.desired.values()) <= {p.name for p in c.pods.values() if p.revision == "a"}
+    c.workers_act(None)  # new pods come up ready, idle
+    step = c.reconcile(spec, "b", 3, 101.0)
+    assert c.status["phase"] == PROMOTING
+    assert {c.pods[w].revision for w in step.desired.values() if w} == {"b"}
+    now = 102.0
+    while set(c.owners().values()) != {"b"} or len(c.owners()) != 12:
+        c.workers_act(None)
+        c.reconcile(spec, "b", 3, now)
+        now += 1
+        assert now < 150
+    assert c.status["phase"] == PROMOTING and "kept" in c.status["message"]
+    assert {p.revision for p in c.pods.values()} == {"a", "b"}
+    end = run(c, spec, "b", 3, start=now)
+    assert end - now >= 25  # old revision kept for the delay
+    assert {p.revision for p in c.pods.values()} == {"b"}
+
+
+def test_blue_green_manual_promotion_and_abort_moves_back() -> None:
+    c = settled_cluster(6, 2)
+    spec = RolloutSpec(strategy="BlueGreen", blue_green=BlueGreenSpec(auto_promote=False))
+    for t in range(5):
+        c.reconcile(spec, "b", 2, 100.0 + t)
+        c.workers_act(None)
+    assert c.status["phase"] == PROGRESSING and "waiting for lagpilot.io/promote" in c.status["message"]
+    assert set(c.owners().values()) == {"a"}
+    for t in range(10):
+        c.reconcile(spec, "b", 2, 110.0 + t, commands=Commands(promote=True))
+        c.workers_act(None)
+    assert set(c.owners().values()) == {"b"} and c.status["phase"] == PROMOTING
+    for t in range(10):
+        step = c.reconcile(spec, "b", 2, 120.0 + t, commands=Commands(abort=True))
+        c.workers_act(None)
+    assert c.status["phase"] == ABORTED and step.degraded is not None
+    assert set(c.owners().values()) == {"a"} and len(c.owners()) == 6
+    assert {p.revision for p in c.pods.values()} == {"a"}
+    # Aborted stays aborted for this revision (no retry loop) ...
+    for t in range(3):
+        c.reconcile(spec, "b", 2, 130.0 + t)
+        c.workers_act(None)
+    assert c.status["phase"] == ABORTED
+    # ... and a spec change back to "a" clears it.
+    step = c.reconcile(spec, "a", 2, 140.0)
+    assert c.status["phase"] == STABLE and step.degraded is None
+
+
+def make_canary(partitions: int | tuple[int, ...] = 2, analysis: int = 60, then: str = "Rolling",
+                auto: bool = True, **kw: object) -> RolloutSpec:
+    return RolloutSpec(strategy="Canary", canary=CanarySpec(partitions=partitions, analysis_seconds=analysis,
+                                                            then=then, auto_promote=auto, **kw))  # type: ignore[arg-type]
+
+
+GOOD = CanaryFigures(deliveries=500, error_rate=0.0, p99_ms=20, lag_growth=0)
+BAD = CanaryFigures(deliveries=500, error_rate=0.2, p99_ms=20, lag_growth=0)
+
+
+@pytest.mark.parametrize("then", ["Rolling", "BlueGreen"])
+def test_canary_passes_then_completes(then: str) -> None:
+    c = settled_cluster(8, 2)
+    spec = make_canary(partitions=(1, 6), then=then)
+    end = run(c, spec, "b", 2, until=CANARY, figures=None, start=100.0, steps=5)
+    # the chosen partitions, exactly, run on the canary revision
+    for _ in range(5):
+        c.reconcile(spec, "b", 2, end, figures=None)
+        c.workers_act(None)
+    assert {p for p, rev in c.owners().items() if rev == "b"} == {1, 6}
+    assert c.status["phase"] == CANARY and c.status["canaryPartitions"] == [1, 6]
+    assert "analysis" in c.status["message"]
+    run(c, spec, "b", 2, figures=GOOD, start=end + 61)
+    assert set(c.owners().values()) == {"b"}
+    assert "CanaryPassed" in [e[1] for e in c.events]
+
+
+def test_canary_failure_aborts_and_returns_partitions() -> None:
+    c = settled_cluster(8, 2)
+    spec = make_canary(partitions=3)
+    now = 100.0
+    for _ in range(10):
+        c.reconcile(spec, "b", 2, now, figures=None)
+        c.workers_act(None)
+        now += 1
+    assert {p for p, rev in c.owners().items() if rev == "b"} == {0, 1, 2}
+    step = c.reconcile(spec, "b", 2, now, figures=BAD)
+    assert c.status["phase"] == ABORTED
+    assert step.degraded is not None and step.degraded[0] == "RolloutAborted"
+    assert "error rate" in step.degraded[1]
+    warnings = [e for e in step.events if e[0] == "Warning"]
+    assert warnings and warnings[0][1] == "RolloutAborted" and "maxErrorRate" in warnings[0][2]
+    for _ in range(10):
+        c.workers_act(None)
+        c.reconcile(spec, "b", 2, now)
+        now += 1
+    assert set(c.owners().values()) == {"a"} and len(c.owners()) == 8
+    assert {p.revision for p in c.pods.values()} == {"a"}
+
+
+def test_canary_without_auto_promote_waits() -> None:
+    c = settled_cluster(4, 2)
+    spec = make_canary(partitions=1, analysis=10, auto=False)
+    now = 100.0
+    for _ in range(30):
+        c.reconcile(spec, "b", 2, now, figures=GOOD)
+        c.workers_act(None)
+        now += 1
+    assert c.status["phase"] == CANARY and "waiting for lagpilot.io/promote" in c.status["message"]
+    c.reconcile(spec, "b", 2, now, figures=GOOD, commands=Commands(promote=True))
+    assert c.status["phase"] == PROGRESSING and c.status["strategy"] == "Rolling"
+
+
+def test_pause_freezes_moves_and_deployments() -> None:
+    c = settled_cluster(6, 2)
+    before = dict(c.doc.grants) if c.doc else {}
+    step = next_rollout_step(RolloutInput(RolloutSpec(), "b", 2, c.observed(), c.status, paused=True, now=1))
+    assert step.deployments is None
+    assert plan_assignment(c.observed(), step.desired).grants == before
+    assert step.status["message"] == "paused"
+    step = next_rollout_step(RolloutInput(RolloutSpec(), "b", 2, c.observed(), c.status,
+                                          commands=Commands(pause=True), now=1))
+    assert step.deployments is None
+
+
+def test_commands_from_annotations() -> None:
+    assert Commands.from_annotations({"lagpilot.io/promote": "true", "lagpilot.io/pause": "false"}) == \
+        Commands(promote=True)
+    assert Commands.from_annotations(None) == Commands()
+
+
+def test_judge_names_the_figure() -> None:
+    spec = make_canary(max_p99_latency_ms=100, max_lag_growth=50)
+    assert judge(spec, None) is None
+    assert judge(spec, CanaryFigures(0, 1.0, 0, 0)) is None  # no data, no verdict
+    assert "p99" in (judge(spec, CanaryFigures(10, 0, 250, 0)) or "")
+    assert "lag growth" in (judge(spec, CanaryFigures(10, 0, 10, 80)) or "")
+    assert judge(spec, GOOD) is None
+
+
+def test_canary_partition_choice() -> None:
+    assert canary_partitions(make_canary(partitions=2), 8) == [0, 1]
+    assert canary_partitions(make_canary(partitions=(7, 3, 99)), 8) == [3, 7]
+    assert canary_partitions(make_canary(partitions=10), 4) == [0, 1, 2]
+
+
+def test_operator_restart_mid_rollout_resumes_from_status() -> None:
+    """The step is a function of the persisted status only: same input, same output."""
+    c = settled_cluster(6, 3)
+    spec = RolloutSpec(strategy="Rolling")
+    for t in range(4):
+        c.reconcile(spec, "b", 3, 100.0 + t)
+        c.workers_act(None)
+    inp = RolloutInput(spec, "b", 3, c.observed(), dict(c.status), now=200.0)
+    first, again = next_rollout_step(inp), next_rollout_step(replace(inp))
+    assert first.desired == again.desired and first.deployments == again.deployments
+    assert first.status == again.status
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(strategy=st.sampled_from(["Rolling", "BlueGreen", "Canary"]), partitions=st.integers(1, 12),
+       workers=st.integers(1, 4), in_flight=st.integers(0, 3), data=st.data())
+def test_any_rollout_completes_with_one_owner_per_partition(
+        strategy: str, partitions: int, workers: int, in_flight: int, data: st.DataObject) -> None:
+    c = settled_cluster(partitions, workers)
+    spec = RolloutSpec(strategy=strategy, max_partitions_in_flight=in_flight,
+                       blue_green=BlueGreenSpec(scale_down_delay_seconds=3),
+                       canary=CanarySpec(partitions=1, analysis_seconds=2, then=data.draw(
+                           st.sampled_from(["Rolling", "BlueGreen"]))))
+    run(c, spec, "b", workers, data=data, figures=GOOD, start=100.0, steps=400)
+    assert set(c.owners().values()) == {"b"} and len(c.owners()) == partitions
+    assert {p.revision for p in c.pods.values()} == {"b"}
+    assert len(c.pods) == workers
