@@ -215,7 +215,7 @@ def main() -> None:
         ]
     print(f"worker rate {args.worker_rate:g}/s, startup {args.startup:g}s, polls every 15s, 12 partitions, "
           f"lagpilot catchUpSeconds {args.catch_up:g}, both: min 1, max 12, scale-down window 300s\n")
-    print(f"{'scenario / policy':<62} {'decide':>7} {'cleared':>8} {'peak lag':>9} {'max w':>6} "
+    print(f"{'scenario / policy':<62} {'decide':>7} {'cleared':>8} {'peak lag*':>9} {'max w':>6} "
           f"{'worker-s':>9} {'changes':>8}")
     for sc in scenarios:
         results = {}
@@ -233,6 +233,8 @@ def main() -> None:
             ratios.append(f"peak lag x{lp.peak_lag / k.peak_lag:.2f}")
         ratios.append(f"worker-seconds x{lp.worker_seconds / k.worker_seconds:.2f}")
         print(f"{'  lagpilot vs keda-style:':<62} " + ", ".join(ratios) + "\n")
+    print("decide: backlog start -> first scale-up decision; cleared: backlog start -> backlog <= 500 after its "
+          "peak;\n*peak lag and cleared leave stalled partitions aside (their lag never clears)")
 
 
 if __name__ == "__main__":
