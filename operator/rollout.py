@@ -35,20 +35,29 @@ Event = tuple[str, str, str]  # (Normal|Warning, reason, message)
 
 @dataclass(frozen=True)
 class Commands:
-    """Manual control (annotations on the CR, or the lagpilot CLI which sets them)."""
+    """Manual control (annotations on the CR, or the lagpilot CLI which sets them to a timestamp).
+    promote/abort are one-shot: the value acted on is remembered in status.rollout.handled, so an
+    annotation left behind does not promote or abort the *next* rollout. pause holds while present."""
 
     promote: bool = False
     abort: bool = False
     pause: bool = False
+    stamps: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_annotations(cls, annotations: Mapping[str, str] | None) -> Commands:
+    def from_annotations(cls, annotations: Mapping[str, str] | None,
+                         status: Mapping[str, Any] | None = None) -> Commands:
         a = annotations or {}
+        handled = (status or {}).get("handled") or {}
 
         def on(key: str) -> bool:
             return key in a and str(a[key]).strip().lower() not in ("false", "0", "no")
 
-        return cls(on(ANNOTATION_PROMOTE), on(ANNOTATION_ABORT), on(ANNOTATION_PAUSE))
+        def fresh(key: str) -> bool:
+            return on(key) and handled.get(key) != str(a[key])
+
+        stamps = {k: str(a[k]) for k in (ANNOTATION_PROMOTE, ANNOTATION_ABORT) if on(k)}
+        return cls(fresh(ANNOTATION_PROMOTE), fresh(ANNOTATION_ABORT), on(ANNOTATION_PAUSE), stamps)
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,10 @@ def next_rollout_step(inp: RolloutInput) -> RolloutStep:
     paused = inp.paused or inp.commands.pause
 
     if paused:
-        return _paused(inp, status)
+        step = _paused(inp, status)
+        if prev.get("handled"):
+            step.status["handled"] = prev["handled"]
+        return step
 
     # A spec change back to the stable revision ends any rollout (an "undo").
     if phase != STABLE and inp.target_revision == stable:
@@ -208,6 +220,9 @@ def next_rollout_step(inp: RolloutInput) -> RolloutStep:
     step.events[:0] = events
     if step.status.get("phase") == ABORTED:
         step.degraded = ("RolloutAborted", str(step.status.get("message", "")))
+    handled = {**(prev.get("handled") or {}), **inp.commands.stamps}
+    if handled:
+        step.status["handled"] = handled
     return step
 
 

@@ -305,9 +305,16 @@ def test_pause_freezes_moves_and_deployments() -> None:
 
 
 def test_commands_from_annotations() -> None:
-    assert Commands.from_annotations({"lagpilot.io/promote": "true", "lagpilot.io/pause": "false"}) == \
-        Commands(promote=True)
+    cmd = Commands.from_annotations({"lagpilot.io/promote": "true", "lagpilot.io/pause": "false"})
+    assert (cmd.promote, cmd.abort, cmd.pause) == (True, False, False)
     assert Commands.from_annotations(None) == Commands()
+    # One-shot: a stamp already acted on does not count again.
+    ann = {"lagpilot.io/promote": "2026-01-01T00:00:00Z"}
+    assert Commands.from_annotations(ann).promote
+    assert not Commands.from_annotations(ann, {"handled": {"lagpilot.io/promote": "2026-01-01T00:00:00Z"}}).promote
+    step = next_rollout_step(RolloutInput(RolloutSpec(), "a", 1, Observed(None, {}, 1), {},
+                                          commands=Commands.from_annotations(ann)))
+    assert step.status["handled"] == ann
 
 
 def test_judge_names_the_figure() -> None:
