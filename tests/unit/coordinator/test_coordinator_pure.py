@@ -1,0 +1,97 @@
+"""The coordinator shell's pure parts: reading Leases and pods into the observed state, canary figures from
+Prometheus text, and the worker side's reading of assignment.json."""
+
+from __future__ import annotations
+
+import pytest
+from lagpilot.consumer.k8s_assignment import format_owned, grant_for, lease_duration_for
+from lagpilot.operator.assignment import AssignmentDoc, Revocation, WorkerReport
+from lagpilot.operator.coordinator import figures_from_metrics, lease_state, observe, parse_time
+
+pytestmark = pytest.mark.unit
+
+NOW = parse_time("2026-01-01T00:01:00Z") or 0.0
+
+
+def lease(name: str, owned: str | None = "0,1", epoch: str | None = "3", renew: str | None = "2026-01-01T00:00:55Z",
+          duration: int = 10) -> dict:
+    ann = {}
+    if owned is not None:
+        ann["lagpilot.io/owned"] = owned
+    if epoch is not None:
+        ann["lagpilot.io/epoch"] = epoch
+    spec: dict = {"holderIdentity": name, "leaseDurationSeconds": duration}
+    if renew is not None:
+        spec["renewTime"] = renew
+    return {"metadata": {"name": name, "annotations": ann}, "spec": spec}
+
+
+def pod(name: str, rev: str = "r1", ready: bool = True, deleting: bool = False) -> dict:
+    meta: dict = {"name": name, "labels": {"lagpilot.io/revision": rev}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:50Z"
+    return {"metadata": meta, "status": {"phase": "Running",
+                                          "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def test_lease_state() -> None:
+    assert lease_state(lease("a"), NOW) == (WorkerReport(frozenset({0, 1}), 3), False)
+    assert lease_state(lease("a", owned=""), NOW)[0] == WorkerReport(frozenset(), 3)
+    assert lease_state(lease("a", renew="2026-01-01T00:00:49Z"), NOW)[1] is True  # 49 + 10 < 60
+    assert lease_state(lease("a", renew="2026-01-01T00:00:55.123456+00:00"), NOW)[1] is False
+    assert lease_state(lease("a", renew=None), NOW)[1] is True
+    assert lease_state(lease("a", owned="x"), NOW)[0] is None
+    assert lease_state(lease("a", epoch=None), NOW)[0] is None
+
+
+def test_observe_classifies_workers() -> None:
+    leases = [lease("a"), lease("b", renew="2026-01-01T00:00:00Z"), lease("forced")]
+    pods = [pod("a"), pod("b"), pod("c"), pod("d", deleting=True)]
+    o = observe(None, pods, leases, 4, NOW)
+    a, b, c, d, forced = (o.workers[n] for n in ("a", "b", "c", "d", "forced"))
+    assert a.eligible and a.revision == "r1" and a.ready
+    assert b.gone  # Lease expired
+    assert not c.gone and c.report is None and not c.eligible  # pod without Lease yet
+    assert d.terminating and not d.eligible
+    # Pod object gone but the Lease still renewed: still alive (it may be processing), never eligible.
+    assert not forced.gone and forced.terminating
+    assert o.is_gone("never-seen")
+
+
+def test_observe_then_plan_releases_on_gone() -> None:
+    from lagpilot.operator.assignment import plan_assignment
+
+    doc = AssignmentDoc(5, {"a": frozenset({2})}, 3, {0: Revocation("b", 4), 1: Revocation("x", 4)})
+    o = observe(doc, [pod("a"), pod("b")], [lease("a", "2", "5"), lease("b", renew="2026-01-01T00:00:00Z")],
+                3, NOW)
+    new = plan_assignment(o, {0: "a", 1: "a", 2: "a"})
+    assert new.grants == {"a": frozenset({0, 1, 2})}
+
+
+METRICS = """
+# HELP lagpilot_deliveries_total x
+lagpilot_deliveries_total{outcome="success",partition="0"} 90.0
+lagpilot_deliveries_total{outcome="retry",partition="0"} 10.0
+lagpilot_deliveries_total{outcome="success",partition="5"} 1000.0
+lagpilot_delivery_seconds_bucket{le="0.01",partition="0",status_class="2xx"} 50.0
+lagpilot_delivery_seconds_bucket{le="0.05",partition="0",status_class="2xx"} 95.0
+lagpilot_delivery_seconds_bucket{le="0.1",partition="0",status_class="2xx"} 100.0
+lagpilot_delivery_seconds_bucket{le="+Inf",partition="0",status_class="2xx"} 100.0
+"""
+
+
+def test_figures_from_metrics() -> None:
+    f = figures_from_metrics([METRICS], [0])
+    assert f is not None
+    assert f.deliveries == 100 and f.error_rate == pytest.approx(0.1) and f.p99_ms == pytest.approx(100.0)
+    assert figures_from_metrics([METRICS], [3]) is None  # no deliveries on those partitions
+
+
+def test_grant_for_and_lease_duration() -> None:
+    doc = AssignmentDoc(7, {"p1": frozenset({1, 4})}, 6).to_json()
+    assert grant_for(doc, "p1") == (7, frozenset({1, 4}))
+    assert grant_for(doc, "p2") == (7, frozenset())
+    assert grant_for('{"epoch": 0, "grants": {}}', "p") == (0, frozenset())
+    assert grant_for("garbage", "p") is None and grant_for(None, "p") is None
+    assert format_owned(frozenset({3, 1})) == "1,3"
+    assert lease_duration_for(20, 5) > 20 + 5
