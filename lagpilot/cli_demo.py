@@ -152,9 +152,13 @@ def target_panel(stats: dict[str, Any], produced: int) -> Text:
         ("OK" if not violations else f"{violations} VIOLATIONS", "green" if not violations else "red bold"))
 
 
+def ready(view: Any) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in view.conditions)
+
+
 @click.command()
 @click.option("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
-@click.option("--once", is_flag=True, help="run until records flow, print the view once, and stop")
+@click.option("--once", is_flag=True, help="run until the group is Ready and records flow, print the view, and stop")
 @click.option("--rate", type=float, default=50.0, show_default=True, help="steady records per second")
 @click.option("--burst", type=int, default=2000, show_default=True, help="records in the burst")
 @click.option("--partitions", type=int, default=6, show_default=True)
@@ -177,7 +181,7 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
     start = time.monotonic()
     view = None
     stats: dict[str, Any] = {}
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     try:
         with Live(console=console, refresh_per_second=2, transient=False,
                   auto_refresh=console.is_terminal) as live:
@@ -194,7 +198,7 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
                 elapsed = time.monotonic() - start
                 if duration and elapsed >= duration:
                     break
-                if once and stats.get("distinct_accepted", 0) > 0 and view is not None and view.partition_rows \
+                if once and view is not None and stats.get("distinct_accepted", 0) > 0 and ready(view) \
                         and any(r.lag is not None for r in view.partition_rows):
                     break
                 if once and elapsed > 300:
@@ -210,6 +214,7 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
         producer.join(15)
     delivered = int(stats.get("distinct_accepted", 0))
     violations = int(stats.get("order_violations", 0))
+    console.print()
     console.print(f"demo summary: produced {producer.produced}, delivered {delivered} distinct records, "
                   f"per-key order violations {violations}")
     if keep_lab is None:
@@ -219,6 +224,9 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
                   "`lagpilot lab down` stops it")
     else:
         step("stopping the lab")
+        from lagpilot.operator.lag import forget_clients
+
+        forget_clients()
         stop_lab(lab, remove=True)
     sys.exit(0 if delivered > 0 and violations == 0 else 1)
 

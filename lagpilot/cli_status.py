@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -31,8 +31,8 @@ kubeconfig_option = click.option("--kubeconfig", envvar="KUBECONFIG", default=No
 namespace_option = click.option("-n", "--namespace", default="default", show_default=True)
 
 
-def fail(code: int, message: str) -> None:
-    err.print(f"[red]error:[/] {message}")
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)  # one unwrapped line, whatever the terminal width
     sys.exit(code)
 
 

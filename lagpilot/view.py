@@ -177,8 +177,10 @@ def collect(api: Any, namespace: str, name: str, *, with_lag: bool = True, with_
     events: list[dict[str, str]] = []
     with contextlib.suppress(ApiException):
         names = {name} | {p.metadata.name for p in pods}
-        evs = [e for e in core.list_namespaced_event(namespace).items if e.involved_object.name in names
-               or (e.involved_object.name or "").startswith(f"{name}-")]
+        # Endpoints/Service events are left out: in the lab, loopback pod IPs are not valid endpoints.
+        evs = [e for e in core.list_namespaced_event(namespace).items
+               if (e.involved_object.name in names or (e.involved_object.name or "").startswith(f"{name}-"))
+               and e.involved_object.kind not in ("Endpoints", "EndpointSlice", "Service")]
         evs.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
         for e in evs[-max_events:]:
             ts = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
