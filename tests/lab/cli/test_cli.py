@@ -19,7 +19,8 @@ LAGPILOT = str(Path(sys.executable).parent / "lagpilot")
 GROUP, VERSION, PLURAL = "lagpilot.io", "v1alpha1", "consumergroups"
 
 
-def run(*args: str, kubeconfig: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: str, kubeconfig: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("KUBECONFIG", None)
     if kubeconfig:
