@@ -33,8 +33,13 @@ def consumer_conf(cfg: Config, **extra: Any) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        "queued.max.messages.kbytes": 16384,
-        "fetch.max.bytes": 16 * 1024 * 1024,
+        # librdkafka prefetches up to queued.min.messages *per partition* (default 100k) and each queued
+        # message costs a few hundred bytes of overhead beyond its payload: cap both so a large backlog
+        # over many partitions cannot balloon the process (bench: 1M-record backlog, 12 partitions).
+        "queued.min.messages": 2000,
+        "queued.max.messages.kbytes": 8192,
+        "fetch.max.bytes": 8 * 1024 * 1024,
+        "max.partition.fetch.bytes": 1024 * 1024,
         "client.id": f"lagpilot-consumer-{cfg.pod_name or 'local'}",
     }
     conf.update(dict(cfg.kafka_config))
@@ -60,6 +65,7 @@ class ConsumerRuntime:
         self._inflight = 0
         self._inflight_bytes = 0
         self._committed: dict[int, int] = {}
+        self._released_at: dict[int, int] = {}  # last commit of each released partition (for logs)
         self._paused = False
         self._desired = DesiredState()
         self._applied_version = -1
@@ -144,7 +150,14 @@ class ConsumerRuntime:
                 self._backpressure()
                 with self._cond:
                     room = cfg.max_inflight - self._inflight
-                msgs = self._consumer.consume(num_messages=max(1, min(BATCH, room)), timeout=0.1)
+                    if self._paused and not self.subscribe:
+                        # Full: take nothing more. librdkafka's local queue is bounded
+                        # (queued.max.messages.kbytes), so its fetchers stop on their own.
+                        self._cond.wait(0.05)
+                if self._paused and not self.subscribe:
+                    msgs = []
+                else:
+                    msgs = self._consumer.consume(num_messages=max(1, min(BATCH, room)), timeout=0.1)
                 if msgs:
                     self._submit(msgs)
                 now = time.monotonic()
@@ -184,8 +197,7 @@ class ConsumerRuntime:
             self._dlq.close()
         self._consumer.close()
         self._running = False
-        log.info("consumer stopped",
-                 extra={"committed": {str(k): v for k, v in sorted(self._committed.items())}})
+        log.info("consumer stopped")
 
     # ---- Kafka callbacks -----------------------------------------------------------------------------
     def _on_error(self, err: Any) -> None:
@@ -281,7 +293,7 @@ class ConsumerRuntime:
                 self._wm[p] = Watermark()
         self._consumer.incremental_assign(self._tps(parts))
         # librdkafka keeps a partition's pause flag across unassign/assign: set it explicitly.
-        if self._paused:
+        if self._paused and self.subscribe:
             self._consumer.pause(self._tps(parts))
         else:
             self._consumer.resume(self._tps(parts))
@@ -329,11 +341,18 @@ class ConsumerRuntime:
                 self._releasing.pop(p, None)
                 self._gen.pop(p, None)
                 self._wm.pop(p, None)
-                self._committed.pop(p, None)
-        log.info("partitions released", extra={"partitions": sorted(finished)})
+                if p in self._committed:
+                    self._released_at[p] = self._committed.pop(p)
+        log.info("partitions released", extra={"partitions": sorted(finished),
+                                               "committed": {str(p): self._released_at.get(p) for p in finished}})
 
     # ---- fetching ------------------------------------------------------------------------------------------
     def _backpressure(self) -> None:
+        """Bound in-flight records/bytes. With ``subscribe`` (kafka mode) the loop must keep polling for
+        rebalances, so full means ``consumer.pause``. With ``assign`` (static, k8s) full means "stop
+        taking records": librdkafka's bounded local queue then stops its fetchers. (Measured: cycling
+        pause/resume on a busy 12-partition assignment made librdkafka 2.16 grow to ~500 MB RSS, as each
+        resume discards the prefetched data and fetches afresh.)"""
         cfg = self.cfg
         with self._cond:
             n, b = self._inflight, self._inflight_bytes
@@ -342,13 +361,13 @@ class ConsumerRuntime:
         active = frozenset(self._gen) - frozenset(self._releasing)
         if not self._paused and (n >= cfg.max_inflight or b >= cfg.max_inflight_bytes):
             self._paused = True
-            if active:
+            if active and self.subscribe:
                 self._consumer.pause(self._tps(active))
             self.metrics.paused.set(1)
             log.debug("fetch paused", extra={"inflight": n, "inflight_bytes": b})
         elif self._paused and n <= cfg.max_inflight // 2 and b <= cfg.max_inflight_bytes // 2:
             self._paused = False
-            if active:
+            if active and self.subscribe:
                 self._consumer.resume(self._tps(active))
             self.metrics.paused.set(0)
             log.debug("fetch resumed", extra={"inflight": n, "inflight_bytes": b})
@@ -394,12 +413,14 @@ class ConsumerRuntime:
 
     # ---- committing ----------------------------------------------------------------------------------------
     def _commit(self, parts: frozenset[int] | None = None, sync: bool = False) -> None:
+        """Commit each partition's watermark. A sync commit (release, shutdown) is sent even if an async
+        commit of the same offset is still outstanding, so its result is known before unassigning."""
         from confluent_kafka import KafkaException, TopicPartition
 
         with self._cond:
             offsets = [(p, wm.commit_offset()) for p, wm in self._wm.items() if parts is None or p in parts]
         tps = [TopicPartition(self.cfg.topic, p, off) for p, off in offsets
-               if off is not None and self._committed.get(p) != off]
+               if off is not None and (sync or self._committed.get(p) != off)]
         if not tps:
             return
         for tp in tps:
