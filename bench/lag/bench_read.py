@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -80,7 +81,8 @@ def main() -> None:
     broker = None
     bootstrap = args.bootstrap
     if not bootstrap:
-        broker = start_kafka(Path(tempfile.mkdtemp(prefix="bench-lag-")) / "kafka")
+        workdir = Path(tempfile.mkdtemp(prefix="bench-lag-"))
+        broker = start_kafka(workdir / "kafka")
         bootstrap = broker.bootstrap_servers
     try:
         rows = []
@@ -115,6 +117,7 @@ def main() -> None:
     finally:
         if broker:
             stop_kafka(broker, remove=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
