@@ -80,19 +80,19 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         """In-cluster service account, else KUBECONFIG (the same sources as our own client)."""
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    def on_change(body: kopf.Body, **_: Any) -> dict[str, str]:
-        return {"phase": run_reconcile(ctx, body)}
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    def on_change(body: kopf.Body, **_: Any) -> None:
+        run_reconcile(ctx, body)  # returns nothing: kopf would store a result in status.<handler id>
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=ctx.settings.resync_seconds, sharp=False,
+    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=ctx.settings.resync_seconds, sharp=False,
                 registry=registry)
     def resync(body: kopf.Body, **_: Any) -> None:
         run_reconcile(ctx, body)
 
     @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
-                   registry=registry)
+                   id="worker-changed", registry=registry)
     def worker_changed(body: kopf.Body, **_: Any) -> None:
         """A worker Deployment changed (drift, deletion, readiness): reconcile its group now."""
         name = body["metadata"]["labels"][LABEL_CG]
@@ -100,6 +100,6 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         if ctx.kube.get("ConsumerGroup", namespace, name) is not None:
             run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
         metrics().set_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)

@@ -4,6 +4,7 @@ server-side apply so fields we stop asking for are removed and fields others own
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -119,3 +120,26 @@ class Kube:
             if exc.status == 404:
                 return False
             raise
+
+    def ensure_peering(self, name: str, namespaces: builtins.list[str]) -> builtins.list[str]:
+        """Create the kopf peering object(s) if the peering CRDs are installed; kopf does not create them.
+        Returns what was created or found; nothing when the CRDs are absent (then kopf runs standalone)."""
+        targets: builtins.list[tuple[str, str, str | None]] = (
+                   [(f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", "KopfPeering", ns) for ns in namespaces]
+                   or [("/apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", None)])
+        done: builtins.list[str] = []
+        for path, kind, ns in targets:
+            meta: dict[str, Any] = {"name": name}
+            if ns:
+                meta["namespace"] = ns
+            try:
+                self._call("POST", path, body={"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": meta})
+                done.append(f"created {kind} {name}")
+            except ApiException as exc:
+                if exc.status == 409:
+                    done.append(f"found {kind} {name}")
+                elif exc.status in (403, 404):
+                    continue  # CRD absent, or no permission (the chart creates it then)
+                else:
+                    raise
+        return done

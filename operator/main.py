@@ -35,6 +35,10 @@ def run(settings: Settings, kubeconfig: str | None = None) -> None:
     if peering_name:
         kopf_settings.peering.mandatory = True
     namespaces = list(settings.watch_namespaces)
+    if not standalone:
+        found = ctx.kube.ensure_peering(peering_name or "default", namespaces)
+        logging.getLogger("lagpilot.operator").info("peering: %s", "; ".join(found) or
+                                                    "kopf peering CRDs not installed, running standalone")
     logging.getLogger("lagpilot.operator").info(
         "watching %s; consumer image %s; metrics :%d; peering %s",
         ", ".join(namespaces) or "all namespaces", settings.consumer_image, settings.metrics_port,

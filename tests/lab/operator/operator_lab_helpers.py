@@ -35,7 +35,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "conditi
 class Operator:
     """`lagpilot-operator` as a child process; restartable."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, extra_env: dict[str, str],
+                 peering_args: tuple[str, ...] = ("--standalone",)) -> None:
+        self.peering_args = peering_args
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
@@ -49,7 +51,7 @@ class Operator:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "LAGPILOT_WATCH_NAMESPACES": self.namespace,
                "LAGPILOT_CONSUMER_IMAGE": "lagpilot:lab", "LAGPILOT_RESYNC_SECONDS": "3",
                "LAGPILOT_BROKER_TIMEOUT_SECONDS": "2", **self.extra_env}
-        argv = [str(Path(sys.executable).parent / "lagpilot-operator"), "--standalone",
+        argv = [str(Path(sys.executable).parent / "lagpilot-operator"), *self.peering_args,
                 "--metrics-port", str(self.metrics_port), "--liveness", f"http://127.0.0.1:{liveness}/healthz",
                 "--verbose"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child

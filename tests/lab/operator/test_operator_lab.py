@@ -307,3 +307,30 @@ def test_workers_run_consumer_records_reach_target_and_threads_change_rolls(
         producer.flush(30)
         target.wait_for(lambda t: len(t.accepted_records()) >= 30, timeout=120)
         assert len(target.accepted_records()) == 30
+
+
+def test_two_replicas_with_peering_only_one_acts(k8s: Any, namespace: str, crds: None, tmp_path: Path,
+                                                 bootstrap: str, topic_factory: Any) -> None:
+    """With the kopf peering CRDs installed and no --standalone, the lower-priority replica pauses.
+
+    Steady state only: kopf peering is best-effort; a replica whose watch stream is still (re)listing when
+    it learns of a higher-priority peer can process that listing once (seen when the API server answered
+    429 during start-up). Reconcile is idempotent, so that overlap repeats identical writes."""
+    high = Operator(k8s.kubeconfig, namespace, tmp_path / "high.log", {}, ("--priority", "20")).start()
+    wait_for(lambda: "Starting the watch-stream for consumergroups" in high.log(), what="high replica up")
+    low = Operator(k8s.kubeconfig, namespace, tmp_path / "low.log", {}, ("--priority", "10")).start()
+    try:
+        wait_for(lambda: "Pausing operations in favour of" in low.log(), timeout=120, what="low replica pauses")
+        assert "Pausing operations" not in high.log()
+        assert "created KopfPeering default" in high.log() + low.log()
+        topic = topic_factory(partitions=1)
+        apply(k8s, namespace, cg_doc("peered", bootstrap, topic, workers=0))
+        wait_for(lambda: deployments(k8s, namespace, "peered"), what="Deployment by the active replica")
+        wait_for(lambda: high.reconciles() >= 1, what="high replica reconciled")
+        assert low.reconciles() == 0
+    finally:
+        k8s.kubectl("delete", "consumergroups", "--all", "--wait=false", namespace=namespace, check=False)
+        wait_for(lambda: not get(k8s, namespace, "consumergroups"), timeout=60, what="deleted")
+        high.stop()
+        low.stop()
+        print(high.log()[-5000:], low.log()[-5000:])
