@@ -138,11 +138,35 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
     assert p.flush(30) == 0
 
 
+def diagnose(k8s: Any, *namespaces: str) -> str:
+    """Pods, Events and the lab runner's container logs of the namespaces, for a failure message."""
+    parts = []
+    for ns in namespaces:
+        parts.append(k8s.kubectl("get", "deploy,rs,pods", "-o", "wide", namespace=ns, check=False).stdout)
+        pods = kget(k8s, "pods", namespace=ns) or {}
+        for pod in pods.get("items") or []:
+            parts.append(yaml.safe_dump({"pod": pod["metadata"]["name"], "status": pod.get("status")}))
+        parts.append(k8s.kubectl("get", "events", namespace=ns, check=False).stdout[-3000:])
+        for log in sorted(Path(k8s.runner_dir, "pods").glob(f"{ns}_*/*.log")):
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if "GET /healthz" not in ln]
+            parts.append(f"--- {log}\n" + "\n".join(lines[-40:]))
+    runner_log = Path(k8s.runner_dir, "runner.log")
+    if runner_log.exists():
+        parts.append("--- runner.log\n" + "\n".join(runner_log.read_text(errors="replace").splitlines()[-30:]))
+    return "\n".join(parts)
+
+
 def drop_finalizers_and_delete(k8s: Any, namespace: str, name: str) -> None:
     """With the operator uninstalled nobody removes kopf's finalizer; do it so the namespace can go."""
     k8s.kubectl("patch", f"{PLURAL}.{GROUP}", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
                 namespace=namespace, check=False)
     k8s.kubectl("delete", f"{PLURAL}.{GROUP}", name, "--wait=false", namespace=namespace, check=False)
+
+
+# The lab runner writes status.qosClass "BestEffort" for every pod (lagpilot/lab/runner.py), and the API
+# server rejects that status update for a pod with requests/limits (qosClass Burstable is immutable), so the
+# pod would never be reported Ready. On the lab only, the operator runs without requests/limits.
+LAB_RESOURCES = ("--set", "resources=null")
 
 
 def test_install_reconcile_upgrade_uninstall(k8s: Any, helm: Any, ports: tuple[int, int], namespace: str,
@@ -151,12 +175,15 @@ def test_install_reconcile_upgrade_uninstall(k8s: Any, helm: Any, ports: tuple[i
     op_ns, app_ns = namespace, other_namespace
     release = f"lp{uuid.uuid4().hex[:6]}"
     metrics_port, health_port = ports
-    helm("install", release, str(CHART), "-n", op_ns, "--wait", "--timeout", "240s",
-         "--set", f"watchNamespaces={{{app_ns}}}", "--set", f"metrics.port={metrics_port}",
-         "--set", f"health.port={health_port}", "--set", "logFormat=text")
     cg_name = None
     server = None
     try:
+        try:
+            helm("install", release, str(CHART), "-n", op_ns, "--wait", "--timeout", "240s",
+                 "--set", f"watchNamespaces={{{app_ns}}}", "--set", f"metrics.port={metrics_port}",
+                 "--set", f"health.port={health_port}", "--set", "logFormat=text", *LAB_RESOURCES)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(k8s, op_ns, app_ns)}") from None
         # The operator runs as a pod of the chart's Deployment, with the chart's ServiceAccount.
         (pod,) = wait_for("one ready operator pod", lambda: [p for p in operator_pods(k8s, release, op_ns)
                                                              if ready(p)] or None)
@@ -222,7 +249,7 @@ def test_e2e_suite_runs_on_the_lab(k8s: Any, helm: Any, ports: tuple[int, int], 
     release = f"lp{uuid.uuid4().hex[:6]}"
     metrics_port, health_port = ports
     helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "240s",
-         "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}")
+         "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}", *LAB_RESOURCES)
     try:
         env = {**os.environ, "KUBECONFIG": k8s.kubeconfig, "LAGPILOT_E2E_BOOTSTRAP": bootstrap,
                "LAGPILOT_E2E_TARGET_MODE": "local"}
