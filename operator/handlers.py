@@ -103,3 +103,8 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
         metrics().set_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)
+
+    # Lag reading and autoscaling (operator/lag_handler.py): a daemon per group, sharing the group lock.
+    from lagpilot.operator import lag_handler
+
+    lag_handler.register(registry, ctx.kube, ctx.settings, lock=_lock, reconcile=lambda b: run_reconcile(ctx, b))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lagpilot.operator.spec import GROUP, KIND, VERSION, ConsumerGroupSpec
+from lagpilot.operator.workers import effective_workers
 
 MANAGER = "lagpilot-operator"
 WORKER_APP = "lagpilot-worker"
@@ -300,6 +301,6 @@ def plan(spec: ConsumerGroupSpec, owner: Owner, replicas: int,
     )
 
 
-def desired_workers(spec: ConsumerGroupSpec) -> int:
-    """Worker count to run. spec.workers today; the autoscaler (when enabled) decides instead."""
-    return spec.workers
+def desired_workers(spec: ConsumerGroupSpec, status: Mapping[str, Any] | None = None) -> int:
+    """Worker count to run: spec.workers, or with autoscaling on the autoscaler's status.workers."""
+    return effective_workers(spec, status)

@@ -59,7 +59,7 @@ def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
 
 
 def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings: Settings,
-              emit: EventSink, desired_workers: Callable[[ConsumerGroupSpec], int] = planner.desired_workers
+              emit: EventSink, desired_workers: Callable[..., int] = planner.desired_workers
               ) -> Result:
     meta = body.get("metadata") or {}
     name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta["uid"])
@@ -82,7 +82,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     revision = deployment_name = None
     workers = int(previous.get("workers") or 0)
     if spec is not None and not problems:
-        workers = desired_workers(spec)
+        workers = desired_workers(spec, previous)
         desired = planner.plan(spec, owner, workers, settings.fence_timeout_seconds)
         revision, deployment_name = desired.revision, desired.deployment_name
         for obj in desired.applied:
