@@ -97,8 +97,10 @@ def fields(root: Schema) -> Iterator[tuple[str, Schema]]:
 
 
 def undocumented(root: Schema) -> list[str]:
-    """Field paths whose schema has no `description`."""
-    return [path for path, sub in fields(root) if not str(sub.get("description", "")).strip()]
+    """Field paths whose schema has no `description` (root `metadata` may not have one: the API server
+    refuses anything but name/generateName there)."""
+    return [path for path, sub in fields(root)
+            if path != "metadata" and not str(sub.get("description", "")).strip()]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -143,21 +143,28 @@ def test_one_table_per_object_level(level: str) -> None:
 def test_rows_carry_type_required_default_constraints_and_description() -> None:
     doc = DOC.read_text()
     for row in (
-        "| `spec.bootstrapServers` | `string` | yes |  | 1 ≤ length ≤ 2048 | "
-        "Comma-separated host:port list of Kafka brokers. |",
-        "| `spec.target` | [`object`](#spec-target) | yes |  |  | — |",
-        "| `spec.target.method` | `string` |  | `POST` | one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE` | — |",
-        "| `spec.topic` | `string` | yes |  | pattern `^[a-zA-Z0-9._-]{1,249}$` | — |",
-        "| `spec.rollout.canary.maxErrorRate` | `number` |  | `0.01` | 0 ≤ value ≤ 1 | — |",
-        "| `spec.template.resources.limits` | `map[string]int-or-string` |  |  |  | — |",
-        "| `status.conditions` | [`[]object`](#status-conditions) |  |  | list keyed by `type` | — |",
-        "| `status.conditions[].status` | `string` | yes |  | one of `True`, `False`, `Unknown` | — |",
-        "| `status.rollout.step` | `int-or-string` |  |  |  | — |",
+        "| `spec.target.method` | `string` |  | `POST` | one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE` | "
+        "HTTP method of every request. |",
+        "| `spec.rollout.canary.maxErrorRate` | `number` |  | `0.01` | 0 ≤ value ≤ 1 | Most failed delivery "
+        "attempts (retried, dead-lettered or failing) as a fraction of all attempts on the canary partitions, "
+        "0 to 1. |",
+        "| `spec.template.resources.limits` | `map[string]int-or-string` |  |  |  | Most compute resources the "
+        "container may use, e.g. cpu 500m, memory 256Mi. |",
+        "| `status.conditions[].status` | `string` | yes |  | one of `True`, `False`, `Unknown` | "
+        "Whether the condition holds. |",
         # `<` would start an HTML tag in rendered markdown
-        "| `spec.groupId` | `string` |  |  | 1 ≤ length ≤ 255 | "
-        "Kafka consumer group id; default &lt;namespace>.&lt;name>. |",
+        "| `status.selector` | `string` |  |  |  | Label selector of every worker pod of this group, all "
+        "revisions (lagpilot.io/consumergroup=&lt;name>); the scale subresource's selector. |",
     ):
         assert row in doc, row
+    for start in ("| `spec.target` | [`object`](#spec-target) | yes |  |  | ",
+                  "| `spec.topic` | `string` | yes |  | pattern `^[a-zA-Z0-9._-]{1,249}$` | ",
+                  "| `spec.bootstrapServers` | `string` | yes |  | 1 ≤ length ≤ 2048 | ",
+                  "| `status.conditions` | [`[]object`](#status-conditions) |  |  | list keyed by `type` | ",
+                  "| `status.rollout.step` | `int-or-string` |  |  |  | "):
+        assert start in doc, start
+    # a field without a description shows a dash (root metadata may not have one: the API server forbids it)
+    assert "| `metadata` | `object` |  |  |  | — |" in doc
     # CEL rules are listed under their object's table, pipes intact outside tables
     assert ("- Validation: rule `!has(self.maxWorkers) || !has(self.minWorkers) || "
             "self.maxWorkers >= self.minWorkers`, message \"maxWorkers must be >= minWorkers\"") in doc
