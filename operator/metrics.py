@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from lagpilot.operator.status import PHASES
@@ -51,7 +52,9 @@ def metrics() -> OperatorMetrics:
     return _metrics
 
 
-def serve(port: int) -> None:
-    """Serve /metrics on all interfaces (0 disables)."""
+def serve(port: int, addr: str | None = None) -> None:
+    """Serve /metrics (0 disables) on LAGPILOT_METRICS_BIND, else the pod's own IP, else all interfaces:
+    pods sharing one host's network (the lab) then never collide on the port."""
     if port:
-        start_http_server(port)
+        addr = addr or os.environ.get("LAGPILOT_METRICS_BIND") or os.environ.get("POD_IP") or "0.0.0.0"
+        start_http_server(port, addr=addr)

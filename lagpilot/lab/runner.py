@@ -495,7 +495,8 @@ class Runner:
 
         status: dict[str, Any] = {
             "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": run.ip,
-            "podIPs": [{"ip": run.ip}], "startTime": run.start_time, "qosClass": "BestEffort",
+            "podIPs": [{"ip": run.ip}], "startTime": run.start_time,
+            "qosClass": (pod.get("status") or {}).get("qosClass") or "BestEffort",
             "conditions": [cond("PodScheduled", True), cond("Initialized", True),
                            cond("ContainersReady", all_ready), cond("Ready", all_ready)],
             "containerStatuses": statuses,
