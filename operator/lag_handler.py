@@ -18,14 +18,15 @@ import contextvars
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
-from lagpilot.operator.autoscale import InvalidAutoscaling
-from lagpilot.operator.autoscaler_loop import Event, LagMonitor
+from lagpilot.operator.autoscale import InvalidAutoscaling, ScaleState
+from lagpilot.operator.autoscaler_loop import Event, GroupLagState, LagMonitor
 from lagpilot.operator.conditions import find
 from lagpilot.operator.kube import Kube
 from lagpilot.operator.lag import KafkaUnavailable, TopicNotFound
@@ -61,6 +62,19 @@ def error_lag_status(previous: Mapping[str, Any] | None, reason: str, message: s
     return {**(previous or {}), "status": "UNKNOWN", "error": f"{reason}: {message}"[:1000]}
 
 
+def seed_history(monitor: LagMonitor, namespace: str, name: str, current: int, now: float) -> bool:
+    """First poll of a group in this process (operator start or restart, group created): start the
+    recommendation history with the count that runs, as the HPA does, so that a restart never lets the
+    next poll scale down before a whole scale-down window has passed. True when it seeded.
+
+    (LagMonitor has no public setter; this reaches into its state map under its lock.)"""
+    with monitor._lock:
+        if (namespace, name) in monitor._states:
+            return False
+        monitor._states[(namespace, name)] = GroupLagState(scale=ScaleState(((now, current),)))
+        return True
+
+
 def degraded_reason(status: Mapping[str, Any]) -> str | None:
     c = find(list(status.get("conditions") or []), "Degraded")
     return str(c.get("reason")) if c and c.get("status") == "True" else None
@@ -81,7 +95,8 @@ class LagPoller:
 
     def __init__(self, kube: Kube, settings: Settings, monitor: LagMonitor,
                  lock: Callable[[str, str], threading.Lock], reconcile: Callable[[Mapping[str, Any]], Any],
-                 emit: Callable[[Mapping[str, Any], Event], None]) -> None:
+                 emit: Callable[[Mapping[str, Any], Event], None], clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.kube = kube
         self.settings = settings
         self.monitor = monitor
@@ -101,6 +116,8 @@ class LagPoller:
         status = body.get("status") or {}
         mode = scaling_mode(spec, problems, body["metadata"].get("annotations"))
         current = effective_workers(spec, status)
+        if mode.decide:
+            seed_history(self.monitor, namespace, name, current, self.clock())
         try:
             step = self.monitor.poll(
                 namespace, name, bootstrap_servers=spec.bootstrap_servers, group=spec.group_id,

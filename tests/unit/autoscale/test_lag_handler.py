@@ -250,7 +250,7 @@ class Harness:
         self.reconciled = 0
         self.poller = LagPoller(self.store, Settings(), Monitor(self.broker),  # type: ignore[arg-type]
                                 lambda ns, n: threading.Lock(), self._reconcile,
-                                lambda body, e: self.events.append(e))
+                                lambda body, e: self.events.append(e), clock=lambda: self.broker.t)
 
     def _reconcile(self, body: Mapping[str, Any]) -> None:
         """The reconcile's part that matters here: status.workers := effective_workers."""
@@ -366,3 +366,16 @@ def test_deleted_group_is_not_polled() -> None:
     h.store.body = None
     out = h.poller.poll("ns", "cg")
     assert out.workers is None and h.store.patches == []
+
+
+def test_operator_restart_does_not_scale_down_before_a_whole_window() -> None:
+    """A fresh monitor (new operator process) finds 4 workers and no lag: like the HPA after a restart, it
+    holds 4 for the scale-down window (30 s) instead of dropping to minWorkers at the first poll."""
+    h = Harness(cg(workers=1, autoscaling=ON, status={"workers": 4, "readyWorkers": 4}))
+    counts = []
+    for _ in range(9):  # 5 s apart
+        h.poller.poll("ns", "cg")
+        counts.append(h.status["workers"])
+    assert counts[:5] == [4] * 5 and counts[-1] == 1, counts
+    (down,) = [e for e in h.events if e.reason == "ScaledDown"]
+    assert down.message.startswith("4 -> 1 workers")
