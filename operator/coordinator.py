@@ -58,6 +58,21 @@ class CoordinatorResult:
     deployments: dict[str, int] | None = None  # revision -> replicas, as applied
     settled: bool = False  # every partition owned by its desired owner
 
+    def status_patch(self, previous_status: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"rollout": ..., "assignment": ...}`` for a JSON merge-patch of the CR status: keys that were
+        there before and are gone now are sent as null (a merge-patch would otherwise keep them)."""
+        return {"rollout": merge_patch(previous_status.get("rollout"), self.rollout),
+                "assignment": merge_patch(previous_status.get("assignment"), self.assignment)}
+
+
+def merge_patch(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(new)
+    if isinstance(old, Mapping):
+        for key in old:
+            if key not in new:
+                out[key] = None
+    return out
+
 
 # ---- pure helpers (unit-tested) ----------------------------------------------------------------------
 
@@ -139,7 +154,7 @@ def assignment_status(observed: Observed, doc: AssignmentDoc) -> dict[str, Any]:
     owners = doc.owner_of()
     return {
         "epoch": doc.epoch,
-        "owners": {str(p): owners[p] for p in sorted(owners)},
+        "owners": [owners.get(p) for p in range(observed.partitions)],  # by partition; null = ungranted
         "confirmed": len(confirmed),
         "moving": sorted(doc.revoked),
         "unowned": sorted(p for p in range(observed.partitions) if p not in confirmed),

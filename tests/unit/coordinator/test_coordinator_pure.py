@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 from lagpilot.consumer.k8s_assignment import format_owned, grant_for, lease_duration_for
 from lagpilot.operator.assignment import AssignmentDoc, Revocation, WorkerReport
-from lagpilot.operator.coordinator import figures_from_metrics, lease_state, observe, parse_time
+from lagpilot.operator.coordinator import (
+    CoordinatorResult,
+    assignment_status,
+    figures_from_metrics,
+    lease_state,
+    observe,
+    parse_time,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +102,15 @@ def test_grant_for_and_lease_duration() -> None:
     assert grant_for("garbage", "p") is None and grant_for(None, "p") is None
     assert format_owned(frozenset({3, 1})) == "1,3"
     assert lease_duration_for(20, 5) > 20 + 5
+
+
+def test_status_patch_nulls_removed_keys_and_assignment_summary() -> None:
+    doc = AssignmentDoc(5, {"a": frozenset({0, 2})}, 3, {1: Revocation("b", 5)})
+    o = observe(doc, [pod("a")], [lease("a", "0", "5")], 3, NOW)
+    summary = assignment_status(o, doc)
+    assert summary == {"epoch": 5, "owners": ["a", None, "a"], "confirmed": 1, "moving": [1],
+                       "unowned": [1, 2]}
+    r = CoordinatorResult(rollout={"phase": "Stable", "stableRevision": "x"}, assignment=summary)
+    patch = r.status_patch({"rollout": {"phase": "Canary", "analysisSince": 3.0}, "lag": {"total": 1}})
+    assert patch["rollout"] == {"phase": "Stable", "stableRevision": "x", "analysisSince": None}
+    assert patch["assignment"] == summary and "lag" not in patch
