@@ -28,15 +28,17 @@ Objects are written by server-side apply (PATCH; create when absent) and kopf pa
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, patch, update]
-# Worker Leases: the operator reads what each worker owns; workers get get/create/update/patch on them,
-# which the operator must hold to grant.
+# Worker Leases: the operator reads what each worker owns (and reconciles on their changes), deletes
+# expired Leases of gone pods; workers get get/create/update/patch on them, which the operator must hold
+# to grant.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, list, watch, create, update, patch]
-# Worker pods: readiness and restarts (WorkersCrashLooping) for status.
+  verbs: [get, list, watch, create, update, patch, delete]
+# Worker pods: readiness and restarts (WorkersCrashLooping) for status; the partition coordinator patches
+# controller.kubernetes.io/pod-deletion-cost on emptied pods so a scale-down removes them first.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 # Secrets named by spec.target.headersFromSecret / spec.kafka.credentialsSecret: existence check, and
 # the Kafka credentials for the operator's own metadata reads. Read by name only.
 - apiGroups: [""]

@@ -85,3 +85,17 @@ def test_operator_watches_consumergroups_and_writes_status(helm: Path) -> None:
             assert allowed(rules, "", "pods", verb)
             assert allowed(rules, "coordination.k8s.io", "leases", verb)
         assert allowed(rules, "", "events", "create")
+
+
+def test_operator_may_run_the_partition_coordinator(helm: Path) -> None:
+    """operator/coordinator.py: the assignment ConfigMap (create, PUT with resourceVersion), worker Leases
+    (list, delete when expired and unreferenced; watched as a trigger), pods (deletion-cost patch),
+    per-revision Deployments (scale by patch, delete)."""
+    for rules in operator_rule_sets(helm):
+        for verb in ("get", "create", "update"):
+            assert allowed(rules, "", "configmaps", verb), verb
+        for verb in ("list", "watch", "delete"):
+            assert allowed(rules, "coordination.k8s.io", "leases", verb), verb
+        assert allowed(rules, "", "pods", "patch")
+        for verb in ("list", "patch", "delete"):
+            assert allowed(rules, "apps", "deployments", verb), verb
