@@ -14,6 +14,8 @@ never take the kopf executor's threads from the reconcile handlers.
 from __future__ import annotations
 
 import asyncio
+import calendar
+import contextlib
 import contextvars
 import functools
 import logging
@@ -26,7 +28,7 @@ from typing import Any
 
 import kopf
 from lagpilot.operator.autoscale import InvalidAutoscaling, ScaleState
-from lagpilot.operator.autoscaler_loop import Event, GroupLagState, LagMonitor
+from lagpilot.operator.autoscaler_loop import WINDOW_POLLS, Event, GroupLagState, LagMonitor
 from lagpilot.operator.conditions import find
 from lagpilot.operator.kube import Kube
 from lagpilot.operator.lag import KafkaUnavailable, TopicNotFound
@@ -34,10 +36,13 @@ from lagpilot.operator.reconcile import kafka_security
 from lagpilot.operator.settings import Settings
 from lagpilot.operator.spec import GROUP, PLURAL, VERSION, parse
 from lagpilot.operator.workers import effective_workers, scaling_mode
+from prometheus_client import Counter
 
 log = logging.getLogger("lagpilot.operator.lag")
 
 DEFAULT_POLL_SECONDS = 15.0
+POLLS = Counter("lagpilot_lag_polls", "Lag polls completed per ConsumerGroup (status.lag is written only on "
+                "change, so this shows that polling goes on)", ("namespace", "consumergroup"))
 SCALE_REASONS = ("ScaledUp", "ScaledDown")
 ERROR_REASONS: tuple[tuple[type[Exception], str], ...] = (
     (KafkaUnavailable, "BrokerUnreachable"), (TopicNotFound, "TopicNotFound"),
@@ -50,6 +55,23 @@ def lag_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dic
     out: dict[str, Any] = {k: None for k in (previous or {}) if k not in new}
     out.update(new)
     return out
+
+
+def lag_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any], now: float,
+                refresh_seconds: float) -> bool:
+    """Whether status.lag needs a write: some figure changed, or the stored `updatedAt` is older than
+    `refresh_seconds` (one Burrow window). Unchanged figures are not rewritten every poll, so an idle
+    group's CR does not get a new resourceVersion every pollSeconds (the reconcile's no-spurious-writes
+    rule holds for the whole operator)."""
+    prev = dict(previous or {})
+    if {k: v for k, v in prev.items() if k != "updatedAt"} != {k: v for k, v in new.items() if k != "updatedAt"}:
+        return True
+    stamp = prev.get("updatedAt")
+    try:
+        age = now - calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return True
+    return age >= refresh_seconds
 
 
 def error_reason(exc: Exception) -> str:
@@ -141,11 +163,15 @@ class LagPoller:
                 return PollOutcome(sleep)
             fresh_status = fresh.get("status") or {}
             fresh_spec, _ = parse(fresh, self.settings.consumer_image)
-            patch: dict[str, Any] = {"lag": lag_patch(fresh_status.get("lag"), lag)}
+            patch: dict[str, Any] = {}
+            if lag_changed(fresh_status.get("lag"), lag, self.clock(), sleep * WINDOW_POLLS):
+                patch["lag"] = lag_patch(fresh_status.get("lag"), lag)
             if step.workers is not None and fresh_spec is not None and \
                     effective_workers(fresh_spec, fresh_status) == current:
                 patch["workers"] = written = step.workers
-            self.kube.patch_status(namespace, name, patch)
+            if patch:
+                self.kube.patch_status(namespace, name, patch)
+        POLLS.labels(namespace, name).inc()
         if step.workers is not None and written is None:
             events = tuple(e for e in events if e.reason not in SCALE_REASONS)
         for e in events:
@@ -172,6 +198,8 @@ class LagPoller:
     def forget(self, namespace: str, name: str) -> None:
         self._errors.pop((namespace, name), None)
         self.monitor.forget(namespace, name)
+        with contextlib.suppress(KeyError):
+            POLLS.remove(namespace, name)
 
 
 def _kopf_emit(body: Any, e: Event) -> None:

@@ -22,6 +22,7 @@ from lagpilot.operator.lag_handler import (
     degraded_reason,
     error_lag_status,
     error_reason,
+    lag_changed,
     lag_patch,
 )
 from lagpilot.operator.settings import Settings
@@ -379,3 +380,24 @@ def test_operator_restart_does_not_scale_down_before_a_whole_window() -> None:
     assert counts[:5] == [4] * 5 and counts[-1] == 1, counts
     (down,) = [e for e in h.events if e.reason == "ScaledDown"]
     assert down.message.startswith("4 -> 1 workers")
+
+
+def test_unchanged_lag_is_not_rewritten_until_a_window_old() -> None:
+    prev = {"total": 0, "status": "OK", "updatedAt": "2026-01-01T00:00:00Z"}
+    t0 = 1767225600.0  # 2026-01-01T00:00:00Z
+    same = {**prev, "updatedAt": "2026-01-01T00:00:15Z"}
+    assert not lag_changed(prev, same, t0 + 15, 150)
+    assert lag_changed(prev, same, t0 + 150, 150)
+    assert lag_changed(prev, {**same, "total": 1}, t0 + 15, 150)
+    assert lag_changed({**prev, "desiredWorkers": 2}, same, t0 + 15, 150)  # a key dropped
+    assert lag_changed(None, same, t0, 150) and lag_changed({"total": 0, "status": "OK"}, same, t0, 150)
+
+
+def test_idle_group_polls_without_writing_the_cr_every_poll() -> None:
+    h = Harness(cg(workers=1, autoscaling=ON, status={"workers": 1, "readyWorkers": 1}))
+    for _ in range(6):
+        h.poller.poll("ns", "cg")
+    assert len(h.store.patches) == 1  # the first report; then nothing changed within the window (50 s)
+    for _ in range(6):
+        h.poller.poll("ns", "cg")
+    assert len(h.store.patches) == 2  # refreshed once the stored updatedAt is a window old
