@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from lagpilot.operator import plan as planner
 from lagpilot.operator import status as st
 from lagpilot.operator.conditions import now_rfc3339
+from lagpilot.operator.coordinator import CoordinatorResult, reconcile_partitions
 from lagpilot.operator.diff import deployment_state, differences, stale_deployments
 from lagpilot.operator.kube import Kube
 from lagpilot.operator.settings import Settings
@@ -80,6 +82,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     selector = f"{planner.LABEL_CG}={name}"
     existing = [d for d in kube.list("Deployment", namespace, selector) if _owned_by(d, uid)]
     revision = deployment_name = None
+    coord: CoordinatorResult | None = None
     workers = int(previous.get("workers") or 0)
     if spec is not None and not problems:
         workers = desired_workers(spec, previous)
@@ -94,7 +97,14 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         for obj in desired.create_only:
             if kube.get(obj["kind"], namespace, obj["metadata"]["name"]) is None and kube.create(obj):
                 result.actions.append(f"created {obj['kind']} {obj['metadata']['name']}")
-        if not spec.paused:
+        if planner.assignment_mode() == "k8s":
+            # The partition coordinator owns the per-revision Deployments (it leaves them alone while
+            # paused) and the assignment ConfigMap; without a partition count it changes nothing.
+            if topic is not None and topic.partitions is not None:
+                coord = reconcile_partitions(kube, body, spec, revision, workers, topic.partitions, time.time(),
+                                             settings.fence_timeout_seconds)
+                result.actions += coord.actions
+        elif not spec.paused:
             current = next((d for d in existing if d["metadata"]["name"] == deployment_name), None)
             if current is None or differences(desired.deployment, current):
                 kube.apply(desired.deployment)
@@ -123,13 +133,18 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         generation=generation, name=name, desired_workers=workers, revision=revision,
         deployment_name=deployment_name, deployments=[deployment_state(d) for d in existing],
         problems=problems, topic=topic, missing_secrets=missing, pod_troubles=troubles,
-        paused=bool(spec and spec.paused))
+        paused=bool(spec and spec.paused), degraded=[coord.degraded] if coord and coord.degraded else [],
+        unowned_partitions=coord.assignment.get("unowned") if coord else None)
     new_status = st.compute(obs, previous, now_rfc3339())
+    if coord is not None:
+        new_status.update(coord.status_patch(previous))
     result.phase = new_status["phase"]
     if st.needs_write(new_status, previous):
         result.status_written = kube.patch_status(namespace, name, new_status)
     for action in result.actions:
         emit("Normal", "Reconciled", action)
+    for kind, reason, message in coord.events if coord else []:
+        emit(kind, reason, message)
     for kind, reason, message in st.events_for(previous.get("conditions") or [], new_status["conditions"]):
         emit(kind, reason, message)
     if result.actions:

@@ -63,6 +63,9 @@ class Observation:
     paused: bool = False
     # Extra Degraded causes from other parts (e.g. the coordinator's RolloutAborted): (reason, message).
     degraded: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    # Partitions no worker is confirmed to process (status.assignment.unowned, assignment mode k8s);
+    # None when not known (kafka mode, or no partition count): then readiness is judged on workers only.
+    unowned_partitions: Sequence[int] | None = None
 
 
 def _degraded_causes(obs: Observation) -> list[tuple[str, str]]:
@@ -117,8 +120,13 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
         ready_c = Condition("Ready", FALSE, causes[0][0], causes[0][1])
     elif obs.desired_workers == 0 and all_ready:
         ready_c = Condition("Ready", TRUE, "ScaledToZero", "no workers requested")
+    elif all_ready and obs.unowned_partitions:
+        ready_c = Condition("Ready", FALSE, "PartitionsUnowned",
+                            f"{ready}/{obs.desired_workers} workers ready; partitions not owned yet: "
+                            f"{list(obs.unowned_partitions)}")
     elif all_ready:
-        ready_c = Condition("Ready", TRUE, "WorkersReady", f"{ready}/{obs.desired_workers} workers ready")
+        ready_c = Condition("Ready", TRUE, "WorkersReady", f"{ready}/{obs.desired_workers} workers ready"
+                            + ("" if obs.unowned_partitions is None else "; every partition owned"))
     else:
         ready_c = Condition("Ready", FALSE, "WorkersNotReady", f"{ready}/{obs.desired_workers} workers ready")
 
