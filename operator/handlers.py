@@ -11,9 +11,10 @@ from typing import Any
 
 import kopf
 from lagpilot.operator import reconcile as rec
+from lagpilot.operator.handoff_triggers import FAST_INTERVAL_SECONDS, LeaseKey, in_motion, lease_changed
 from lagpilot.operator.kube import Kube
 from lagpilot.operator.metrics import metrics
-from lagpilot.operator.plan import LABEL_CG, LABEL_MANAGED_BY, MANAGER
+from lagpilot.operator.plan import LABEL_CG, LABEL_MANAGED_BY, MANAGER, assignment_mode
 from lagpilot.operator.settings import Settings
 from lagpilot.operator.spec import GROUP, PLURAL, VERSION
 from lagpilot.operator.topics import TopicReader
@@ -100,6 +101,9 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         if ctx.kube.get("ConsumerGroup", namespace, name) is not None:
             run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
 
+    if assignment_mode() == "k8s":
+        _register_handoff_triggers(ctx, registry)
+
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
         metrics().set_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)
@@ -108,3 +112,29 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     from lagpilot.operator import lag_handler
 
     lag_handler.register(registry, ctx.kube, ctx.settings, lock=_lock, reconcile=lambda b: run_reconcile(ctx, b))
+
+
+def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) -> None:
+    """Partition hand-offs wait on workers' Lease reports: reconcile the group when a Lease reports
+    something new, and every FAST_INTERVAL_SECONDS while partitions are in motion (no API call otherwise:
+    the check reads kopf's cached status)."""
+    seen: dict[tuple[str, str], LeaseKey] = {}
+    seen_guard = threading.Lock()
+
+    @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={LABEL_CG: kopf.PRESENT}, id="lease-changed",
+                   registry=registry)
+    def lease_changed_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+        with seen_guard:
+            news = lease_changed(seen, type, body)
+        if not news:
+            return
+        name = body["metadata"]["labels"][LABEL_CG]
+        namespace = body["metadata"]["namespace"]
+        if ctx.kube.get("ConsumerGroup", namespace, name) is not None:
+            run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
+
+    @kopf.timer(GROUP, VERSION, PLURAL, id="handoff", interval=FAST_INTERVAL_SECONDS, sharp=False,
+                registry=registry)
+    def handoff(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
+        if in_motion(status):
+            run_reconcile(ctx, body)
