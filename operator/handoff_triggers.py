@@ -49,14 +49,17 @@ def lease_changed(seen: dict[tuple[str, str], LeaseKey], event_type: str | None,
 
 def in_motion(status: Mapping[str, Any] | None) -> bool:
     """Whether the coordinator has work in progress: a rollout that is not Stable (Aborted counts as settled
-    once nothing moves), partitions revoked and not yet granted, or partitions nobody is confirmed to own.
+    once nothing moves), partitions revoked and not yet granted, or partitions nobody is confirmed to own
+    (while workers run).
     Without status.assignment (kafka mode, invalid spec, before the first round) nothing is in motion: the
     create handler and the first workers' Lease events start the coordinator."""
     st = status or {}
     assignment = st.get("assignment")
     if not isinstance(assignment, Mapping):
         return False
-    if assignment.get("moving") or assignment.get("unowned"):
+    if assignment.get("moving"):
+        return True
+    if assignment.get("unowned") and st.get("workers") != 0:  # with no workers, unowned is the steady state
         return True
     phase = (st.get("rollout") or {}).get("phase")
     return phase not in (STABLE, ABORTED, None)

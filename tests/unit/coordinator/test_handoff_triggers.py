@@ -51,6 +51,8 @@ def test_deletion_is_news_and_forgets() -> None:
     ({"assignment": {"moving": [], "unowned": []}}, False),
     ({"assignment": {"moving": [2], "unowned": []}, "rollout": {"phase": "Stable"}}, True),
     ({"assignment": {"moving": [], "unowned": [0]}, "rollout": {"phase": "Aborted"}}, True),
+    ({"assignment": {"moving": [], "unowned": [0]}, "rollout": {"phase": "Stable"}, "workers": 2}, True),
+    ({"assignment": {"moving": [], "unowned": [0, 1]}, "rollout": {"phase": "Stable"}, "workers": 0}, False),
     ({"assignment": {"moving": [], "unowned": []}, "rollout": {"phase": "Progressing"}}, True),
     ({"assignment": {"moving": [], "unowned": []}, "rollout": {"phase": "Canary"}}, True),
     ({"assignment": {"moving": [], "unowned": []}, "rollout": {"phase": "Promoting"}}, True),
