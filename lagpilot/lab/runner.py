@@ -55,6 +55,42 @@ NODE_NAME = "lagpilot-lab"
 TICK = 0.25
 
 
+ADDRESS_CLAIMS = Path(os.environ.get("LAGPILOT_ADDRESS_CLAIMS", "/tmp/lagpilot-lab-addresses"))
+
+
+def claim_address(ip: str) -> bool:
+    """Machine-wide claim of a pod address: a file created exclusively, naming the claiming runner.
+    A claim whose runner is gone is stale and taken over."""
+    from lagpilot.lab.proc import pid_alive
+
+    ADDRESS_CLAIMS.mkdir(parents=True, exist_ok=True)
+    path = ADDRESS_CLAIMS / ip
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid() or (owner > 0 and pid_alive(owner)):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release_address(ip: str) -> None:
+    path = ADDRESS_CLAIMS / ip
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -219,13 +255,15 @@ class Runner:
 
     # --- pods -------------------------------------------------------------------------------------
     def allocate_ip(self, uid: str) -> str:
+        """The lowest loopback address no pod of any lab on this machine holds (labs of parallel test
+        sessions, or a person's lab beside the tests, share 127.0.0.0/8)."""
         if uid in self.ips:
             return self.ips[uid]
         used = set(self.ips.values())
         for third in range(256):
             for fourth in range(2 if third == 0 else 1, 255):
                 ip = f"127.0.{third}.{fourth}"
-                if ip not in used:
+                if ip not in used and claim_address(ip):
                     self.ips[uid] = ip
                     return ip
         raise RuntimeError("no free loopback address")
@@ -459,7 +497,9 @@ class Runner:
 
     def forget(self, run: PodRun) -> None:
         self.pods.pop(run.uid, None)
-        self.ips.pop(run.uid, None)
+        ip = self.ips.pop(run.uid, None)
+        if ip:
+            release_address(ip)
 
     # --- status -----------------------------------------------------------------------------------
     def container_status(self, c: ContainerRun, image: str) -> dict[str, Any]:
@@ -583,6 +623,8 @@ class Runner:
                 self.kill_container(c, grace=5)
         self.killers.shutdown(wait=True)
         self.probes.shutdown(wait=False, cancel_futures=True)
+        for ip in self.ips.values():
+            release_address(ip)
 
 
 def main(argv: list[str] | None = None) -> None:
