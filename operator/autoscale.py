@@ -272,7 +272,10 @@ def rate_workers(needed_rate: float, worker_rate: float, partitions: int) -> tup
     if needed_rate <= 0 or partitions <= 0:
         return 0, "nothing to deliver"
     per_partition = needed_rate / partitions
-    carry = math.floor(worker_rate / per_partition + 1e-9)
+    capacity = worker_rate / per_partition
+    if not math.isfinite(capacity):  # a vanishing need (denormal rates): one worker carries everything
+        return 1, _plural(partitions, "partition")
+    carry = math.floor(capacity + 1e-9)
     if carry < 1:
         return partitions, f"{fmt(per_partition)}/s per partition exceeds one worker"
     carry = min(carry, partitions)
