@@ -260,3 +260,10 @@ def test_no_scale_down_within_the_window_after_a_scale_up(spec: AutoscaleSpec, s
 def test_rate_need_counts_partitions_per_worker(needed: float, worker_rate: float, partitions: int,
                                                 workers: int) -> None:
     assert rate_workers(needed, worker_rate, partitions)[0] == workers
+
+
+def test_rate_need_with_vanishing_rates_does_not_overflow() -> None:
+    from lagpilot.operator.autoscale import rate_workers
+
+    assert rate_workers(2.225073858507203e-309, 1.0, 1) == (1, "1 partition")
+    assert rate_workers(1e-320, 1.0, 12)[0] == 1
