@@ -11,12 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from lagpilot.lab.cluster import ControlPlane, start_control_plane, stop_control_plane
 from lagpilot.lab.kafka import KafkaBroker, create_topic, start_kafka, stop_kafka
 from lagpilot.lab.manager import start_runner, wait_node_ready
 from lagpilot.lab.proc import stop_pid
 from lagpilot.paths import kubernetes_bin
+
+# Property tests: no per-example deadline (the machine may be busy with the lab), and in CI the same
+# examples every run, so a red CI is reproducible; locally, fresh random examples every run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(scope="session")
