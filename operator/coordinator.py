@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +123,7 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def observe(doc: AssignmentDoc | None, pods: list[Mapping[str, Any]], leases: list[Mapping[str, Any]],
+def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
             partitions: int, now: float) -> Observed:
     """Observed state from raw objects. A name known only from the document (no pod, no Lease) is gone."""
     by_pod = {p["metadata"]["name"]: p for p in pods}

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from lagpilot.operator import reconcile as rec
@@ -52,7 +52,7 @@ def run_reconcile(ctx: Context, body: Any) -> str:
         try:
             result = rec.reconcile(
                 fresh, ctx.kube, ctx.topics, ctx.settings,
-                emit=lambda kind, reason, message: kopf.event(fresh, type=kind, reason=reason,
+                emit=lambda kind, reason, message: kopf.event(cast(Any, fresh), type=kind, reason=reason,
                                                               message=message[:1000]))
         except Exception:
             m.reconcile_errors.inc()

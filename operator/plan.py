@@ -40,7 +40,9 @@ def assignment_mode() -> str:
 
     The single switch for the whole operator; the partition coordinator changes it to "k8s".
     """
-    return "kafka"
+    import os
+
+    return os.environ.get("LAGPILOT_DEV_ASSIGNMENT_MODE", "kafka")
 
 
 @dataclass(frozen=True)
