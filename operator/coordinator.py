@@ -272,8 +272,8 @@ def apply_deployments(kube: Kube, spec: ConsumerGroupSpec, owner: planner.Owner,
             kube.apply(want)
             actions.append(f"{'created' if have is None else 'updated'} Deployment {want['metadata']['name']}")
     for rev, dep in by_rev.items():
-        if rev == target:
-            continue
+        if rev == target and target in deployments:
+            continue  # applied above; an aborted target revision is absent and goes like any other
         name = dep["metadata"]["name"]
         if rev not in deployments:
             if kube.delete("Deployment", spec.namespace, name):

@@ -46,6 +46,7 @@ def run_reconcile(ctx: Context, body: Any) -> str:
         fresh = ctx.kube.get("ConsumerGroup", namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             m.set_phase(namespace, name, None)
+            m.set_rollout(namespace, name, None)
             return "Deleted"
         m.reconcile_total.inc()
         started = time.perf_counter()
@@ -60,6 +61,8 @@ def run_reconcile(ctx: Context, body: Any) -> str:
         finally:
             m.reconcile_seconds.observe(time.perf_counter() - started)
         m.set_phase(namespace, name, result.phase)
+        if result.rollout_phase is not None or result.aborted:
+            m.set_rollout(namespace, name, result.rollout_phase, result.aborted)
         return result.phase
 
 
@@ -107,6 +110,7 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
         metrics().set_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)
+        metrics().set_rollout(body["metadata"]["namespace"], body["metadata"]["name"], None)
 
     # Lag reading and autoscaling (operator/lag_handler.py): a daemon per group, sharing the group lock.
     from lagpilot.operator import lag_handler

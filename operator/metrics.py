@@ -1,12 +1,16 @@
-"""Operator metrics (Prometheus): reconcile counts, errors, duration, and ConsumerGroups per phase."""
+"""Operator metrics (Prometheus): reconcile counts, errors, duration, ConsumerGroups per phase, and each
+group's rollout phase and aborted rollouts (the names the chart's alerts and dashboard query)."""
 
 from __future__ import annotations
 
 import os
 import threading
 
+from lagpilot.operator.rollout import ABORTED, CANARY, PROGRESSING, PROMOTING, STABLE
 from lagpilot.operator.status import PHASES
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+ROLLOUT_PHASES = (STABLE, PROGRESSING, CANARY, PROMOTING, ABORTED)
 
 
 class OperatorMetrics:
@@ -20,6 +24,12 @@ class OperatorMetrics:
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.consumergroups = Gauge("lagpilot_consumergroups", "ConsumerGroups by phase", ["phase"],
                                     registry=registry)
+        self.rollout_phase = Gauge("lagpilot_rollout_phase",
+                                   "1 for the rollout phase a ConsumerGroup is in, 0 for the others",
+                                   ["namespace", "consumergroup", "phase"], registry=registry)
+        self.rollouts_aborted = Counter("lagpilot_rollouts_aborted_total",
+                                        "Rollouts aborted (by canary analysis or by a user)",
+                                        ["namespace", "consumergroup"], registry=registry)
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._publish()
@@ -32,6 +42,21 @@ class OperatorMetrics:
             else:
                 self._phases[(namespace, name)] = phase
             self._publish()
+
+    def set_rollout(self, namespace: str, name: str, phase: str | None, aborted: int = 0) -> None:
+        """Record one group's rollout phase (None = the group is gone: its series are removed) and count
+        rollouts that were aborted in this reconcile."""
+        if aborted:
+            self.rollouts_aborted.labels(namespace=namespace, consumergroup=name).inc(aborted)
+        for p in ROLLOUT_PHASES:
+            if phase is None:
+                try:
+                    self.rollout_phase.remove(namespace, name, p)
+                except KeyError:
+                    pass
+            else:
+                self.rollout_phase.labels(namespace=namespace, consumergroup=name, phase=p).set(
+                    1 if p == phase else 0)
 
     def _publish(self) -> None:
         counts = dict.fromkeys(PHASES, 0)

@@ -35,6 +35,8 @@ class Result:
     phase: str
     actions: list[str] = field(default_factory=list)
     status_written: bool = False
+    rollout_phase: str | None = None  # status.rollout.phase (assignment mode k8s)
+    aborted: int = 0  # rollouts aborted by this reconcile (RolloutAborted events)
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -104,6 +106,10 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
                 coord = reconcile_partitions(kube, body, spec, revision, workers, topic.partitions, time.time(),
                                              settings.fence_timeout_seconds)
                 result.actions += coord.actions
+                if coord.rollout.get("phase") == "Aborted" and coord.rollout.get("stableRevision"):
+                    # The aborted revision is on its way out: report on the revision that serves.
+                    revision = str(coord.rollout["stableRevision"])
+                    deployment_name = planner.deployment_name(name, revision)
         elif not spec.paused:
             current = next((d for d in existing if d["metadata"]["name"] == deployment_name), None)
             if current is None or differences(desired.deployment, current):
@@ -145,6 +151,9 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         emit("Normal", "Reconciled", action)
     for kind, reason, message in coord.events if coord else []:
         emit(kind, reason, message)
+        result.aborted += reason == "RolloutAborted"
+    if coord is not None:
+        result.rollout_phase = coord.rollout.get("phase")
     for kind, reason, message in st.events_for(previous.get("conditions") or [], new_status["conditions"]):
         emit(kind, reason, message)
     if result.actions:

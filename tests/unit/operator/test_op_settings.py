@@ -66,3 +66,16 @@ def test_metrics_names_and_phase_gauge() -> None:
         assert name in text
     m.set_phase("a", "x", None)
     assert 'lagpilot_consumergroups{phase="Running"} 0.0' in generate_latest(reg).decode()
+
+
+def test_rollout_phase_gauge_and_aborted_counter() -> None:
+    reg = CollectorRegistry()
+    m = OperatorMetrics(reg)
+    m.set_rollout("a", "x", "Canary")
+    m.set_rollout("a", "x", "Aborted", aborted=1)
+    text = generate_latest(reg).decode()
+    assert 'lagpilot_rollout_phase{consumergroup="x",namespace="a",phase="Aborted"} 1.0' in text
+    assert 'lagpilot_rollout_phase{consumergroup="x",namespace="a",phase="Canary"} 0.0' in text
+    assert 'lagpilot_rollouts_aborted_total{consumergroup="x",namespace="a"} 1.0' in text
+    m.set_rollout("a", "x", None)  # the group is gone: no stale phase series
+    assert 'lagpilot_rollout_phase{consumergroup="x"' not in generate_latest(reg).decode()
