@@ -38,11 +38,12 @@ LABEL_WORKER = "lagpilot.io/worker"
 CONFIGMAP_SUFFIX = "-assignment"
 
 
-def lease_duration_for(fence_timeout_s: float, lease_renew_s: float) -> int:
+def lease_duration_for(fence_timeout_s: float, lease_renew_s: float, delivery_timeout_s: float = 0.0) -> int:
     """The Lease duration the operator waits before treating a silent worker as gone: longer than the
-    worst case before the worker fences (fence timeout + one renew period + one request timeout), with a
-    margin, so that by the time the Lease looks expired the worker has stopped processing."""
-    return math.ceil(fence_timeout_s + 2 * lease_renew_s + 2)
+    worst case before the worker has stopped (fence timeout + one renew period + one API request timeout
+    until the fence, then the HTTP request already on the wire: at most the target timeout), with a
+    margin, so that by the time the Lease looks expired no delivery of the worker can reach the target."""
+    return math.ceil(fence_timeout_s + 2 * lease_renew_s + delivery_timeout_s + 2)
 
 
 def grant_for(doc_text: str | None, pod_name: str) -> tuple[int, frozenset[int]] | None:
@@ -78,7 +79,7 @@ def load_kube_config() -> Any:
 class K8sPartitionSource:
     def __init__(self, namespace: str, pod_name: str, configmap_name: str, fence_timeout_s: float = 20.0,
                  lease_renew_s: float = 5.0, sink: AssignmentSink | None = None, api_client: Any = None,
-                 consumergroup: str | None = None) -> None:
+                 consumergroup: str | None = None, delivery_timeout_s: float = 0.0) -> None:
         if not namespace or not pod_name:
             raise ValueError("k8s assignment needs the namespace and the pod name ($POD_NAMESPACE, $POD_NAME)")
         if not configmap_name:
@@ -88,7 +89,7 @@ class K8sPartitionSource:
         self.configmap_name = configmap_name
         self.fence_timeout_s = float(fence_timeout_s)
         self.lease_renew_s = float(lease_renew_s)
-        self.lease_duration_s = lease_duration_for(self.fence_timeout_s, self.lease_renew_s)
+        self.lease_duration_s = lease_duration_for(self.fence_timeout_s, self.lease_renew_s, delivery_timeout_s)
         self.request_timeout_s = max(1.0, min(self.lease_renew_s, 5.0))
         self.consumergroup = consumergroup or (
             configmap_name[: -len(CONFIGMAP_SUFFIX)] if configmap_name.endswith(CONFIGMAP_SUFFIX) else "")

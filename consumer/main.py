@@ -32,7 +32,8 @@ def make_source(cfg: Config, runtime: ConsumerRuntime) -> PartitionSource:
     source: Any = K8sPartitionSource(namespace=cfg.namespace, pod_name=cfg.pod_name,
                                      configmap_name=cfg.assignment_configmap,
                                      fence_timeout_s=cfg.fence_timeout_seconds,
-                                     lease_renew_s=cfg.lease_renew_seconds, sink=runtime)
+                                     lease_renew_s=cfg.lease_renew_seconds, sink=runtime,
+                                     delivery_timeout_s=cfg.timeout_seconds)
     return source  # type: ignore[no-any-return]
 
 

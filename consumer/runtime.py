@@ -274,7 +274,8 @@ class ConsumerRuntime:
         owned = frozenset(self._gen)
         to_release = owned - target
         if to_release:
-            self._start_release(to_release)
+            # Fenced: the operator may regrant these once the Lease runs out, so stop at once (no drain).
+            self._start_release(to_release, 0.0 if fenced else None)
             self._progress_release(unassign=True)
             if self._releasing:
                 return
@@ -304,12 +305,15 @@ class ConsumerRuntime:
             self._inflight -= 1
             self._inflight_bytes -= item.size
 
-    def _start_release(self, parts: frozenset[int]) -> None:
+    def _start_release(self, parts: frozenset[int], drain_seconds: float | None = None) -> None:
         """Stop fetching ``parts``; their fetched records (queued or running) get until the deadline
-        (``--drain-seconds``) to finish, so the final commit covers everything delivered and nothing that
-        was acknowledged is delivered again by the next owner. After the deadline the rest is abandoned:
-        not committed, re-delivered by the next owner."""
-        deadline = time.monotonic() + self.cfg.drain_seconds
+        (``--drain-seconds``; 0 when fenced) to finish, so the final commit covers everything delivered and
+        nothing that was acknowledged is delivered again by the next owner. After the deadline the queued
+        rest is abandoned (not committed, re-delivered by the next owner) and retries stop; a request
+        already on the wire is waited for (at most the target timeout), because the partition counts as
+        released only when no delivery of it can still reach the target."""
+        drain = self.cfg.drain_seconds if drain_seconds is None else drain_seconds
+        deadline = time.monotonic() + drain
         try:
             self._consumer.pause(self._tps(parts))
         except Exception as exc:
@@ -322,8 +326,11 @@ class ConsumerRuntime:
     def _progress_release(self, unassign: bool) -> None:
         now = time.monotonic()
         with self._cond:
-            finished = [p for p, dl in self._releasing.items()
-                        if now >= dl or self._sched.pending_in(p) == 0]
+            for p, dl in self._releasing.items():
+                if now >= dl:
+                    self._drop_queued(p)  # not started: they never will be here
+            # Only requests on the wire are left past the deadline; they end within the target timeout.
+            finished = [p for p in self._releasing if self._sched.pending_in(p) == 0]
         if not finished:
             return
         self._commit(parts=frozenset(finished), sync=True)
@@ -334,10 +341,9 @@ class ConsumerRuntime:
                 log.warning("unassign failed", extra={"error": str(exc)})
         with self._cond:
             for p in finished:
-                if self._sched.pending_in(p):
-                    log.warning("gave up waiting for deliveries of a released partition",
-                                extra={"partition": p, "unfinished": self._sched.pending_in(p)})
-                self._drop_queued(p)
+                if now >= self._releasing[p]:
+                    log.warning("drain deadline passed: undelivered records of a released partition are left "
+                                "to its next owner", extra={"partition": p})
                 self._releasing.pop(p, None)
                 self._gen.pop(p, None)
                 self._wm.pop(p, None)

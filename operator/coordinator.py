@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client
@@ -34,6 +34,7 @@ from lagpilot.operator.rollout import (
     Commands,
     Event,
     RolloutInput,
+    lag_growth,
     next_rollout_step,
 )
 from lagpilot.operator.spec import ConsumerGroupSpec
@@ -46,6 +47,8 @@ LABEL_CG = planner.LABEL_CG
 LABEL_REVISION = planner.LABEL_REVISION
 
 FiguresFn = Callable[[list[dict[str, Any]], list[int]], "CanaryFigures | None"]
+# The group's lag per partition now (None when the brokers cannot tell): for canary lag growth.
+LagFn = Callable[[], "Mapping[int, int] | None"]
 
 
 @dataclass
@@ -286,8 +289,8 @@ def apply_deployments(kube: Kube, spec: ConsumerGroupSpec, owner: planner.Owner,
 
 def reconcile_partitions(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSpec, target_revision: str,
                          workers: int, partitions: int, now: float, fence_timeout: int,
-                         figures_fn: FiguresFn | None = None, manage_deployments: bool = True
-                         ) -> CoordinatorResult:
+                         figures_fn: FiguresFn | None = None, manage_deployments: bool = True,
+                         lag_fn: LagFn | None = None) -> CoordinatorResult:
     """One coordinator round for one ConsumerGroup. ``partitions``: the topic's partition count (from the
     broker). ``now``: unix seconds. Returns what the reconcile must publish; the ConfigMap, pod deletion
     costs, stale Leases and (with ``manage_deployments``) the Deployments are written here."""
@@ -317,8 +320,24 @@ def reconcile_partitions(kube: Kube, body: Mapping[str, Any], spec: ConsumerGrou
         canary_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_REVISION)
                        == prev["newRevision"]]
         figures = (figures_fn or scrape_figures)(canary_pods, list(prev.get("canaryPartitions") or []))
+    watch_lag = bool(spec.rollout.canary.max_lag_growth) and lag_fn is not None
+    lag_now: Mapping[int, int] | None = None
+    if watch_lag and prev.get("phase") == CANARY and prev.get("lagBaseline") and lag_fn is not None:
+        lag_now = lag_fn()
+        if lag_now is not None:
+            base = {int(p): int(v) for p, v in dict(prev["lagBaseline"]).items()}
+            growth = lag_growth(base, lag_now, list(prev.get("canaryPartitions") or []))
+            figures = (replace(figures, lag_growth=growth) if figures is not None
+                       else CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=growth))
     step = next_rollout_step(RolloutInput(spec.rollout, target_revision, workers, observed, prev,
                                           paused=spec.paused, commands=commands, figures=figures, now=now))
+    if watch_lag and step.status.get("phase") == CANARY and "analysisSince" in step.status:
+        if "lagBaseline" not in step.status and lag_fn is not None:
+            lag_now = lag_now if lag_now is not None else lag_fn()
+            if lag_now is not None:  # the analysis window's starting point, kept in status for restarts
+                step.status["lagBaseline"] = {str(p): int(v) for p, v in sorted(lag_now.items())}
+    else:
+        step.status.pop("lagBaseline", None)
     new_doc = plan_assignment(observed, step.desired)
     result = CoordinatorResult(rollout=step.status, assignment={}, events=list(step.events),
                                degraded=step.degraded, deployments=step.deployments)

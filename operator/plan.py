@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,16 +34,18 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_CG = "lagpilot.io/consumergroup"
 LABEL_REVISION = "lagpilot.io/revision"
+# How long a worker lets fetched records finish when it releases partitions or stops.
+DRAIN_SECONDS = 30
 
 
 def assignment_mode() -> str:
-    """How workers get partitions: `kafka` (group rebalancing) until the coordinator switches this to `k8s`.
-
-    The single switch for the whole operator; the partition coordinator changes it to "k8s".
-    """
+    """How workers get partitions, one switch for the whole operator: `k8s` (default: the operator's
+    partition coordinator grants partitions with the fenced hand-off) or `kafka` (plain group
+    rebalancing, cooperative-sticky; no partition-precise rollouts). Env LAGPILOT_ASSIGNMENT_MODE."""
     import os
 
-    return os.environ.get("LAGPILOT_DEV_ASSIGNMENT_MODE", "kafka")
+    mode = os.environ.get("LAGPILOT_ASSIGNMENT_MODE", "k8s").strip().lower()
+    return mode if mode in ("k8s", "kafka") else "k8s"
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int) -> list[di
         _env_value("LAGPILOT_INITIAL_BACKOFF_MS", spec.retry.initial_backoff_ms),
         _env_value("LAGPILOT_MAX_BACKOFF_MS", spec.retry.max_backoff_ms),
         _env_value("LAGPILOT_HTTP_PORT", HTTP_PORT),
+        _env_value("LAGPILOT_DRAIN_SECONDS", DRAIN_SECONDS),
     ]
     if spec.dead_letter_topic:
         env.append(_env_value("LAGPILOT_DEAD_LETTER_TOPIC", spec.dead_letter_topic))
@@ -198,7 +202,8 @@ def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_F
         "serviceAccountName": worker_account_name(spec.name),
         "automountServiceAccountToken": True,
         # Long enough to finish in-flight deliveries and commit before SIGKILL.
-        "terminationGracePeriodSeconds": max(30, int(spec.target.timeout_seconds) + 15),
+        # SIGTERM: the worker drains (DRAIN_SECONDS), then waits for requests on the wire (target timeout).
+        "terminationGracePeriodSeconds": int(DRAIN_SECONDS + math.ceil(spec.target.timeout_seconds) + 15),
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],

@@ -62,6 +62,21 @@ def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
     return sorted({s for s in (spec.target.headers_from_secret, spec.kafka.credentials_secret) if s})
 
 
+def _lag_reader(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], dict[int, int] | None]:
+    """The group's lag per partition, read on demand (only a canary with maxLagGrowth asks for it)."""
+    def read() -> dict[int, int] | None:
+        from lagpilot.operator.lag import LagReader
+
+        try:
+            snap = LagReader(spec.bootstrap_servers, kafka_security(spec, kube), timeout=5.0).read(
+                spec.group_id, [spec.topic])
+        except Exception as exc:  # the brokers' trouble is reported by the lag reader; judge next round
+            log.info("%s/%s: lag for canary analysis not read: %s", spec.namespace, spec.name, exc)
+            return None
+        return {p.partition: p.lag for p in snap.partitions}
+    return read
+
+
 def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings: Settings,
               emit: EventSink, desired_workers: Callable[..., int] = planner.desired_workers
               ) -> Result:
@@ -104,12 +119,17 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.
             if topic is not None and topic.partitions is not None:
                 coord = reconcile_partitions(kube, body, spec, revision, workers, topic.partitions, time.time(),
-                                             settings.fence_timeout_seconds)
+                                             settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube))
                 result.actions += coord.actions
                 if coord.rollout.get("phase") == "Aborted" and coord.rollout.get("stableRevision"):
                     # The aborted revision is on its way out: report on the revision that serves.
                     revision = str(coord.rollout["stableRevision"])
                     deployment_name = planner.deployment_name(name, revision)
+            elif not spec.paused and not existing:
+                # Partition count unknown (brokers unreachable): the first revision's workers start anyway
+                # and own nothing until the coordinator can plan; a running group is left as it is.
+                kube.apply(desired.deployment)
+                result.actions.append(f"created Deployment {deployment_name}")
         elif not spec.paused:
             current = next((d for d in existing if d["metadata"]["name"] == deployment_name), None)
             if current is None or differences(desired.deployment, current):

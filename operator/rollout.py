@@ -151,18 +151,35 @@ def _costs(inp: RolloutInput, revisions: Iterable[str | None]) -> dict[str, int]
 
 
 def judge(spec: RolloutSpec, figures: CanaryFigures | None) -> str | None:
-    """The first figure that breaks its limit, as a sentence; None while all are within limits."""
-    if figures is None or figures.deliveries <= 0:
+    """The first figure that breaks its limit, as a sentence; None while all are within limits. Lag growth
+    is judged even without deliveries: a canary that delivers nothing at all shows up only there."""
+    if figures is None:
         return None
     c = spec.canary
-    if figures.error_rate > c.max_error_rate:
+    if figures.deliveries > 0 and figures.error_rate > c.max_error_rate:
         return (f"error rate {figures.error_rate:.4f} over {figures.deliveries} deliveries exceeds "
                 f"maxErrorRate {c.max_error_rate}")
-    if c.max_p99_latency_ms and figures.p99_ms > c.max_p99_latency_ms:
+    if figures.deliveries > 0 and c.max_p99_latency_ms and figures.p99_ms > c.max_p99_latency_ms:
         return f"p99 latency {figures.p99_ms:.0f} ms exceeds maxP99LatencyMs {c.max_p99_latency_ms}"
     if c.max_lag_growth and figures.lag_growth > c.max_lag_growth:
-        return f"lag growth {figures.lag_growth:.0f} exceeds maxLagGrowth {c.max_lag_growth}"
+        return (f"lag growth {figures.lag_growth:.0f} records per canary partition exceeds maxLagGrowth "
+                f"{c.max_lag_growth}")
     return None
+
+
+def lag_growth(baseline: Mapping[int, int], current: Mapping[int, int], canary: Iterable[int]) -> float:
+    """How much more the canary partitions' lag grew since the analysis began than the stable partitions'
+    (mean per partition, records). Stable partitions draining a backlog (negative growth) do not count
+    against the canary: only the canary falling behind while the stable revision keeps up does."""
+    chosen = set(canary)
+
+    def mean_growth(parts: list[int]) -> float:
+        deltas = [current[p] - baseline[p] for p in parts if p in baseline]
+        return sum(deltas) / len(deltas) if deltas else 0.0
+
+    on_canary = mean_growth([p for p in current if p in chosen])
+    on_stable = mean_growth([p for p in current if p not in chosen])
+    return on_canary - max(on_stable, 0.0)
 
 
 # ---- the step ----------------------------------------------------------------------------------------
@@ -206,6 +223,12 @@ def next_rollout_step(inp: RolloutInput) -> RolloutStep:
         status = {**status, "phase": ABORTED, "message": msg, "since": inp.now}
         events.append(("Warning", "RolloutAborted", msg))
         phase = ABORTED
+
+    if phase in (PROGRESSING, CANARY, PROMOTING) and inp.workers == 0:
+        # Scaled to zero: no partition moves to anyone, so the new revision is stable now; the old workers
+        # stop as in any scale-down (their grants revoked, SIGTERM, drain and commit).
+        events.append(("Normal", "RolloutCompleted", f"revision {new} is stable (scaled to zero)"))
+        stable, status, phase = str(new), _stable_status(str(new), ""), STABLE
 
     if phase == STABLE:
         step = _stable(inp, stable)

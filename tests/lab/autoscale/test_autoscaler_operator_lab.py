@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_lab_helpers import CRDS, Operator, strip_finalizers, wait_for
+from operator_lab_helpers import Operator, install_crds, running_operator, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -35,24 +35,13 @@ LAG_PER_WORKER = 20
 
 @pytest.fixture(scope="module")
 def crds(k8s: Any) -> None:
-    for path in sorted(CRDS.glob("*.yaml")):
-        k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/consumergroups.lagpilot.io")
+    install_crds(k8s)
 
 
 @pytest.fixture
 def operator(k8s: Any, crds: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(k8s.kubeconfig, namespace, tmp_path / "operator.log", {}).start()
-    try:
+    with running_operator(k8s, namespace, tmp_path / "operator.log", {}) as op:
         yield op
-    finally:
-        k8s.kubectl("delete", "consumergroups", "--all", "--wait=false", namespace=namespace, check=False)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not json.loads(k8s.kubectl("get", "consumergroups", "-o", "json",
-                                                        namespace=namespace).stdout)["items"], 30, "deleted")
-        op.stop()
-        strip_finalizers(k8s, namespace)
-        print(op.log()[-15000:])
 
 
 def cg_doc(name: str, bootstrap: str, topic: str, url: str, **spec: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ its partitions return to the stable revision; a BlueGreen rollout completes."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from coord_harness import SteadyProducer, duplicates, overlaps
 from lagpilot.testing.target import RecordingTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_lab_helpers import CRDS, Operator, strip_finalizers, wait_for
+from operator_lab_helpers import Operator, install_crds, running_operator, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -30,25 +29,14 @@ PARTITIONS = 6
 
 @pytest.fixture(scope="module")
 def crds(k8s: Any) -> None:
-    for path in sorted(CRDS.glob("*.yaml")):
-        k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/consumergroups.lagpilot.io")
+    install_crds(k8s)
 
 
 @pytest.fixture
 def operator(k8s: Any, crds: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    env = {"LAGPILOT_RESYNC_SECONDS": "10", "LAGPILOT_DEV_ASSIGNMENT_MODE": "k8s"}
-    op = Operator(k8s.kubeconfig, namespace, tmp_path / "operator.log", env).start()
-    try:
+    env = {"LAGPILOT_RESYNC_SECONDS": "10", "LAGPILOT_ASSIGNMENT_MODE": "k8s"}
+    with running_operator(k8s, namespace, tmp_path / "operator.log", env, delete_timeout=60) as op:
         yield op
-    finally:
-        k8s.kubectl("delete", "consumergroups", "--all", "--wait=false", namespace=namespace, check=False)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not json.loads(k8s.kubectl("get", "consumergroups", "-o", "json",
-                                                        namespace=namespace).stdout)["items"], 60, "deleted")
-        op.stop()
-        strip_finalizers(k8s, namespace)
-        print(op.log()[-20000:])
 
 
 def cg_doc(bootstrap: str, topic: str, url: str, rollout: dict[str, Any], threads: int = 2) -> dict[str, Any]:
@@ -158,3 +146,58 @@ def test_rolling_canary_abort_and_blue_green_through_the_operator(
         assert good.order_violations() == []
         assert duplicates(good.arrivals()) == []
         assert overlaps(good.arrivals() + bad.arrivals()) == []
+
+
+def first_deliveries_in_key_order(arrivals: list[Any]) -> list[str]:
+    """Across several targets: the first accepted delivery of each record, per (partition, key), in
+    increasing offset order by the time delivery started."""
+    first: dict[tuple[int, int], Any] = {}
+    for a in sorted((a for a in arrivals if a.accepted), key=lambda a: a.start):
+        first.setdefault((a.partition, a.offset), a)
+    last: dict[tuple[int, bytes | None], int] = {}
+    out = []
+    for a in sorted(first.values(), key=lambda a: a.start):
+        k = (a.partition, a.key)
+        if k in last and a.offset < last[k]:
+            out.append(f"p{a.partition} key {a.key!r}: offset {a.offset} after {last[k]}")
+        last[k] = max(a.offset, last.get(k, -1))
+    return out
+
+
+def test_canary_falling_behind_is_aborted_on_lag_growth(
+        k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """A canary revision whose target answers 200 but slowly: no error, no latency limit, but its partitions'
+    lag grows while the stable ones keep up; maxLagGrowth aborts it and the partitions return with nothing
+    lost."""
+    topic = topic_factory(partitions=PARTITIONS, prefix="oplag")
+    with RecordingTarget() as good, RecordingTarget(latency_s=0.5) as slow:
+        producer = SteadyProducer(bootstrap, topic, PARTITIONS, rate=120).start()
+        try:
+            apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling"}))
+            first = wait_for(settled_on_new_revision(k8s, namespace, None), timeout=180, what="first revision")
+            canary = {"strategy": "Canary", "canary": {"partitions": [2, 5], "workers": 1, "analysisSeconds": 600,
+                                                       "maxErrorRate": 1.0, "maxLagGrowth": 40}}
+            apply(k8s, namespace, cg_doc(bootstrap, topic, slow.url, canary, threads=1))
+
+            def aborted_and_back() -> Any:
+                st = get_cg(k8s, namespace).get("status") or {}
+                ok = ((st.get("rollout") or {}).get("phase") == "Aborted"
+                      and (st.get("assignment") or {}).get("unowned") == []
+                      and not st["assignment"].get("moving")
+                      and owners_revisions(k8s, namespace, st) == {first["revision"]}
+                      and len(deployments(k8s, namespace)) == 1)
+                return st if ok else None
+            aborted = wait_for(aborted_and_back, timeout=180, what="canary aborted on lag growth")
+            assert "lag growth" in aborted["rollout"]["message"], aborted["rollout"]
+            assert "lagBaseline" not in aborted["rollout"]
+            assert slow.accepted(), "the canary never delivered"
+            assert {a.partition for a in slow.arrivals()} <= {2, 5}
+            assert any(e["reason"] == "RolloutAborted" and "maxLagGrowth" in e["message"]
+                       for e in events(k8s, namespace))
+        finally:
+            producer.stop()
+        both = lambda: good.accepted_records() | slow.accepted_records()  # noqa: E731
+        wait_for(lambda: len(both()) >= producer.acked, timeout=90, what="every record delivered")
+        assert producer.acked == producer.sent and len(both()) == producer.acked
+        assert first_deliveries_in_key_order(good.arrivals() + slow.arrivals()) == []
+        assert overlaps(good.arrivals() + slow.arrivals()) == []

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -97,3 +97,30 @@ def strip_finalizers(k8s: Any, namespace: str) -> None:
                     '{"metadata":{"finalizers":null}}', namespace=namespace, check=False)
 
 
+
+
+def install_crds(k8s: Any) -> None:
+    """The project's CRDs (ConsumerGroup, kopf peering), applied and established."""
+    for path in sorted(CRDS.glob("*.yaml")):
+        k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/consumergroups.lagpilot.io")
+
+
+@contextlib.contextmanager
+def running_operator(k8s: Any, namespace: str, log: Path, env: dict[str, str] | None = None,
+                     delete_timeout: float = 30) -> Iterator[Operator]:
+    """A real operator process watching `namespace`; on exit the namespace's ConsumerGroups are deleted
+    through it (so it removes its finalizers), it is stopped, leftovers are stripped, its log printed."""
+    op = Operator(k8s.kubeconfig, namespace, log, dict(env or {})).start()
+    try:
+        yield op
+    finally:
+        if op.alive():
+            k8s.kubectl("delete", "consumergroups", "--all", "--wait=false", namespace=namespace, check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: not json.loads(k8s.kubectl("get", "consumergroups", "-o", "json",
+                                                            namespace=namespace).stdout)["items"],
+                         delete_timeout, "consumergroups deleted")
+        op.stop()
+        strip_finalizers(k8s, namespace)
+        print(op.log()[-20000:])

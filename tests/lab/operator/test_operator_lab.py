@@ -75,8 +75,9 @@ def test_minimal_example_creates_owned_objects_and_status(k8s: Any, namespace: s
     assert dep["metadata"]["ownerReferences"][0]["uid"] == uid
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LAGPILOT_TOPIC"] == topic and env["LAGPILOT_GROUP_ID"] == f"{namespace}.{name}"
-    cm = get(k8s, namespace, "configmap", f"{name}-assignment")
-    assert json.loads(cm["data"]["assignment.json"]) == {"epoch": 0, "grants": {}}
+    doc = wait_for(lambda: json.loads(get(k8s, namespace, "configmap", f"{name}-assignment")["data"][
+        "assignment.json"]), what="assignment document")
+    assert doc["partitions"] == 4 and set(doc) >= {"epoch", "grants", "revoked"}
 
     cg = wait_for(lambda: (c := get(k8s, namespace, "consumergroup", name)) and
                   (c.get("status") or {}).get("partitions") == 4 and c, what="status.partitions")

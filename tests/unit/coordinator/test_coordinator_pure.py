@@ -102,6 +102,8 @@ def test_grant_for_and_lease_duration() -> None:
     assert grant_for("garbage", "p") is None and grant_for(None, "p") is None
     assert format_owned(frozenset({3, 1})) == "1,3"
     assert lease_duration_for(20, 5) > 20 + 5
+    # a fenced worker's last HTTP request may still be on the wire for the target timeout
+    assert lease_duration_for(20, 5, 10) >= lease_duration_for(20, 5) + 10
 
 
 def test_status_patch_nulls_removed_keys_and_assignment_summary() -> None:

@@ -200,8 +200,10 @@ class HandoffModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def lease_expires(self, data: st.DataObject) -> None:
         """The lease duration exceeds the fence timeout: by the time the operator can see the Lease
-        expired, the worker has fenced or is dead."""
-        cands = [w for w in self.workers.values() if w.lease_exists and (not w.alive or w.fenced)]
+        expired, the worker has fenced or is dead. A fenced worker that reached the API server again renews
+        its Lease (rule 2 writes it first), so its Lease no longer runs out."""
+        cands = [w for w in self.workers.values()
+                 if w.lease_exists and (not w.alive or (w.fenced and not w.connected))]
         if cands:
             data.draw(st.sampled_from(cands)).lease_expired = True
 
@@ -284,6 +286,7 @@ class HandoffModel(RuleBasedStateMachine):
                 w.connected, w.max_received = True, 1 << 30
             elif w.alive and w.fenced:
                 w.owned = frozenset()
+                w.relist_needed = True  # healed: a fenced worker writes its Lease and re-LISTs (rule 2)
         if not any(w.alive for w in self.workers.values()):
             self.add_worker()
         desired: dict[int, str] = {}

@@ -27,6 +27,7 @@ from lagpilot.operator.rollout import (
     RolloutInput,
     canary_partitions,
     judge,
+    lag_growth,
     next_rollout_step,
 )
 from lagpilot.operator.spec import BlueGreenSpec, CanarySpec, RolloutSpec
@@ -324,6 +325,57 @@ def test_judge_names_the_figure() -> None:
     assert "p99" in (judge(spec, CanaryFigures(10, 0, 250, 0)) or "")
     assert "lag growth" in (judge(spec, CanaryFigures(10, 0, 10, 80)) or "")
     assert judge(spec, GOOD) is None
+
+
+def test_judge_lag_growth_needs_no_deliveries() -> None:
+    """A canary that delivers nothing at all is caught by its lag, not waited on forever."""
+    spec = make_canary(max_lag_growth=50)
+    assert "maxLagGrowth 50" in (judge(spec, CanaryFigures(0, 0.0, 0, 51)) or "")
+    assert judge(spec, CanaryFigures(0, 0.0, 0, 50)) is None
+    assert judge(make_canary(), CanaryFigures(0, 0.0, 0, 10_000)) is None  # 0 = not checked
+
+
+def test_lag_growth_is_canary_growth_beyond_stable() -> None:
+    base = {0: 10, 1: 10, 2: 10, 3: 10}
+    # canary partitions 1 and 3 grew by 100 and 300, stable ones by 20: 200 - 20
+    assert lag_growth(base, {0: 30, 1: 110, 2: 30, 3: 310}, [1, 3]) == 180
+    # stable draining a backlog does not count against the canary
+    assert lag_growth(base, {0: 0, 1: 10, 2: 0, 3: 10}, [1, 3]) == 0
+    # canary keeping up while stable falls behind: negative (never fails the canary)
+    assert lag_growth(base, {0: 60, 1: 10, 2: 60, 3: 10}, [1, 3]) == -50
+    # partitions without a baseline (added to the topic mid-analysis) are left out
+    assert lag_growth(base, {0: 10, 1: 60, 4: 999}, [1, 4]) == 50
+
+
+@given(st.dictionaries(st.integers(0, 20), st.integers(0, 10_000), min_size=2), st.integers(-500, 500),
+       st.sets(st.integers(0, 20)))
+def test_lag_growth_uniform_growth_is_zero(base: dict[int, int], shift: int, canary: set[int]) -> None:
+    """Every partition falling behind (or catching up) by the same amount is the load, not the canary."""
+    canary &= set(base)
+    if not canary or canary == set(base):
+        canary = {min(base)}
+    growth = lag_growth(base, {p: v + shift for p, v in base.items()}, canary)
+    assert growth == (shift if shift < 0 else 0)
+
+
+@pytest.mark.parametrize("strategy", ["Rolling", "BlueGreen", "Canary"])
+def test_rollout_of_a_group_scaled_to_zero_completes_at_once(strategy: str) -> None:
+    """No workers wanted: nothing moves to anyone, so a new revision does not wait for workers that will
+    never come."""
+    c = Cluster(4)
+    c.reconcile(RolloutSpec(), "a", 0, 1.0)
+    assert c.status["phase"] == STABLE
+    step = c.reconcile(RolloutSpec(strategy=strategy), "b", 0, 2.0)
+    assert c.status["phase"] == STABLE and c.status["stableRevision"] == "b"
+    assert step.deployments == {"b": 0}
+    assert "RolloutCompleted" in [e[1] for e in step.events]
+
+
+def test_new_revision_scaled_to_zero_stops_the_old_workers() -> None:
+    c = settled_cluster(4, 2)
+    step = c.reconcile(RolloutSpec(), "b", 0, 500.0)
+    assert c.status["phase"] == STABLE and step.deployments == {"b": 0}
+    assert c.doc is not None and not any(c.doc.grants.values())  # revoked: the old workers drain and stop
 
 
 def test_canary_partition_choice() -> None:
