@@ -2,7 +2,8 @@
 What the operator does in a namespace it watches, and nothing more. The same rules back the
 ClusterRole (all namespaces) and each per-namespace Role (watchNamespaces). Each rule names the code
 that needs it (operator/kube.py, reconcile.py, handlers.py; kopf); docs/helm.md has the table.
-Objects are written by server-side apply (PATCH; create when absent) and kopf patches; never PUT.
+Objects are written by server-side apply (PATCH; create when absent) and kopf patches; the one PUT is the
+assignment ConfigMap, replaced over the resourceVersion read (optimistic concurrency).
 */}}
 {{- define "lagpilot.namespacedRules" -}}
 # ConsumerGroups: kopf lists/watches them and patches finalizers and annotations; handlers re-read them.
