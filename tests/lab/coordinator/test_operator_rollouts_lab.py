@@ -8,7 +8,10 @@ its partitions return to the stable revision; a BlueGreen rollout completes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +204,49 @@ def test_canary_falling_behind_is_aborted_on_lag_growth(
         assert producer.acked == producer.sent and len(both()) == producer.acked
         assert first_deliveries_in_key_order(good.arrivals() + slow.arrivals()) == []
         assert overlaps(good.arrivals() + slow.arrivals()) == []
+
+
+def worker_pods(k8s: Any, ns: str) -> list[dict[str, Any]]:
+    out = k8s.kubectl("get", "pods", "-l", "lagpilot.io/consumergroup=cg", "-o", "json", namespace=ns)
+    return list(json.loads(out.stdout)["items"])
+
+
+def test_kill_9_of_a_worker_and_operator_restart_mid_rolling_rollout(
+        k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """Mid-Rolling: one worker holding partitions is killed with SIGKILL (its container restarts, as a
+    kubelet would) and the operator is killed with SIGKILL and started again. The rollout still completes;
+    nothing is lost, first deliveries stay in key order, and no two workers deliver one partition at once
+    (redeliveries of what was in flight at the kill are allowed)."""
+    topic = topic_factory(partitions=PARTITIONS, prefix="opkill")
+    with RecordingTarget(latency_s=0.01) as good:
+        producer = SteadyProducer(bootstrap, topic, PARTITIONS, rate=100).start()
+        try:
+            apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling",
+                                                                    "maxPartitionsInFlight": 1}))
+            first = wait_for(settled_on_new_revision(k8s, namespace, None), timeout=180, what="first revision")
+            apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling",
+                                                                    "maxPartitionsInFlight": 1}, threads=3))
+
+            def moving() -> Any:
+                ro = (get_cg(k8s, namespace).get("status") or {}).get("rollout") or {}
+                return ro if ro.get("phase") == "Progressing" and int(ro.get("step") or 0) >= 1 else None
+            wait_for(moving, timeout=120, what="rollout under way")
+            owners = set(get_cg(k8s, namespace)["status"]["assignment"]["owners"])
+            victim = next(p for p in worker_pods(k8s, namespace) if p["metadata"]["name"] in owners
+                          and p["metadata"]["labels"].get("lagpilot.io/revision") == first["revision"])
+            cid = victim["status"]["containerStatuses"][0]["containerID"]
+            assert cid.startswith("lab://"), cid
+            os.kill(int(cid.removeprefix("lab://")), signal.SIGKILL)
+            operator.stop(kill=True)
+            time.sleep(3)
+            operator.start()
+            done = wait_for(settled_on_new_revision(k8s, namespace, first["revision"]), timeout=240,
+                            what="Rolling rollout done after the kills")
+            assert owners_revisions(k8s, namespace, done) == {done["revision"]}
+        finally:
+            producer.stop()
+        good.wait_for(lambda t: len(t.accepted_records()) >= producer.acked, timeout=90)
+        assert producer.acked == producer.sent
+        assert len(good.accepted_records()) == producer.acked
+        assert first_deliveries_in_key_order(good.arrivals()) == []
+        assert overlaps(good.arrivals()) == []
