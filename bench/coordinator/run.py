@@ -162,11 +162,43 @@ def kafka_rebalance(bootstrap: str, topic: str, group: str, workers: int, target
             p.close()
 
 
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds, and Kafka rebalance / lagpilot ratios (above 1: lagpilot is faster)."""
+    out: dict[str, Any] = {}
+    for name in ("lagpilot_blue_green", "kafka_rebalance"):
+        rs = [r[name] for r in rounds if name in r]
+        out[name] = {
+            "pause_median_ms": statistics.median(r["pause_per_partition_ms"]["median"] for r in rs),
+            "pause_max_ms": max(r["pause_per_partition_ms"]["max"] for r in rs),
+            "cutover_s": statistics.median(r["total_cutover_s"] for r in rs),
+            "lost": sum(r["lost"] for r in rs), "duplicates": sum(r["duplicates"] for r in rs),
+            "overlaps": sum(r["overlapping_deliveries"] for r in rs),
+            "order_violations": sum(r["order_violations"] for r in rs),
+        }
+    lp, kf = out["lagpilot_blue_green"], out["kafka_rebalance"]
+    out["ratio_pause_kafka_over_lagpilot"] = round(kf["pause_median_ms"] / max(lp["pause_median_ms"], 1e-9), 2)
+    out["ratio_cutover_kafka_over_lagpilot"] = round(kf["cutover_s"] / max(lp["cutover_s"], 1e-9), 2)
+    return out
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    rows = [f"{'':24} {'pause median ms':>16} {'pause max ms':>13} {'cut-over s':>11} {'lost':>5} "
+            f"{'dup':>4} {'overlap':>8} {'order':>6}"]
+    for name in ("lagpilot_blue_green", "kafka_rebalance"):
+        r = s[name]
+        rows.append(f"{name:24} {r['pause_median_ms']:16.0f} {r['pause_max_ms']:13.0f} {r['cutover_s']:11.2f} "
+                    f"{r['lost']:5d} {r['duplicates']:4d} {r['overlaps']:8d} {r['order_violations']:6d}")
+    rows.append(f"kafka/lagpilot: pause x{s['ratio_pause_kafka_over_lagpilot']}, "
+                f"cut-over x{s['ratio_cutover_kafka_over_lagpilot']} (medians over the rounds)")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--rate", type=float, default=600.0, help="records/s produced during both runs")
+    ap.add_argument("--rounds", type=int, default=3, help="both runs this many times, alternating")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = ap.parse_args()
 
@@ -180,12 +212,13 @@ def main() -> None:
             api = config.new_client_from_config(config_file=cp.kubeconfig)
             bootstrap = broker.bootstrap_servers
             results: dict[str, Any] = {"partitions": args.partitions, "workers": args.workers,
-                                       "rate_records_per_s": args.rate}
-            for name in ("lagpilot_blue_green", "kafka_rebalance"):
-                topic = f"bench-{name.replace('_', '-')}-{int(time.time())}"
+                                       "rate_records_per_s": args.rate, "rounds": []}
+            runs = [(r, n) for r in range(args.rounds) for n in ("lagpilot_blue_green", "kafka_rebalance")]
+            for rnd, name in runs:
+                topic = f"bench-{name.replace('_', '-')}-{rnd}-{int(time.time())}"
                 create_topic(bootstrap, topic, args.partitions)
                 group = f"g-{topic}"
-                logs = root / name
+                logs = root / f"{name}-{rnd}"
                 logs.mkdir()
                 with RecordingTarget() as target:
                     producer = SteadyProducer(bootstrap, topic, args.partitions, rate=args.rate).start()
@@ -206,8 +239,12 @@ def main() -> None:
                     res["produced"] = producer.acked
                     res["lost"] = producer.acked - len(target.accepted_records())
                     res["order_violations"] = len(target.order_violations())
-                results[name] = res
-                print(name, json.dumps(res, indent=2), flush=True)
+                if rnd == len(results["rounds"]):
+                    results["rounds"].append({})
+                results["rounds"][rnd][name] = res
+                print(f"round {rnd + 1} {name}", json.dumps(res, indent=2), flush=True)
+            results["summary"] = summarize_rounds(results["rounds"])
+            print(render_summary(results["summary"]), flush=True)
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
             print(f"written to {args.out}")
         finally:

@@ -131,6 +131,10 @@ def test_rolling_canary_abort_and_blue_green_through_the_operator(
             assert cond["Degraded"]["status"] == "True" and cond["Degraded"]["reason"] == "RolloutAborted"
             assert any(e["reason"] == "RolloutAborted" and "error rate" in e["message"]
                        for e in events(k8s, namespace)), [e["message"] for e in events(k8s, namespace)]
+            labels = f'consumergroup="cg",namespace="{namespace}"'
+            text = operator.metrics_text()
+            assert f"lagpilot_rollouts_aborted_total{{{labels}}} 1.0" in text
+            assert f'lagpilot_rollout_phase{{{labels},phase="Aborted"}} 1.0' in text
 
             # 4. BlueGreen to a fixed spec (good target, threads 4)
             bg = {"strategy": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 2}}

@@ -78,6 +78,9 @@ class Operator:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def metrics_text(self) -> str:
+        return str(urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode())
+
     def reconciles(self) -> float:
         """lagpilot_reconcile_total from the operator's /metrics."""
         text = urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
