@@ -73,6 +73,8 @@ def test_operator_env_probes_and_ports(helm: Path) -> None:
     assert env["LAGPILOT_CONSUMER_IMAGE"] == "reg.example/worker:7"
     assert env["LAGPILOT_LOG_FORMAT"] == "text"
     assert env["LAGPILOT_METRICS_PORT"] == "9100"
+    assert env["LAGPILOT_ASSIGNMENT_MODE"] == "k8s"
+    assert env_of(container(render(helm, ["assignmentMode=kafka"])))["LAGPILOT_ASSIGNMENT_MODE"] == "kafka"
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "--liveness=http://$(POD_IP):9101/healthz" in c["args"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -186,6 +188,7 @@ def test_worker_pod_monitor_matches_operator_labels(helm: Path) -> None:
 
 @pytest.mark.parametrize("bad", [
     "logFormat=xml",
+    "assignmentMode=zookeeper",
     "watchNamespaces={Not_A_Namespace}",
     "image.pullPolicy=Sometimes",
     "metrics.port=70000",

@@ -224,3 +224,12 @@ def test_replicas_come_from_caller_and_default_to_spec_workers() -> None:
 def test_termination_grace_covers_target_timeout() -> None:
     spec = minimal_spec(target={"url": "http://t/x", "timeoutSeconds": 120})
     assert p.deployment(spec, OWNER, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
+
+
+def test_assignment_mode_defaults_to_the_partition_coordinator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAGPILOT_ASSIGNMENT_MODE", raising=False)
+    assert p.assignment_mode() == "k8s"
+    monkeypatch.setenv("LAGPILOT_ASSIGNMENT_MODE", " Kafka ")
+    assert p.assignment_mode() == "kafka"
+    monkeypatch.setenv("LAGPILOT_ASSIGNMENT_MODE", "zookeeper")  # unknown: the safe default
+    assert p.assignment_mode() == "k8s"
