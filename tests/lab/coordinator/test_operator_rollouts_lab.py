@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -253,4 +254,46 @@ def test_kill_9_of_a_worker_and_operator_restart_mid_rolling_rollout(
         assert producer.acked == producer.sent
         assert len(good.accepted_records()) == producer.acked
         assert first_deliveries_in_key_order(good.arrivals()) == []
+        assert overlaps(good.arrivals()) == []
+
+
+def lagpilot_cli(k8s: Any, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(k8s.kubeconfig)}
+    return subprocess.run([str(Path(sys.executable).parent / "lagpilot"), *args, "-n", ns], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_blue_green_waits_for_lagpilot_promote(
+        k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """autoPromote false: the new revision's workers come up idle and wait; `lagpilot promote` moves every
+    partition; nothing is lost on the way."""
+    topic = topic_factory(partitions=PARTITIONS, prefix="oppromote")
+    with RecordingTarget() as good:
+        producer = SteadyProducer(bootstrap, topic, PARTITIONS, rate=100).start()
+        try:
+            apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling"}))
+            first = wait_for(settled_on_new_revision(k8s, namespace, None), timeout=180, what="first revision")
+            bg = {"strategy": "BlueGreen", "blueGreen": {"autoPromote": False, "scaleDownDelaySeconds": 0}}
+            apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, bg, threads=3))
+
+            def waiting() -> Any:
+                ro = (get_cg(k8s, namespace).get("status") or {}).get("rollout") or {}
+                return ro if "waiting for lagpilot.io/promote" in str(ro.get("message")) else None
+            wait_for(waiting, timeout=180, what="blue/green waiting for promotion")
+            st = get_cg(k8s, namespace)["status"]
+            assert owners_revisions(k8s, namespace, st) == {first["revision"]}  # nothing moved yet
+            out = lagpilot_cli(k8s, namespace, "promote", "cg")
+            assert out.returncode == 0, out.stderr
+            done = wait_for(settled_on_new_revision(k8s, namespace, first["revision"]), timeout=180,
+                            what="promoted blue/green done")
+            assert owners_revisions(k8s, namespace, done) == {done["revision"]}
+            assert any(e["reason"] == "Promoting" for e in events(k8s, namespace))
+            # promote with no rollout in progress: a clear error, exit 1
+            again = lagpilot_cli(k8s, namespace, "promote", "cg")
+            assert again.returncode == 1 and "no rollout in progress" in again.stderr
+        finally:
+            producer.stop()
+        good.wait_for(lambda t: len(t.accepted_records()) >= producer.acked, timeout=90)
+        assert len(good.accepted_records()) == producer.acked == producer.sent
+        assert good.order_violations() == []
         assert overlaps(good.arrivals()) == []
