@@ -90,7 +90,7 @@ class AutoscaleSpec:
 
     @classmethod
     def of(cls, parsed: Any) -> AutoscaleSpec:
-        """From any object with the same attribute names (lagpilot.operator.spec.AutoscalingSpec)."""
+        """From any object with the same attribute names (checked: a hand-built spec may break the rules)."""
         values = {attr: getattr(parsed, attr) for attr in cls._FIELDS.values() if hasattr(parsed, attr)}
         spec = cls(**values)
         if spec.problems():

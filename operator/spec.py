@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lagpilot.operator.autoscale import AutoscaleSpec
+
 GROUP = "lagpilot.io"
 VERSION = "v1alpha1"
 PLURAL = "consumergroups"
@@ -94,20 +96,8 @@ class TemplateSpec:
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class AutoscalingSpec:
-    """spec.autoscaling (behaviour: the lag/autoscaler issue). max_workers None = the partition count."""
-
-    enabled: bool = False
-    min_workers: int = 1
-    max_workers: int | None = None
-    lag_per_worker: int = 1000
-    activation_lag: int = 0
-    poll_seconds: int = 15
-    scale_up_stabilization_seconds: int = 0
-    scale_down_stabilization_seconds: int = 300
-    exclude_stalled_partitions: bool = True
-    catch_up_seconds: int = 0
+# spec.autoscaling: one dataclass, owned by the autoscaler (its rules and defaults live there).
+AutoscalingSpec = AutoscaleSpec
 
 
 @dataclass(frozen=True)
