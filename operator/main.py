@@ -10,6 +10,7 @@ import kopf
 from lagpilot.operator import handlers
 from lagpilot.operator.kube import Kube, load_config
 from lagpilot.operator.metrics import metrics, serve
+from lagpilot.operator.plan import assignment_mode
 from lagpilot.operator.settings import LOG_FORMATS, Settings, from_env, parse_namespaces
 from lagpilot.operator.topics import TopicReader
 
@@ -39,10 +40,14 @@ def run(settings: Settings, kubeconfig: str | None = None) -> None:
         found = ctx.kube.ensure_peering(peering_name or "default", namespaces)
         logging.getLogger("lagpilot.operator").info("peering: %s", "; ".join(found) or
                                                     "kopf peering CRDs not installed, running standalone")
+    raw_mode = os.environ.get("LAGPILOT_ASSIGNMENT_MODE", "").strip().lower()
+    if raw_mode and raw_mode != assignment_mode():
+        logging.getLogger("lagpilot.operator").warning(
+            "LAGPILOT_ASSIGNMENT_MODE=%r is neither k8s nor kafka; using %s", raw_mode, assignment_mode())
     logging.getLogger("lagpilot.operator").info(
-        "watching %s; consumer image %s; metrics :%d; peering %s",
+        "watching %s; consumer image %s; metrics :%d; peering %s; assignment %s",
         ", ".join(namespaces) or "all namespaces", settings.consumer_image, settings.metrics_port,
-        settings.peering)
+        settings.peering, assignment_mode())
     kopf.run(registry=registry, settings=kopf_settings, standalone=standalone, peering_name=peering_name,
              priority=settings.priority, liveness_endpoint=settings.liveness or None,
              clusterwide=not namespaces, namespaces=namespaces)
