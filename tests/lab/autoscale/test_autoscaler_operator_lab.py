@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,24 +24,13 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_lab_helpers import Operator, install_crds, running_operator, wait_for
+from operator_lab_helpers import Operator, wait_for
 
 pytestmark = pytest.mark.lab
 
 POLL = 2
 DOWN_WINDOW = 20
 LAG_PER_WORKER = 20
-
-
-@pytest.fixture(scope="module")
-def crds(k8s: Any) -> None:
-    install_crds(k8s)
-
-
-@pytest.fixture
-def operator(k8s: Any, crds: None, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    with running_operator(k8s, namespace, tmp_path / "operator.log", {}) as op:
-        yield op
 
 
 def cg_doc(name: str, bootstrap: str, topic: str, url: str, **spec: Any) -> dict[str, Any]:

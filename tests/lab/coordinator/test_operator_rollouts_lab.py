@@ -24,16 +24,11 @@ from coord_harness import SteadyProducer, duplicates, overlaps
 from lagpilot.testing.target import RecordingTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_lab_helpers import Operator, install_crds, running_operator, wait_for
+from operator_lab_helpers import Operator, running_operator, wait_for
 
 pytestmark = pytest.mark.lab
 
 PARTITIONS = 6
-
-
-@pytest.fixture(scope="module")
-def crds(k8s: Any) -> None:
-    install_crds(k8s)
 
 
 @pytest.fixture

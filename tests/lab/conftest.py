@@ -1,13 +1,17 @@
-"""Lab fixtures for the operator: the CRDs installed once, and the operator as a real process watching only
-the test's namespace (so parallel tests and other suites never see each other's objects)."""
+"""Lab fixtures shared by the suites that run the operator as a real process: the CRDs installed once per
+session, and an operator watching only the test's namespace (so tests never see each other's objects).
+A suite that needs other operator settings overrides `operator` with `running_operator(...)`."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "operator"))
 from operator_lab_helpers import Operator, install_crds, running_operator
 
 
