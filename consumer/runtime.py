@@ -266,6 +266,16 @@ class ConsumerRuntime:
         version, desired, epoch, fenced = self._desired.snapshot()
         if desired is None and not fenced:
             return
+        if fenced:
+            # The operator may regrant everything once the Lease runs out: stop at once, no drain, including
+            # partitions already draining and those not yet asked for.
+            now = time.monotonic()
+            with self._cond:
+                for p in self._releasing:
+                    self._releasing[p] = min(self._releasing[p], now)
+            rest = frozenset(self._gen) - frozenset(self._releasing)
+            if rest:
+                self._start_release(rest, 0.0)
         if self._releasing:
             self._progress_release(unassign=True)
             if self._releasing:
@@ -274,8 +284,7 @@ class ConsumerRuntime:
         owned = frozenset(self._gen)
         to_release = owned - target
         if to_release:
-            # Fenced: the operator may regrant these once the Lease runs out, so stop at once (no drain).
-            self._start_release(to_release, 0.0 if fenced else None)
+            self._start_release(to_release)
             self._progress_release(unassign=True)
             if self._releasing:
                 return

@@ -90,3 +90,44 @@ def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
             t.join(60)
         assert source.reports[-1] == (9, frozenset())
         assert committed(bootstrap, group, topic, 3) == {0: 101, 1: 100, 2: 100}
+
+
+def test_fence_cuts_a_drain_short_and_stops_every_partition(bootstrap: str,
+                                                            topic_factory: Callable[..., str]) -> None:
+    """A worker draining a released partition (slow target, long drain) is fenced: it stops at once on every
+    partition, draining or not; no delivery starts after the fence, the one on the wire ends, and what
+    was delivered is committed."""
+    topic = topic_factory(partitions=2, prefix="c-fence")
+    group = f"g-{topic}"
+    produce(bootstrap, topic, [(p, f"k{i}".encode(), f"k{i}:0".encode()) for i in range(200) for p in (i % 2,)])
+    with RecordingTarget(latency_s=0.2) as target:
+        cfg = parse(["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group, "--target-url",
+                     target.url, "--assignment", "k8s", "--namespace", "n", "--pod-name", "w-0",
+                     "--assignment-configmap", "cm", "--threads", "1", "--ordering", "partition",
+                     "--drain-seconds", "120", "--timeout-seconds", "5"], {})
+        source = ManualSource()
+        rt = ConsumerRuntime(cfg, source)
+        t = threading.Thread(target=rt.run, daemon=True)
+        t.start()
+        try:
+            source.started.wait(30)
+            rt.set_desired(frozenset({0, 1}), 1)
+            wait(lambda: len({p for p, _ in target.accepted_records()}) == 2)
+            rt.set_desired(frozenset({1}), 2)  # partition 0 drains (100 records at 0.2 s: far beyond 2 s)
+            time.sleep(2)
+            assert source.reports[-1] == (1, frozenset({0, 1})), "drain finished early: the test proves nothing"
+            rt.fence()
+            fenced_at = time.monotonic()
+            wait(lambda: source.reports[-1][1] == frozenset(), timeout=10)
+            stopped_after = time.monotonic() - fenced_at
+            time.sleep(1)
+            late = [a for a in target.arrivals() if a.start > fenced_at + 0.05]
+            assert late == [], f"{len(late)} deliveries started after the fence"
+            assert stopped_after < 5, f"fence took {stopped_after:.1f} s: the drain deadline was kept"
+            done = committed(bootstrap, group, topic, 2)
+            delivered = target.accepted_records()
+            for p in (0, 1):
+                assert done.get(p, 0) == 1 + max(o for q, o in delivered if q == p)
+        finally:
+            rt.request_stop()
+            t.join(60)
