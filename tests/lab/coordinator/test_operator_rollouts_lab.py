@@ -83,6 +83,19 @@ def owners_revisions(k8s: Any, ns: str, st: dict[str, Any]) -> set[str]:
     return {rev.get(o, "?") for o in st["assignment"]["owners"]}
 
 
+def aborted_and_back_on(k8s: Any, ns: str, stable: str) -> Callable[[], Any]:
+    """Rollout Aborted, every partition owned again by the `stable` revision, the canary's Deployment gone."""
+    def check() -> Any:
+        st = get_cg(k8s, ns).get("status") or {}
+        ok = ((st.get("rollout") or {}).get("phase") == "Aborted"
+              and (st.get("assignment") or {}).get("unowned") == []
+              and not st["assignment"].get("moving")
+              and owners_revisions(k8s, ns, st) == {stable}
+              and len(deployments(k8s, ns)) == 1)
+        return st if ok else None
+    return check
+
+
 def events(k8s: Any, ns: str) -> list[dict[str, Any]]:
     out = json.loads(k8s.kubectl("get", "events", "-o", "json", namespace=ns).stdout)["items"]
     return [e for e in out if e["involvedObject"].get("name") == "cg"]
@@ -113,15 +126,8 @@ def test_rolling_canary_abort_and_blue_green_through_the_operator(
                                                        "maxErrorRate": 0.05}}
             apply(k8s, namespace, cg_doc(bootstrap, topic, bad.url, canary, threads=3))
 
-            def aborted_and_back() -> Any:
-                st = get_cg(k8s, namespace).get("status") or {}
-                ok = ((st.get("rollout") or {}).get("phase") == "Aborted"
-                      and (st.get("assignment") or {}).get("unowned") == []
-                      and not st["assignment"].get("moving")
-                      and owners_revisions(k8s, namespace, st) == {rolled["revision"]}
-                      and len(deployments(k8s, namespace)) == 1)
-                return st if ok else None
-            aborted = wait_for(aborted_and_back, timeout=180, what="canary aborted and partitions back")
+            aborted = wait_for(aborted_and_back_on(k8s, namespace, rolled["revision"]), timeout=180,
+                               what="canary aborted and partitions back")
             assert bad.arrivals(), "the canary never delivered to its target"
             cond = {c["type"]: c for c in aborted["conditions"]}
             assert cond["Degraded"]["status"] == "True" and cond["Degraded"]["reason"] == "RolloutAborted"
@@ -182,15 +188,8 @@ def test_canary_falling_behind_is_aborted_on_lag_growth(
                                                        "maxErrorRate": 1.0, "maxLagGrowth": 40}}
             apply(k8s, namespace, cg_doc(bootstrap, topic, slow.url, canary, threads=1))
 
-            def aborted_and_back() -> Any:
-                st = get_cg(k8s, namespace).get("status") or {}
-                ok = ((st.get("rollout") or {}).get("phase") == "Aborted"
-                      and (st.get("assignment") or {}).get("unowned") == []
-                      and not st["assignment"].get("moving")
-                      and owners_revisions(k8s, namespace, st) == {first["revision"]}
-                      and len(deployments(k8s, namespace)) == 1)
-                return st if ok else None
-            aborted = wait_for(aborted_and_back, timeout=180, what="canary aborted on lag growth")
+            aborted = wait_for(aborted_and_back_on(k8s, namespace, first["revision"]), timeout=180,
+                               what="canary aborted on lag growth")
             assert "lag growth" in aborted["rollout"]["message"], aborted["rollout"]
             assert "lagBaseline" not in aborted["rollout"]
             assert slow.accepted(), "the canary never delivered"
