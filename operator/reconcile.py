@@ -20,6 +20,7 @@ from lagpilot.operator.conditions import now_rfc3339
 from lagpilot.operator.coordinator import CoordinatorResult, reconcile_partitions
 from lagpilot.operator.diff import deployment_state, differences, stale_deployments
 from lagpilot.operator.kube import Kube
+from lagpilot.operator.rollout import ABORTED
 from lagpilot.operator.settings import Settings
 from lagpilot.operator.spec import ConsumerGroupSpec, parse, partition_problems
 from lagpilot.operator.topics import TopicInfo, TopicReader
@@ -121,7 +122,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
                 coord = reconcile_partitions(kube, body, spec, revision, workers, topic.partitions, time.time(),
                                              settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube))
                 result.actions += coord.actions
-                if coord.rollout.get("phase") == "Aborted" and coord.rollout.get("stableRevision"):
+                if coord.rollout.get("phase") == ABORTED and coord.rollout.get("stableRevision"):
                     # The aborted revision is on its way out: report on the revision that serves.
                     revision = str(coord.rollout["stableRevision"])
                     deployment_name = planner.deployment_name(name, revision)
