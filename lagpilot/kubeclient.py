@@ -1,4 +1,6 @@
-"""How the CLI finds a cluster: --kubeconfig, then $KUBECONFIG, then ~/.kube/config, then the running lab."""
+"""How every lagpilot process finds its cluster (one loader for the operator, the workers and the CLI):
+in a pod its ServiceAccount, else --kubeconfig, then $KUBECONFIG, then ~/.kube/config, and for the CLI
+also the running lab."""
 
 from __future__ import annotations
 
@@ -6,11 +8,32 @@ import os
 from pathlib import Path
 from typing import Any
 
-GROUP, VERSION, PLURAL = "lagpilot.io", "v1alpha1", "consumergroups"
+from lagpilot.protocol import GROUP, PLURAL, VERSION
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "ClusterUnreachable", "api_client", "load", "resolve_kubeconfig"]
 
 
 class ClusterUnreachable(RuntimeError):
     """No kubeconfig, or the API server does not answer: one line for the user."""
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def load(kubeconfig: str | None = None) -> Any:
+    """An ApiClient for a long-running process: the pod's ServiceAccount when running in a pod and no
+    kubeconfig is named, else the kubeconfig (explicit, $KUBECONFIG, ~/.kube/config)."""
+    from kubernetes import client, config
+
+    if kubeconfig is None and in_cluster():
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    return client.ApiClient(cfg)
 
 
 def resolve_kubeconfig(explicit: str | None = None) -> str:

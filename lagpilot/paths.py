@@ -32,6 +32,11 @@ def etcd_bin() -> Path:
     return cache_dir() / f"etcd-{ETCD_VERSION}" / "bin" / "etcd"
 
 
+def project_root() -> Path:
+    """The checkout this package was installed from (editable installs: tests, benches, the lab)."""
+    return Path(__file__).resolve().parent.parent
+
+
 def repo_scripts() -> Path:
     """scripts/ of the checkout this package was installed from (editable installs and the image)."""
     here = Path(__file__).resolve().parent

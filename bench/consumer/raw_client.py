@@ -7,8 +7,8 @@ import argparse
 import threading
 import time
 
-from lagpilot.consumer.config import parse
-from lagpilot.consumer.delivery import HttpClient, Record
+from lagpilot_consumer.config import parse
+from lagpilot_consumer.delivery import HttpClient, Record
 
 
 def main() -> None:

@@ -19,24 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lagpilot.lab.cluster import start_control_plane, stop_control_plane
+from lagpilot.lab.kafka import create_topic, start_kafka, stop_kafka
+from lagpilot.testing.consumer import ConsumerProcess
+from lagpilot.testing.handoff import LocalCluster, SteadyProducer, duplicates, handover_gaps, overlaps
+from lagpilot.testing.target import Arrival, RecordingTarget
+from lagpilot_operator.resource.spec import BlueGreenSpec, RolloutSpec
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "lab" / "coordinator"))
-sys.path.insert(0, str(ROOT / "tests" / "lab" / "consumer"))
-
-from consumer_lab_helpers import ConsumerProcess  # noqa: E402
-from coord_harness import LocalCluster, SteadyProducer, duplicates, handover_gaps, overlaps  # noqa: E402
-from lagpilot.operator.spec import BlueGreenSpec, RolloutSpec  # noqa: E402
-
-from lagpilot.lab.cluster import start_control_plane, stop_control_plane  # noqa: E402
-from lagpilot.lab.kafka import create_topic, start_kafka, stop_kafka  # noqa: E402
-from lagpilot.testing.target import Arrival, RecordingTarget  # noqa: E402
 
 
 def summarize(gaps: dict[int, float], t0: float, arrivals: list[Arrival], new: set[str]) -> dict[str, Any]:

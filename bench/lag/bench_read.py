@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from lagpilot.operator.lag import LagReader, admin_client, offsets_client
 
 from lagpilot.lab.kafka import create_topic, start_kafka, stop_kafka
+from lagpilot_operator.autoscale.offsets import LagReader, admin_client, offsets_client
 
 SIZES = (1, 100, 1000)
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lagpilot.operator.autoscale import AutoscaleSpec
-from lagpilot.operator.autoscaler_loop import GroupLagState, run_autoscaling_step
-from lagpilot.operator.lag import build_snapshot
+from lagpilot_operator.autoscale.decide import AutoscaleSpec
+from lagpilot_operator.autoscale.offsets import build_snapshot
+from lagpilot_operator.autoscale.step import GroupLagState, run_autoscaling_step
 
 Rate = Callable[[float], float]
 

@@ -49,6 +49,7 @@ from lagpilot.lab.podspec import (
     pod_phase,
     resolve_env,
 )
+from lagpilot.timefmt import rfc3339
 
 log = logging.getLogger("lagpilot.lab.runner")
 NODE_NAME = "lagpilot-lab"
@@ -92,7 +93,7 @@ def release_address(ip: str) -> None:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339()
 
 
 def now_micro() -> dt.datetime:

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
+
+from lagpilot.testing import e2e_target
+from lagpilot.testing.e2e_target import Target
+from lagpilot.testing.wait import wait_for
 
 HERE = Path(__file__).resolve().parent
 REQUIRED = ("KUBECONFIG", "LAGPILOT_E2E_BOOTSTRAP")
@@ -36,21 +39,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(skip)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, interval: float = 1.0) -> Any:
-    """Poll until check() returns something truthy; fail naming `what` and the last value/exception."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # keep polling through transient API errors
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="session")
@@ -96,25 +84,20 @@ def topic_factory(test_bootstrap: str) -> Callable[[int], str]:
         admin = AdminClient({"bootstrap.servers": test_bootstrap})
         for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
             fut.result(60)
-        wait_for(f"leaders of {name}", lambda: all(
+        wait_for(lambda: all(
             p.leader >= 0 for p in admin.list_topics(name, timeout=10).topics[name].partitions.values())
-            and len(admin.list_topics(name, timeout=10).topics[name].partitions) == partitions, 60)
+            and len(admin.list_topics(name, timeout=10).topics[name].partitions) == partitions, 60,
+            what=f"leaders of {name}")
         return name
 
     return make
-
-
-class Target(Protocol):
-    url: str
-
-    def records(self) -> list[dict[str, Any]]: ...
 
 
 class LocalTarget:
     """In this process: reachable by worker pods only when they run on this host (the lab)."""
 
     def __init__(self, host: str) -> None:
-        from target import serve_in_thread  # tests/e2e/target.py (the test folder is on sys.path)
+        from lagpilot.testing.e2e_target import serve_in_thread
 
         self.server, self.rec = serve_in_thread(host, 0)
         self.url = f"http://{host}:{self.server.server_address[1]}/deliver"
@@ -139,7 +122,7 @@ class InClusterTarget:
 
         self.api, self.namespace = api, namespace
         labels = {"app": self.NAME}
-        script = (HERE / "target.py").read_text()
+        script = Path(e2e_target.__file__).read_text()
         client.AppsV1Api(api).create_namespaced_deployment(namespace, {
             "metadata": {"name": self.NAME, "labels": labels},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
@@ -157,8 +140,9 @@ class InClusterTarget:
             "spec": {"selector": labels, "ports": [{"name": "http", "port": self.PORT, "targetPort": "http"}]}})
         self.url = f"http://{self.NAME}.{namespace}.svc.cluster.local:{self.PORT}/deliver"
         apps = client.AppsV1Api(api)
-        wait_for("the in-cluster target to be ready", lambda: (
-            apps.read_namespaced_deployment(self.NAME, namespace).status.ready_replicas or 0) >= 1, 180)
+        wait_for(lambda: (
+            apps.read_namespaced_deployment(self.NAME, namespace).status.ready_replicas or 0) >= 1, 180,
+            what="the in-cluster target to be ready")
 
     def records(self) -> list[dict[str, Any]]:
         from kubernetes import client

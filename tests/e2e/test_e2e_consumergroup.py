@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Target, wait_for
+
+from lagpilot.testing.e2e_target import Target
+from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +102,7 @@ def running_group(api: Any, e2e_namespace: str, worker_bootstrap: str, topic_fac
         conds = {c["type"]: c["status"] for c in status.get("conditions") or []}
         return status.get("readyWorkers") == 2 and conds.get("Ready") == "True"
 
-    wait_for(f"ConsumerGroup {name} to be Ready with 2 workers", ready, timeout=300, interval=2)
+    wait_for(ready, what=f"ConsumerGroup {name} to be Ready with 2 workers", timeout=300, interval=2)
     return e2e_namespace, name, topic
 
 
@@ -118,7 +120,7 @@ def test_records_reach_the_target_in_order(running_group: tuple[str, str, str], 
                                            target: Target) -> None:
     _, _, topic = running_group
     produce(test_bootstrap, topic, RECORDS, KEYS)
-    records = wait_for(f"{RECORDS} deliveries", lambda: distinct_at_least(target, RECORDS), timeout=240,
+    records = wait_for(lambda: distinct_at_least(target, RECORDS), what=f"{RECORDS} deliveries", timeout=240,
                        interval=2)
     assert_complete_and_ordered(records, RECORDS)
     assert {r["key"] for r in records} == {f"k{i}" for i in range(KEYS)}
@@ -131,8 +133,9 @@ def test_scale_subresource_resizes_workers(api: Any, running_group: tuple[str, s
     namespace, name, _ = running_group
     client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": 3}})
-    wait_for("3 ready workers after scaling", lambda: (
-        (get_cg(api, namespace, name).get("status") or {}).get("readyWorkers") == 3), timeout=240, interval=2)
+    wait_for(lambda: (
+        (get_cg(api, namespace, name).get("status") or {}).get("readyWorkers") == 3),
+        what="3 ready workers after scaling", timeout=240, interval=2)
     scale = client.CustomObjectsApi(api).get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL,
                                                                            name)
     assert scale["spec"]["replicas"] == 3
@@ -144,7 +147,8 @@ def test_delete_removes_owned_objects(api: Any, running_group: tuple[str, str, s
     namespace, name, _ = running_group
     uid = get_cg(api, namespace, name)["metadata"]["uid"]
     client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    wait_for("owned objects to be garbage-collected", lambda: not owned(api, namespace, uid), timeout=240,
+    wait_for(lambda: not owned(api, namespace, uid), what="owned objects to be garbage-collected", timeout=240,
              interval=2)
-    wait_for("worker pods to be gone", lambda: not client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=f"lagpilot.io/consumergroup={name}").items, timeout=240, interval=2)
+    wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"lagpilot.io/consumergroup={name}").items,
+        what="worker pods to be gone", timeout=240, interval=2)

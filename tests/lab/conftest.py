@@ -4,15 +4,13 @@ A suite that needs other operator settings overrides `operator` with `running_op
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "operator"))
-from operator_lab_helpers import Operator, install_crds, running_operator
+from lagpilot.testing.operator import Operator, install_crds, running_operator
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,18 @@ from __future__ import annotations
 import calendar
 import contextlib
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_lab_helpers import Operator, wait_for
+from lagpilot.testing.operator import Operator
+from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -138,7 +136,7 @@ def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes, int | Non
 
 
 def wait_seen(watch: StatusWatch, check: Callable[[Seen], bool], timeout: float, what: str) -> Seen:
-    return wait_for(lambda: next((s for s in reversed(watch.seen) if check(s)), None), timeout, what, every=0.3)
+    return wait_for(lambda: next((s for s in reversed(watch.seen) if check(s)), None), timeout, what, interval=0.3)
 
 
 def test_backlog_scales_up_to_partition_cap_then_down_after_stabilization_without_loss(
@@ -170,7 +168,7 @@ def test_backlog_scales_up_to_partition_cap_then_down_after_stabilization_withou
             top = next(i for i, s in enumerate(seen) if s.workers == 3)
             return next((i for i in range(top, len(seen)) if seen[i].workers < 3), None)
 
-        wait_for(first_down, 90, "scale-down", every=0.3)
+        wait_for(first_down, 90, "scale-down", interval=0.3)
         seen = list(watch.seen)
         first_down_at = first_down()
         assert first_down_at is not None

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
-from lagpilot.operator.lag import (
+
+from lagpilot_operator.autoscale.offsets import (
     REQUESTS_PER_POLL,
     LagReader,
     TopicNotFound,

@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "chart"))
-
-from chart_support import ensure_helm
+from lagpilot.testing.chart import ensure_helm
 
 HelmRun = Callable[..., subprocess.CompletedProcess[str]]
 

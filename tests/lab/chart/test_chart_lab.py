@@ -18,28 +18,15 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, KUBE_VERSION, MONITORED_NAMESPACED, ROOT, helm_template
+
+from lagpilot.protocol import GROUP, PLURAL
+from lagpilot.testing.chart import CHART, KUBE_VERSION, MONITORED_NAMESPACED, ROOT, helm_template
+from lagpilot.testing.e2e_target import serve_in_thread
+from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
-GROUP, VERSION, PLURAL = "lagpilot.io", "v1alpha1", "consumergroups"
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from target import serve_in_thread  # noqa: E402  (the e2e suite's recording target)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def kget(k8s: Any, *args: str, namespace: str | None = None) -> Any:
@@ -185,8 +172,8 @@ def test_install_reconcile_upgrade_uninstall(k8s: Any, helm: Any, ports: tuple[i
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{diagnose(k8s, op_ns, app_ns)}") from None
         # The operator runs as a pod of the chart's Deployment, with the chart's ServiceAccount.
-        (pod,) = wait_for("one ready operator pod", lambda: [p for p in operator_pods(k8s, release, op_ns)
-                                                             if ready(p)] or None)
+        (pod,) = wait_for(lambda: [p for p in operator_pods(k8s, release, op_ns) if ready(p)] or None,
+                          what="one ready operator pod", timeout=180)
         assert pod["spec"]["serviceAccountName"] == release + "-lagpilot"
         assert pod["spec"]["containers"][0]["command"] == ["lagpilot-operator"]
         first_uid = pod["metadata"]["uid"]
@@ -200,12 +187,12 @@ def test_install_reconcile_upgrade_uninstall(k8s: Any, helm: Any, ports: tuple[i
         body["spec"].update(bootstrapServers=bootstrap, topic=topic, workers=2)
         body["spec"]["target"]["url"] = f"http://127.0.0.1:{server.server_address[1]}/orders"
         k8s.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
-        status = wait_for("the ConsumerGroup Ready with 2 workers",
-                          lambda: (s if is_ready(s := cg_status(k8s, app_ns, cg_name), 2) else None), 300, 2)
+        status = wait_for(lambda: (s if is_ready(s := cg_status(k8s, app_ns, cg_name), 2) else None), 300,
+                          what="the ConsumerGroup Ready with 2 workers", interval=2)
         assert status["partitions"] == 3
         produce(bootstrap, topic, 90)
-        wait_for("90 records at the target", lambda: len({(r["partition"], r["offset"])
-                                                          for r in list(rec.records)}) >= 90, 180)
+        wait_for(lambda: len({(r["partition"], r["offset"]) for r in list(rec.records)}) >= 90, 180,
+                 what="90 records at the target")
         workers_before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
                           for p in worker_pods(k8s, app_ns, cg_name)}
         assert len(workers_before) == 2
@@ -213,26 +200,29 @@ def test_install_reconcile_upgrade_uninstall(k8s: Any, helm: Any, ports: tuple[i
         # helm upgrade with a changed value: a new operator pod, the same workers.
         helm("upgrade", release, str(CHART), "-n", op_ns, "--reuse-values", "--set", "logFormat=json",
              "--wait", "--timeout", "240s")
-        (new,) = wait_for("the new operator pod ready", lambda: [
+        (new,) = wait_for(lambda: [
             p for p in operator_pods(k8s, release, op_ns)
-            if p["metadata"]["uid"] != first_uid and ready(p)] or None, 240)
+            if p["metadata"]["uid"] != first_uid and ready(p)] or None, 240,
+            what="the new operator pod ready")
         env = {e["name"]: e.get("value") for e in new["spec"]["containers"][0]["env"]}
         assert env["LAGPILOT_LOG_FORMAT"] == "json"
-        wait_for("the old operator pod gone", lambda: all(
-            p["metadata"]["uid"] != first_uid for p in operator_pods(k8s, release, op_ns)), 120)
+        wait_for(lambda: all(
+            p["metadata"]["uid"] != first_uid for p in operator_pods(k8s, release, op_ns)), 120,
+            what="the old operator pod gone")
         # The new operator has reconciled (status re-read) and left the workers as they were.
-        wait_for("the ConsumerGroup still Ready", lambda: is_ready(cg_status(k8s, app_ns, cg_name), 2), 120)
+        wait_for(lambda: is_ready(cg_status(k8s, app_ns, cg_name), 2), 120, what="the ConsumerGroup still Ready")
         time.sleep(5)  # a resync window for the new operator to (not) touch the workers
         workers_after = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
                          for p in worker_pods(k8s, app_ns, cg_name)}
         assert workers_after == workers_before
         produce(bootstrap, topic, 30)
-        wait_for("the next 30 records delivered by the same workers", lambda: len(
-            {(r["partition"], r["offset"]) for r in list(rec.records)}) >= 120, 180)
+        wait_for(lambda: len(
+            {(r["partition"], r["offset"]) for r in list(rec.records)}) >= 120, 180,
+            what="the next 30 records delivered by the same workers")
 
         # helm uninstall: no operator object left (the CRD stays, as Helm does with crds/).
         helm("uninstall", release, "-n", op_ns, "--wait", "--timeout", "240s")
-        wait_for("every release object gone", lambda: not release_objects(k8s, release, [op_ns, app_ns]), 180)
+        wait_for(lambda: not release_objects(k8s, release, [op_ns, app_ns]), 180, what="every release object gone")
         assert kget(k8s, "crd", "consumergroups.lagpilot.io") is not None
     finally:
         helm("uninstall", release, "-n", op_ns, check=False)

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-from consumer_lab_helpers import committed, produce
-from lagpilot.consumer.assignment import AssignmentSink, PartitionSource
-from lagpilot.consumer.config import parse
-from lagpilot.consumer.runtime import ConsumerRuntime
 
+from lagpilot.testing.consumer import committed, produce
 from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
+from lagpilot_consumer.config import parse
+from lagpilot_consumer.runtime import ConsumerRuntime
+from lagpilot_consumer.sources.base import AssignmentSink, PartitionSource
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
@@ -38,13 +39,6 @@ class ManualSource:
         return bool(self.reports)
 
 
-def wait(cond: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
                                                           topic_factory: Callable[..., str]) -> None:
     topic = topic_factory(partitions=3, prefix="c-sink")
@@ -64,25 +58,25 @@ def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
         try:
             source.started.wait(30)
             rt.set_desired(frozenset({0, 1}), 7)
-            wait(lambda: (7, frozenset({0, 1})) in source.reports)
+            wait_for(lambda: (7, frozenset({0, 1})) in source.reports)
             assert rt.applied() == (7, frozenset({0, 1}))
-            wait(lambda: len(target.accepted_records()) == 200)
+            wait_for(lambda: len(target.accepted_records()) == 200)
             assert {p for p, _ in target.accepted_records()} == {0, 1}
             # move: drop 0, add 2 -> partition 0 is drained and committed before the report
             rt.set_desired(frozenset({1, 2}), 8)
-            wait(lambda: (8, frozenset({1, 2})) in source.reports)
+            wait_for(lambda: (8, frozenset({1, 2})) in source.reports)
             assert committed(bootstrap, group, topic, 3).get(0) == 100
-            wait(lambda: len(target.accepted_records()) == 300)
+            wait_for(lambda: len(target.accepted_records()) == 300)
             # fence: everything released and committed, reported as owning nothing at the last epoch
             rt.fence()
-            wait(lambda: source.reports[-1] == (8, frozenset()))
+            wait_for(lambda: source.reports[-1] == (8, frozenset()))
             assert committed(bootstrap, group, topic, 3) == {0: 100, 1: 100, 2: 100}
             produce(bootstrap, topic, [(0, b"late", b"late:0")])
             time.sleep(1.5)
             assert len(target.accepted_records()) == 300, "fenced worker kept delivering"
             # a new grant lifts the fence and resumes from the committed offset
             rt.set_desired(frozenset({0}), 9)
-            wait(lambda: (0, 100) in target.accepted_records())
+            wait_for(lambda: (0, 100) in target.accepted_records())
             assert source.reports[-1] == (9, frozenset({0}))
             assert len(target.accepted_records()) == 301
         finally:
@@ -112,13 +106,13 @@ def test_fence_cuts_a_drain_short_and_stops_every_partition(bootstrap: str,
         try:
             source.started.wait(30)
             rt.set_desired(frozenset({0, 1}), 1)
-            wait(lambda: len({p for p, _ in target.accepted_records()}) == 2)
+            wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2)
             rt.set_desired(frozenset({1}), 2)  # partition 0 drains (100 records at 0.2 s: far beyond 2 s)
             time.sleep(2)
             assert source.reports[-1] == (1, frozenset({0, 1})), "drain finished early: the test proves nothing"
             rt.fence()
             fenced_at = time.monotonic()
-            wait(lambda: source.reports[-1][1] == frozenset(), timeout=10)
+            wait_for(lambda: source.reports[-1][1] == frozenset(), timeout=10)
             stopped_after = time.monotonic() - fenced_at
             time.sleep(1)
             late = [a for a in target.arrivals() if a.start > fenced_at + 0.05]

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from consumer_lab_helpers import ConsumerProcess, committed, keyed_records, produce, read_all
 
+from lagpilot.testing.consumer import ConsumerProcess, committed, keyed_records, produce, read_all
 from lagpilot.testing.target import RecordingTarget
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from coord_harness import LocalCluster, SteadyProducer, duplicates, overlaps
 from kubernetes import client
-from lagpilot.operator.coordinator import reconcile_partitions
-from lagpilot.operator.kube import Kube
-from lagpilot.operator.spec import parse
 
+from lagpilot.testing.handoff import LocalCluster, SteadyProducer, duplicates, overlaps
 from lagpilot.testing.target import RecordingTarget
+from lagpilot_operator.handoff.shell import reconcile_partitions
+from lagpilot_operator.kube import Kube
+from lagpilot_operator.resource.spec import parse
 
 pytestmark = pytest.mark.lab
 

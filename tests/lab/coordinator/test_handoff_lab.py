@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from coord_harness import LocalCluster, SteadyProducer, duplicates, overlaps
-from lagpilot.operator.rollout import CanaryFigures
-from lagpilot.operator.spec import BlueGreenSpec, CanarySpec, RolloutSpec
 
+from lagpilot.testing.handoff import LocalCluster, SteadyProducer, duplicates, overlaps
 from lagpilot.testing.target import RecordingTarget
+from lagpilot_operator.handoff.rollout import CanaryFigures
+from lagpilot_operator.resource.spec import BlueGreenSpec, CanarySpec, RolloutSpec
 
 pytestmark = pytest.mark.lab
 

@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
-from coord_harness import SteadyProducer, duplicates, overlaps
 
+from lagpilot.testing.handoff import SteadyProducer, duplicates, overlaps
+from lagpilot.testing.operator import Operator, running_operator
 from lagpilot.testing.target import RecordingTarget
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-from operator_lab_helpers import Operator, running_operator, wait_for
+from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.lab
 

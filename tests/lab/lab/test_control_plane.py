@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
+
+from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -23,16 +23,6 @@ SERVER = "import http.server,os,socketserver\n" \
          "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n" \
          "    def log_message(self,*a): pass\n" \
          "http.server.ThreadingHTTPServer((os.environ['MY_IP'], 8000), H).serve_forever()\n"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def deployment(name: str, replicas: int, command: list[str], **container: Any) -> dict[str, Any]:

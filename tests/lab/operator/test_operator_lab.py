@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_lab_helpers import Operator, wait_for
+
+from lagpilot.testing.operator import Operator
+from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -4,11 +4,12 @@ and the metrics it publishes."""
 from __future__ import annotations
 
 import pytest
-from lagpilot.operator import lag_metrics
-from lagpilot.operator.autoscale import AutoscaleSpec
-from lagpilot.operator.autoscaler_loop import GroupLagState, StepResult, run_autoscaling_step
-from lagpilot.operator.lag import LagSnapshot, build_snapshot
 from prometheus_client import REGISTRY
+
+from lagpilot_operator.autoscale import metrics as lag_metrics
+from lagpilot_operator.autoscale.decide import AutoscaleSpec
+from lagpilot_operator.autoscale.offsets import LagSnapshot, build_snapshot
+from lagpilot_operator.autoscale.step import GroupLagState, StepResult, run_autoscaling_step
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lagpilot.operator.lag import build_snapshot, compute_lag
+
+from lagpilot_operator.autoscale.offsets import build_snapshot, compute_lag
 
 pytestmark = pytest.mark.unit
 

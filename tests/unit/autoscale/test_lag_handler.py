@@ -13,21 +13,22 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lagpilot.operator import plan
-from lagpilot.operator.autoscale import InvalidAutoscaling
-from lagpilot.operator.autoscaler_loop import Event, LagMonitor
-from lagpilot.operator.lag import KafkaUnavailable, LagSnapshot, TopicNotFound, build_snapshot
-from lagpilot.operator.lag_handler import (
+
+from lagpilot_operator.autoscale.decide import InvalidAutoscaling
+from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagSnapshot, TopicNotFound, build_snapshot
+from lagpilot_operator.autoscale.poller import (
     LagPoller,
     degraded_reason,
     error_lag_status,
     error_reason,
     lag_changed,
-    lag_patch,
 )
-from lagpilot.operator.settings import Settings
-from lagpilot.operator.spec import ConsumerGroupSpec, Problem, parse
-from lagpilot.operator.workers import (
+from lagpilot_operator.autoscale.step import Event, LagMonitor
+from lagpilot_operator.resource.patch import merge_patch
+from lagpilot_operator.resource.spec import ConsumerGroupSpec, Problem, parse
+from lagpilot_operator.settings import Settings
+from lagpilot_operator.workload import plan
+from lagpilot_operator.workload.sizing import (
     ANNOTATION_PAUSE,
     ScalingMode,
     effective_workers,
@@ -155,9 +156,9 @@ def test_invalid_spec_holds_scaling_so_it_does_not_fight_the_reconcile() -> None
 def test_lag_patch_nulls_fields_no_longer_reported() -> None:
     prev = {"total": 5, "desiredWorkers": 3, "reason": "x", "error": "BrokerUnreachable: y"}
     new = {"total": 0, "status": "OK"}
-    assert lag_patch(prev, new) == {"desiredWorkers": None, "reason": None, "error": None, "total": 0,
+    assert merge_patch(prev, new) == {"desiredWorkers": None, "reason": None, "error": None, "total": 0,
                                     "status": "OK"}
-    assert lag_patch(None, new) == new
+    assert merge_patch(None, new) == new
 
 
 def test_error_status_keeps_last_figures_and_their_age_but_says_unknown() -> None:

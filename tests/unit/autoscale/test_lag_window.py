@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lagpilot.operator.lag import build_snapshot
-from lagpilot.operator.lag_eval import (
+
+from lagpilot_operator.autoscale.offsets import build_snapshot
+from lagpilot_operator.autoscale.window import (
     LagStatus,
     LagWindow,
     Sample,

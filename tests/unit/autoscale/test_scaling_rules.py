@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lagpilot.operator.autoscale import (
+
+from lagpilot_operator.autoscale.decide import (
     AutoscaleSpec,
     InvalidAutoscaling,
     ScaleInputs,
@@ -183,7 +184,7 @@ def test_invalid_spec_is_rejected_with_the_field_named(raw: dict[str, object], m
 
 
 def test_spec_from_the_operators_parsed_spec() -> None:
-    from lagpilot.operator.spec import AutoscalingSpec
+    from lagpilot_operator.resource.spec import AutoscalingSpec
 
     assert AutoscaleSpec.of(AutoscalingSpec(enabled=True, max_workers=7)) == AutoscaleSpec(enabled=True,
                                                                                             max_workers=7)
@@ -263,7 +264,7 @@ def test_rate_need_counts_partitions_per_worker(needed: float, worker_rate: floa
 
 
 def test_rate_need_with_vanishing_rates_does_not_overflow() -> None:
-    from lagpilot.operator.autoscale import rate_workers
+    from lagpilot_operator.autoscale.decide import rate_workers
 
     assert rate_workers(2.225073858507203e-309, 1.0, 1) == (1, "1 partition")
     assert rate_workers(1e-320, 1.0, 12)[0] == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chart_support import ensure_helm
+
+from lagpilot.testing.chart import ensure_helm
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import os
 
 import pytest
 import yaml
-from chart_support import CHART, ROOT
+
+from lagpilot.testing.chart import CHART, ROOT
 
 pytestmark = pytest.mark.unit
 

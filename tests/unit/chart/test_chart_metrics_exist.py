@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from chart_support import CHART, ROOT
+
+from lagpilot.testing.chart import CHART, ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 """The chart's RBAC covers what the operator's planner creates: Kubernetes refuses to let the operator
 create a Role granting anything it does not hold itself, and the operator applies every planned object.
-Checked against the real planner (lagpilot.operator.plan), so a new worker permission fails here first."""
+Checked against the real planner (lagpilot_operator.workload.plan), so a new worker permission fails here first."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import MONITORED_NAMESPACED, by_kind, render
-from lagpilot.operator import plan, spec
+
+from lagpilot import protocol
+from lagpilot.testing.chart import MONITORED_NAMESPACED, by_kind, render
+from lagpilot_operator.resource import spec
+from lagpilot_operator.workload import plan
 
 pytestmark = pytest.mark.unit
 
@@ -79,8 +82,8 @@ def test_operator_holds_every_permission_it_grants_workers(helm: Path) -> None:
 def test_operator_watches_consumergroups_and_writes_status(helm: Path) -> None:
     for rules in operator_rule_sets(helm):
         for verb in ("list", "watch", "patch"):
-            assert allowed(rules, spec.GROUP, "consumergroups", verb)
-        assert allowed(rules, spec.GROUP, "consumergroups/status", "patch")
+            assert allowed(rules, protocol.GROUP, "consumergroups", verb)
+        assert allowed(rules, protocol.GROUP, "consumergroups/status", "patch")
         for verb in ("list", "watch"):
             assert allowed(rules, "", "pods", verb)
             assert allowed(rules, "coordination.k8s.io", "leases", verb)

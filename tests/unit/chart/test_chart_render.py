@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import CHART, MONITORED_NAMESPACED, HelmError, by_kind, one, render
+
+from lagpilot import protocol
+from lagpilot.testing.chart import CHART, MONITORED_NAMESPACED, HelmError, by_kind, one, render
 
 pytestmark = pytest.mark.unit
 
@@ -174,7 +176,7 @@ def test_monitoring_objects(helm: Path) -> None:
 
 def test_worker_pod_monitor_matches_operator_labels(helm: Path) -> None:
     """The PodMonitor selects the labels the operator really puts on worker pods, and their port name."""
-    from lagpilot.operator import plan
+    from lagpilot_operator.workload import plan
 
     pm = one(render(helm, ["serviceMonitor.enabled=true"]), "PodMonitor")
     labels = plan.group_labels("orders")
@@ -182,7 +184,7 @@ def test_worker_pod_monitor_matches_operator_labels(helm: Path) -> None:
     assert pm["spec"]["namespaceSelector"] == {"any": True}
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "http"
     relabel = pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
-    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_" + plan.LABEL_CG.replace(".", "_")
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_" + protocol.LABEL_CG.replace(".", "_")
                                        .replace("/", "_")]
 
 

@@ -10,7 +10,8 @@ import tomllib
 
 import pytest
 import yaml
-from chart_support import CHART, ROOT
+
+from lagpilot.testing.chart import CHART, ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -104,6 +105,11 @@ def test_copy_sources_exist_and_are_in_the_build_context() -> None:
             rel = f.relative_to(ROOT).as_posix()
             if "__pycache__" not in rel:
                 assert not ignored(rel, patterns), f"{rel} is excluded by .dockerignore"
-    # The packages the wheel maps (pyproject package-dir) are all copied.
-    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    assert {d.rstrip("/") for d in package_dirs.values()} <= {s.rstrip("/") for s in sources}
+    # The package roots the wheel is built from (pyproject packages.find) are all copied.
+    roots = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
+    copied = {s.rstrip("/") for s in sources}
+    for root in roots:
+        if root == ".":
+            assert "lagpilot" in copied
+        else:
+            assert root in copied, f"package root {root}/ is not copied into the image"

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 import yaml
-from chart_support import ROOT
+
+from lagpilot.testing.chart import ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +61,7 @@ def test_ci_workflow_runs_the_script() -> None:
 
 
 def test_build_helm_script_prints_the_path_tests_use() -> None:
-    from chart_support import helm_path
+    from lagpilot.testing.chart import helm_path
 
     subprocess.run(["bash", "-n", str(ROOT / "scripts" / "build-helm.sh")], check=True)
     if helm_path().exists():  # cached: the script returns at once and prints the same path

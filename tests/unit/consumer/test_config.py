@@ -3,7 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lagpilot.consumer.config import ConfigError, parse
+
+from lagpilot_consumer.config import ConfigError, parse
 
 pytestmark = pytest.mark.unit
 

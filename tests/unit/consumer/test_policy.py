@@ -6,7 +6,8 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lagpilot.consumer.policy import (
+
+from lagpilot_consumer.policy import (
     DEFAULT_RETRY,
     DEFAULT_SUCCESS,
     CodeSet,

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lagpilot.consumer.scheduler import Item, Scheduler
+
+from lagpilot_consumer.scheduler import Item, Scheduler
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lagpilot.consumer.watermark import Watermark
+
+from lagpilot_consumer.watermark import Watermark
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lagpilot.operator.assignment import (
+
+from lagpilot_operator.handoff.planner import (
     AssignmentDoc,
     Observed,
     Revocation,
@@ -15,7 +16,6 @@ from lagpilot.operator.assignment import (
     confirmed_owners,
     limit_moves,
     plan_assignment,
-    settled,
 )
 
 pytestmark = pytest.mark.unit
@@ -120,12 +120,10 @@ def test_json_round_trip_and_rejects_garbage() -> None:
         AssignmentDoc.from_json("not json")
 
 
-def test_confirmed_and_settled() -> None:
+def test_confirmed_owners() -> None:
     doc = AssignmentDoc(2, {"a": F({0, 1})}, 2)
-    o = obs(doc, alive("a", {0}, 2), partitions=2)
-    assert confirmed_owners(o) == {0: "a"}
-    assert not settled(o, {0: "a", 1: "a"})
-    assert settled(obs(doc, alive("a", {0, 1}, 2), partitions=2), {0: "a", 1: "a"})
+    assert confirmed_owners(obs(doc, alive("a", {0}, 2), partitions=2)) == {0: "a"}
+    assert confirmed_owners(obs(doc, alive("a", {0, 1}, 2), partitions=2)) == {0: "a", 1: "a"}
 
 
 def test_limit_moves_budget() -> None:

@@ -1,19 +1,15 @@
-"""The coordinator shell's pure parts: reading Leases and pods into the observed state, canary figures from
+"""The hand-off's pure observation: reading Leases and pods into the observed state, canary figures from
 Prometheus text, and the worker side's reading of assignment.json."""
 
 from __future__ import annotations
 
 import pytest
-from lagpilot.consumer.k8s_assignment import format_owned, grant_for, lease_duration_for
-from lagpilot.operator.assignment import AssignmentDoc, Revocation, WorkerReport
-from lagpilot.operator.coordinator import (
-    CoordinatorResult,
-    assignment_status,
-    figures_from_metrics,
-    lease_state,
-    observe,
-    parse_time,
-)
+
+from lagpilot.protocol import format_owned, grant_for, lease_duration_for
+from lagpilot.timefmt import parse_rfc3339 as parse_time
+from lagpilot_operator.handoff.observe import assignment_status, figures_from_metrics, lease_state, observe
+from lagpilot_operator.handoff.planner import AssignmentDoc, Revocation, WorkerReport
+from lagpilot_operator.handoff.shell import CoordinatorResult
 
 pytestmark = pytest.mark.unit
 
@@ -66,7 +62,7 @@ def test_observe_classifies_workers() -> None:
 
 
 def test_observe_then_plan_releases_on_gone() -> None:
-    from lagpilot.operator.assignment import plan_assignment
+    from lagpilot_operator.handoff.planner import plan_assignment
 
     doc = AssignmentDoc(5, {"a": frozenset({2})}, 3, {0: Revocation("b", 4), 1: Revocation("x", 4)})
     o = observe(doc, [pod("a"), pod("b")], [lease("a", "2", "5"), lease("b", renew="2026-01-01T00:00:00Z")],

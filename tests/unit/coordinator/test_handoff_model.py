@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from lagpilot.operator.assignment import (
+
+from lagpilot_operator.handoff.planner import (
     AssignmentDoc,
     Observed,
     WorkerReport,

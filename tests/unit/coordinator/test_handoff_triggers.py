@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from lagpilot.operator.handoff_triggers import in_motion, lease_changed
+
+from lagpilot_operator.handoff.triggers import in_motion, lease_changed
 
 pytestmark = pytest.mark.unit
 

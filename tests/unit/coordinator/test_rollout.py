@@ -9,14 +9,15 @@ from dataclasses import dataclass, field, replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lagpilot.operator.assignment import (
+
+from lagpilot_operator.handoff.planner import (
     AssignmentDoc,
     Observed,
     WorkerReport,
     WorkerView,
     plan_assignment,
 )
-from lagpilot.operator.rollout import (
+from lagpilot_operator.handoff.rollout import (
     ABORTED,
     CANARY,
     PROGRESSING,
@@ -30,7 +31,7 @@ from lagpilot.operator.rollout import (
     lag_growth,
     next_rollout_step,
 )
-from lagpilot.operator.spec import BlueGreenSpec, CanarySpec, RolloutSpec
+from lagpilot_operator.resource.spec import BlueGreenSpec, CanarySpec, RolloutSpec
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from lagpilot.operator.spec import parse
+
+from lagpilot_operator.resource.spec import parse
 
 pytestmark = pytest.mark.unit
 

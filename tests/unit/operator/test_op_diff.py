@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
-from lagpilot.operator import plan as p
-from lagpilot.operator.diff import DeploymentState, deployment_state, differences, stale_deployments
-from lagpilot.operator.spec import parse
+
+from lagpilot_operator.resource.spec import parse
+from lagpilot_operator.workload import plan as p
+from lagpilot_operator.workload.diff import DeploymentState, deployment_state, differences, stale_deployments
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from lagpilot.operator import plan as p
-from lagpilot.operator.spec import ConsumerGroupSpec, parse
+
+from lagpilot.protocol import AssignmentDoc
+from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse
+from lagpilot_operator.workload import plan as p
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +63,7 @@ def test_full_spec_every_field_lands_in_worker_env() -> None:
     assert env["LAGPILOT_CONNECTION"] == "pooled"
     assert env["LAGPILOT_THREADS"] == "8"
     assert env["LAGPILOT_ORDERING"] == "key"
-    assert env["LAGPILOT_ASSIGNMENT"] == p.assignment_mode()
+    assert env["LAGPILOT_ASSIGNMENT"] == "k8s"
     assert env["LAGPILOT_ASSIGNMENT_CONFIGMAP"] == "orders-to-billing-assignment"
     assert env["LAGPILOT_FENCE_TIMEOUT_SECONDS"] == "20"
     assert (env["LAGPILOT_MAX_ATTEMPTS"], env["LAGPILOT_INITIAL_BACKOFF_MS"], env["LAGPILOT_MAX_BACKOFF_MS"]) == (
@@ -183,7 +185,7 @@ def test_supporting_objects_and_least_privilege_role() -> None:
     assert svc["clusterIP"] == "None" and svc["selector"] == {"lagpilot.io/consumergroup": "orders-to-billing"}
     (cm,) = plan.create_only
     assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == "orders-to-billing-assignment"
-    assert json.loads(cm["data"]["assignment.json"]) == {"epoch": 0, "grants": {}}
+    assert AssignmentDoc.from_json(cm["data"]["assignment.json"]) == AssignmentDoc()
 
 
 WORKER_CHANGES: list[dict[str, Any]] = [
@@ -226,10 +228,14 @@ def test_termination_grace_covers_target_timeout() -> None:
     assert p.deployment(spec, OWNER, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
 
 
-def test_assignment_mode_defaults_to_the_partition_coordinator(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LAGPILOT_ASSIGNMENT_MODE", raising=False)
-    assert p.assignment_mode() == "k8s"
-    monkeypatch.setenv("LAGPILOT_ASSIGNMENT_MODE", " Kafka ")
-    assert p.assignment_mode() == "kafka"
-    monkeypatch.setenv("LAGPILOT_ASSIGNMENT_MODE", "zookeeper")  # unknown: the safe default
-    assert p.assignment_mode() == "k8s"
+def test_assignment_mode_defaults_to_the_partition_coordinator() -> None:
+    from lagpilot_operator.settings import from_env
+
+    assert from_env({}).assignment_mode == "k8s"
+    assert from_env({"LAGPILOT_ASSIGNMENT_MODE": " Kafka "}).assignment_mode == "kafka"
+    unknown = from_env({"LAGPILOT_ASSIGNMENT_MODE": "zookeeper"})  # unknown: the safe default, and said
+    assert (unknown.assignment_mode, unknown.assignment_mode_requested) == ("k8s", "zookeeper")
+    spec = minimal_spec()
+    env = {e["name"]: e.get("value") for e in p.consumer_env(spec, 15, "kafka")}
+    assert env["LAGPILOT_ASSIGNMENT"] == "kafka"
+    assert p.revision_of(spec, 15, "kafka") != p.revision_of(spec, 15, "k8s")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from lagpilot.operator.metrics import OperatorMetrics
-from lagpilot.operator.settings import DEFAULT_IMAGE, Settings, from_env
 from prometheus_client import CollectorRegistry, generate_latest
+
+from lagpilot_operator.metrics import OperatorMetrics
+from lagpilot_operator.settings import DEFAULT_IMAGE, Settings, from_env
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +41,7 @@ def test_overrides_ignore_none() -> None:
 
 
 def test_cli_help_lists_flags() -> None:
-    from lagpilot.operator.main import main
+    from lagpilot_operator.main import main
 
     out = CliRunner().invoke(main, ["--help"]).output
     for flag in ("--namespace", "--consumer-image", "--log-format", "--metrics-port", "--liveness",

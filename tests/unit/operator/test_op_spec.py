@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from lagpilot.operator.spec import Problem, describe, parse, partition_problems
+
+from lagpilot_operator.resource.spec import Problem, describe, parse, partition_problems
 
 pytestmark = pytest.mark.unit
 

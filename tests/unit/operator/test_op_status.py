@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from lagpilot.operator import conditions as c
-from lagpilot.operator.diff import DeploymentState
-from lagpilot.operator.spec import Problem
-from lagpilot.operator.status import Observation, compute, events_for, needs_write, pod_trouble
-from lagpilot.operator.topics import TopicInfo
+
+from lagpilot.timefmt import rfc3339
+from lagpilot_operator.resource import conditions as c
+from lagpilot_operator.resource.spec import Problem
+from lagpilot_operator.workload.diff import DeploymentState
+from lagpilot_operator.workload.status import Observation, compute, events_for, needs_write, pod_trouble
+from lagpilot_operator.workload.topics import TopicInfo
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +36,7 @@ def test_merge_keeps_conditions_of_other_controllers() -> None:
 
 
 def test_now_format_round_trips() -> None:
-    assert len(c.now_rfc3339()) == 20 and c.now_rfc3339().endswith("Z")
+    assert len(rfc3339()) == 20 and rfc3339().endswith("Z")
 
 
 def dep(name: str = "cg-new", replicas: int = 2, ready: int = 2) -> DeploymentState:

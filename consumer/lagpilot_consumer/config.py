@@ -1,0 +1,273 @@
+"""Configuration: every flag also from ``LAGPILOT_<FLAG_UPPER_SNAKE>`` (argv wins), extra request headers
+from ``LAGPILOT_HEADER_<Name>``, extra librdkafka properties from ``LAGPILOT_KAFKA_<PROP>`` and/or a
+``--kafka-config-file`` (never from argv, so secrets never show in ``ps``). Parsing is pure: argv + env
+in, :class:`Config` out, or :class:`ConfigError` whose message is the one line printed before exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, CodeSet
+from lagpilot_consumer.sources.base import parse_partitions
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``str(exc)`` is a single line naming the value and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    bootstrap_servers: str
+    topic: str
+    group_id: str
+    target_url: str
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_seconds: float = 10.0
+    connection: str = "pooled"
+    max_connection_age_seconds: float = 60.0
+    threads: int = 8
+    ordering: str = "key"
+    assignment: str = "static"
+    partitions: frozenset[int] = frozenset()
+    max_attempts: int = 5
+    initial_backoff_ms: int = 100
+    max_backoff_ms: int = 30_000
+    success_codes: CodeSet = field(default_factory=lambda: CodeSet.parse(DEFAULT_SUCCESS))
+    retry_codes: CodeSet = field(default_factory=lambda: CodeSet.parse(DEFAULT_RETRY))
+    dead_letter_topic: str = ""
+    max_inflight: int = 1000
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    drain_seconds: float = 30.0
+    commit_interval_ms: int = 1000
+    http_port: int = 8080
+    bind: str = "0.0.0.0"
+    log_format: str = "text"
+    log_level: str = "INFO"
+    namespace: str = ""
+    pod_name: str = ""
+    assignment_configmap: str = ""
+    fence_timeout_seconds: float = 20.0
+    lease_renew_seconds: float = 5.0
+    kafka_config: tuple[tuple[str, str], ...] = ()
+
+
+# flag -> (kind, default, help). kind: str|int|float|choice tuple. Defaults None = required/derived.
+FLAGS: dict[str, tuple[Any, Any, str]] = {
+    "bootstrap-servers": (str, None, "Kafka bootstrap servers, host:port[,host:port]"),
+    "topic": (str, None, "topic to consume"),
+    "group-id": (str, None, "consumer group id offsets are committed to (every mode)"),
+    "target-url": (str, None, "http(s) URL each record is sent to"),
+    "method": (str, "POST", "HTTP method"),
+    "headers": (str, "{}", "extra request headers as a JSON object (secrets: use LAGPILOT_HEADER_<Name>)"),
+    "timeout-seconds": (float, 10.0, "per-request timeout"),
+    "connection": (("pooled", "per-request"), "pooled", "keep-alive pool per thread, or a new "
+                   "one per request"),
+    "max-connection-age-seconds": (float, 60.0, "recycle pooled connections after this age (0 = never)"),
+    "threads": (int, 8, "delivery threads"),
+    "ordering": (("key", "partition", "none"), "key", "what must be delivered one at a time, in order"),
+    "assignment": (("static", "kafka", "k8s"), None, "partition source (default: static if --partitions, "
+                   "else kafka)"),
+    "partitions": (str, "", "static mode: partitions to own, e.g. 0,3,6 or 0-5"),
+    "max-attempts": (int, 5, "attempts per record before it is dead-lettered"),
+    "initial-backoff-ms": (int, 100, "first retry backoff cap (full jitter, doubling)"),
+    "max-backoff-ms": (int, 30_000, "largest backoff cap"),
+    "success-codes": (str, DEFAULT_SUCCESS, "status codes that mean delivered, e.g. 200-299"),
+    "retry-codes": (str, DEFAULT_RETRY, "status codes that are retried; other non-success codes are fatal"),
+    "dead-letter-topic": (str, "", "topic for records that cannot be delivered (empty: retry forever)"),
+    "max-inflight": (int, 1000, "records fetched but not done before fetching pauses"),
+    "max-inflight-bytes": (int, 64 * 1024 * 1024, "bytes of record values fetched but not done before "
+                           "fetching pauses"),
+    "drain-seconds": (float, 30.0, "on shutdown/release, how long running deliveries may take to finish"),
+    "commit-interval-ms": (int, 1000, "periodic commit interval"),
+    "http-port": (int, 8080, "port for /metrics, /healthz, /readyz (0 = none)"),
+    "bind": (str, None, "bind address (default $POD_IP, else 0.0.0.0)"),
+    "log-format": (("json", "text"), "text", "log format"),
+    "log-level": (("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
+    "namespace": (str, None, "k8s mode: namespace (default $POD_NAMESPACE)"),
+    "pod-name": (str, None, "k8s mode: this pod's name (default $POD_NAME)"),
+    "assignment-configmap": (str, "", "k8s mode: the ConfigMap holding the assignment"),
+    "fence-timeout-seconds": (float, 20.0, "k8s mode: stop processing when the Lease cannot be renewed "
+                              "this long"),
+    "lease-renew-seconds": (float, 5.0, "k8s mode: Lease renew period"),
+    "kafka-config-file": (str, "", "librdkafka properties file (key=value lines), e.g. SASL/SSL settings"),
+}
+
+HEADER_PREFIX = "LAGPILOT_HEADER_"
+KAFKA_PREFIX = "LAGPILOT_KAFKA_"
+# librdkafka properties the runtime owns; setting them would break the delivery guarantee.
+RESERVED_KAFKA = {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"}
+
+
+def env_name(flag: str) -> str:
+    return "LAGPILOT_" + flag.upper().replace("-", "_")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lagpilot-consumer", description="Kafka -> HTTP delivery worker. Every flag may also "
+                "be given as LAGPILOT_<FLAG_UPPER_SNAKE>; argv wins.", allow_abbrev=False)
+    for flag, (_kind, default, help_) in FLAGS.items():
+        shown = f" (default {default})" if default not in (None, "") else ""
+        p.add_argument(f"--{flag}", default=None, help=f"{help_}{shown} [env {env_name(flag)}]")
+    return p
+
+
+def _convert(flag: str, raw: str, source: str) -> Any:
+    kind = FLAGS[flag][0]
+    where = f"--{flag} {raw!r} ({source})"
+    if isinstance(kind, tuple):
+        if raw not in kind:
+            raise ConfigError(f"invalid {where}: must be one of {', '.join(kind)}")
+        return raw
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"invalid {where}: not an integer") from None
+    if kind is float:
+        try:
+            v = float(raw)
+        except ValueError:
+            raise ConfigError(f"invalid {where}: not a number") from None
+        if not math.isfinite(v):
+            raise ConfigError(f"invalid {where}: not a finite number")
+        return v
+    return raw
+
+
+def _read_properties(path: str) -> list[tuple[str, str]]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"invalid --kafka-config-file {path!r}: cannot read it ({exc.strerror})") from None
+    out: list[tuple[str, str]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"invalid --kafka-config-file {path!r}: line {n} is not key=value")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
+    ns = vars(build_parser().parse_args(list(argv)))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for flag, (_, default, _) in FLAGS.items():
+        attr = flag.replace("-", "_")
+        if ns.get(attr) is not None:
+            raw, source = ns[attr], "argv"
+        elif env.get(env_name(flag)) is not None:
+            raw, source = env[env_name(flag)], env_name(flag)
+        else:
+            values[attr] = default
+            sources[attr] = "default"
+            continue
+        values[attr] = _convert(flag, raw, source)
+        sources[attr] = source
+
+    def bad(attr: str, why: str) -> ConfigError:
+        flag = attr.replace("_", "-")
+        return ConfigError(f"invalid --{flag} {values[attr]!r} ({sources[attr]}): {why}")
+
+    for attr in ("bootstrap_servers", "topic", "group_id", "target_url"):
+        if not values[attr]:
+            flag = attr.replace("_", "-")
+            raise ConfigError(f"missing --{flag} (or {env_name(flag)}): it is required")
+    url = urlsplit(values["target_url"])
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise bad("target_url", "must be an http:// or https:// URL with a host")
+    try:
+        hdrs = json.loads(values["headers"])
+    except json.JSONDecodeError as exc:
+        raise bad("headers", f"not JSON ({exc.msg})") from None
+    if not isinstance(hdrs, dict) or not all(isinstance(v, str) for v in hdrs.values()):
+        raise bad("headers", "must be a JSON object of string values")
+    headers = list(hdrs.items())
+    for name, value in sorted(env.items()):
+        if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX):
+            headers.append((name[len(HEADER_PREFIX):].replace("_", "-"), value))
+    for attr, lo in (("threads", 1), ("max_attempts", 1), ("initial_backoff_ms", 1), ("max_backoff_ms", 1),
+                     ("max_inflight", 1), ("max_inflight_bytes", 1), ("commit_interval_ms", 10),
+                     ("http_port", 0), ("timeout_seconds", 0.001), ("max_connection_age_seconds", 0),
+                     ("drain_seconds", 0), ("fence_timeout_seconds", 0.1), ("lease_renew_seconds", 0.1)):
+        if values[attr] < lo:
+            raise bad(attr, f"must be >= {lo}")
+    if values["http_port"] > 65535:
+        raise bad("http_port", "must be a port number <= 65535")
+    if values["max_backoff_ms"] < values["initial_backoff_ms"]:
+        raise bad("max_backoff_ms", f"must be >= --initial-backoff-ms ({values['initial_backoff_ms']})")
+    codes: dict[str, CodeSet] = {}
+    for attr in ("success_codes", "retry_codes"):
+        try:
+            codes[attr] = CodeSet.parse(values[attr])
+        except ValueError as exc:
+            raise bad(attr, str(exc)) from None
+    if not codes["success_codes"].ranges:
+        raise bad("success_codes", "no status code would count as success")
+    assignment = values["assignment"] or ("static" if values["partitions"] else "kafka")
+    partitions: frozenset[int] = frozenset()
+    if values["partitions"]:
+        if assignment != "static":
+            raise bad("partitions", f"only valid with --assignment static (not {assignment})")
+        try:
+            partitions = parse_partitions(values["partitions"])
+        except ValueError as exc:
+            raise bad("partitions", str(exc)) from None
+    elif assignment == "static":
+        raise ConfigError("missing --partitions (or LAGPILOT_PARTITIONS): --assignment static needs the "
+                          "partitions to own, e.g. 0,3,6")
+    namespace = values["namespace"] or env.get("POD_NAMESPACE", "")
+    pod_name = values["pod_name"] or env.get("POD_NAME", "")
+    if assignment == "k8s":
+        for what, v in (("namespace", namespace), ("pod-name", pod_name),
+                        ("assignment-configmap", values["assignment_configmap"])):
+            if not v:
+                raise ConfigError(f"missing --{what}: --assignment k8s needs it"
+                                  + (" (or POD_NAMESPACE)" if what == "namespace" else "")
+                                  + (" (or POD_NAME)" if what == "pod-name" else ""))
+        if values["fence_timeout_seconds"] <= values["lease_renew_seconds"]:
+            raise bad("fence_timeout_seconds", "must be longer than --lease-renew-seconds")
+    kafka: list[tuple[str, str]] = []
+    if values["kafka_config_file"]:
+        kafka.extend(_read_properties(values["kafka_config_file"]))
+    for name, value in sorted(env.items()):
+        if name.startswith(KAFKA_PREFIX) and name != env_name("kafka-config-file"):
+            kafka.append((name[len(KAFKA_PREFIX):].lower().replace("_", "."), value))
+    for key, _ in kafka:
+        if key in RESERVED_KAFKA:
+            raise ConfigError(f"invalid librdkafka property {key!r} (from env/--kafka-config-file): "
+                              "lagpilot sets it itself; use the flag instead")
+    bind = values["bind"] or env.get("POD_IP") or "0.0.0.0"
+    return Config(
+        bootstrap_servers=values["bootstrap_servers"], topic=values["topic"], group_id=values["group_id"],
+        target_url=values["target_url"], method=values["method"].upper(), headers=tuple(headers),
+        timeout_seconds=values["timeout_seconds"], connection=values["connection"],
+        max_connection_age_seconds=values["max_connection_age_seconds"], threads=values["threads"],
+        ordering=values["ordering"], assignment=assignment, partitions=partitions,
+        max_attempts=values["max_attempts"], initial_backoff_ms=values["initial_backoff_ms"],
+        max_backoff_ms=values["max_backoff_ms"], success_codes=codes["success_codes"],
+        retry_codes=codes["retry_codes"], dead_letter_topic=values["dead_letter_topic"],
+        max_inflight=values["max_inflight"], max_inflight_bytes=values["max_inflight_bytes"],
+        drain_seconds=values["drain_seconds"], commit_interval_ms=values["commit_interval_ms"],
+        http_port=values["http_port"], bind=bind, log_format=values["log_format"],
+        log_level=values["log_level"], namespace=namespace, pod_name=pod_name,
+        assignment_configmap=values["assignment_configmap"],
+        fence_timeout_seconds=values["fence_timeout_seconds"],
+        lease_renew_seconds=values["lease_renew_seconds"], kafka_config=tuple(kafka),
+    )

@@ -1,0 +1,160 @@
+"""`lagpilot lag`: the operator's per-partition lag table and Burrow-style status, for anyone with a broker
+address, no Kubernetes needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagReader, LagSnapshot, TopicNotFound
+from lagpilot_operator.autoscale.window import GroupEval, LagStatus, LagWindow, add_snapshot, evaluate
+
+EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+_STYLE = {LagStatus.OK: "green", LagStatus.WARN: "yellow", LagStatus.STALL: "red", LagStatus.STOP: "red bold"}
+
+
+def _notes(p: Any) -> str:
+    notes = []
+    if p.no_commit:
+        notes.append("no commit")
+    if p.behind_log_start:
+        notes.append(f"{p.log_start - p.committed} deleted unread")
+    if p.ahead_of_log_end:
+        notes.append("committed > log end")
+    return ", ".join(notes)
+
+
+def render_table(snapshot: LagSnapshot, ev: GroupEval) -> Table:
+    by_key = {(e.topic, e.partition): e for e in ev.partitions}
+    table = Table(title=f"group {snapshot.group}", title_justify="left")
+    for col, justify in (("TOPIC", "left"), ("PARTITION", "right"), ("LOG-START", "right"),
+                         ("LOG-END", "right"), ("COMMITTED", "right"), ("LAG", "right"), ("STATUS", "left"),
+                         ("NOTE", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for p in snapshot.partitions:
+        e = by_key.get((p.topic, p.partition))
+        status = e.status if e else LagStatus.OK
+        note = _notes(p)
+        if e and e.status != LagStatus.OK:
+            note = ", ".join(x for x in (note, e.reason) if x)
+        table.add_row(p.topic, str(p.partition), str(p.log_start), str(p.log_end),
+                      "-" if p.committed is None else str(p.committed), str(p.lag),
+                      f"[{_STYLE[status]}]{status.name}[/]", note)
+    table.caption = (f"total lag {ev.total}, max partition {ev.max_partition}, status "
+                     f"[{_STYLE[ev.status]}]{ev.status.name}[/], {snapshot.requests} requests in "
+                     f"{snapshot.read_seconds * 1000:.0f} ms")
+    table.caption_justify = "left"
+    return table
+
+
+def as_json(snapshot: LagSnapshot, ev: GroupEval) -> dict[str, Any]:
+    by_key = {(e.topic, e.partition): e for e in ev.partitions}
+    return {
+        "group": snapshot.group,
+        **ev.status_summary(),
+        "requests": snapshot.requests,
+        "warnings": snapshot.warnings,
+        "partitions": [{**p.to_dict(), "status": by_key[(p.topic, p.partition)].status.name,
+                        "reason": by_key[(p.topic, p.partition)].reason} for p in snapshot.partitions],
+    }
+
+
+def exit_code(snapshot: LagSnapshot, ev: GroupEval) -> int:
+    """1 when the group is not OK (WARN/STALL/STOP) or records were deleted before being consumed."""
+    return EXIT_NOT_OK if ev.status != LagStatus.OK or any(p.behind_log_start for p in snapshot.partitions) \
+        else EXIT_OK
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"lagpilot lag: {message}", err=True)
+    sys.exit(code)
+
+
+@click.command("lag")
+@click.option("--bootstrap-servers", "-b", required=True, envvar="LAGPILOT_BOOTSTRAP_SERVERS",
+              help="Kafka bootstrap servers (env LAGPILOT_BOOTSTRAP_SERVERS).")
+@click.option("--group", "-g", required=True, help="Consumer group id.")
+@click.option("--topic", "-t", "topics", multiple=True,
+              help="Topic (repeatable). Default: every topic the group has committed offsets on.")
+@click.option("--watch", "-w", is_flag=True, help="Poll every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between polls with --watch/--count.")
+@click.option("--count", "-n", type=click.IntRange(min=1), default=None,
+              help="Poll this many times, then exit (implies watching).")
+@click.option("--window", type=click.FloatRange(min=0), default=None,
+              help="Evaluation window in seconds. Default: 10 x --interval.")
+@click.option("--reset", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True,
+              help="The group's auto.offset.reset, for partitions without a committed offset.")
+@click.option("--timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Seconds to wait for the brokers.")
+@click.option("-X", "config", multiple=True, metavar="KEY=VALUE",
+              help="librdkafka setting, e.g. -X security.protocol=SASL_SSL (repeatable).")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def lag(bootstrap_servers: str, group: str, topics: tuple[str, ...], watch: bool, interval: float,
+        count: int | None, window: float | None, reset: str, timeout: float, config: tuple[str, ...],
+        output: str) -> None:
+    """Per-partition lag of a consumer group: log-start, log-end, committed offset, lag and status.
+
+    \b
+    Status (over a sliding window of polls, needs --watch or --count to see more than OK):
+      OK     caught up, or consuming and lag not steadily growing
+      WARN   committed offset moves but lag grew over the whole window
+      STALL  committed offset did not move for the whole window while lag > 0
+    (STOP, "no worker running", needs the operator's knowledge of the workers.)
+
+    \b
+    Exit codes:
+      0  every partition OK
+      1  the group is WARN/STALL at the last poll, or committed offsets fell below log-start
+         (records deleted by retention before being consumed)
+      2  bad usage: bad option, unknown topic, or no --topic and no committed offsets
+      3  brokers unreachable or not answering within --timeout
+    """
+    security: dict[str, str] = {}
+    for item in config:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-X")
+        security[key.strip()] = value
+    reader = LagReader(bootstrap_servers, security, timeout=timeout)
+    polls = count or (None if watch else 1)
+    win = LagWindow(window_seconds=window if window is not None else 10 * interval)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    code = EXIT_OK
+    try:
+        names = list(topics) or reader.committed_topics(group)
+        if not names:
+            _fail(EXIT_USAGE, f"group {group!r} has no committed offsets; name the topic with --topic")
+        done = 0
+        while polls is None or done < polls:
+            if done:
+                time.sleep(interval)
+            snapshot = reader.read(group, names, reset)  # type: ignore[arg-type]
+            win = add_snapshot(win, snapshot)
+            ev = evaluate(win, workers_running=None)
+            code = exit_code(snapshot, ev)
+            if output == "json":
+                click.echo(json.dumps(as_json(snapshot, ev)))
+            else:
+                if watch and console.is_terminal:
+                    console.clear()
+                console.print(render_table(snapshot, ev))
+                for w in snapshot.warnings:
+                    console.print(f"[yellow]warning:[/] {w}")
+            done += 1
+    except KafkaUnavailable as exc:
+        _fail(EXIT_UNREACHABLE, str(exc))
+    except TopicNotFound as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except KeyboardInterrupt:
+        pass
+    sys.exit(code)

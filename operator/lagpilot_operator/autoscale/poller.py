@@ -1,0 +1,231 @@
+"""kopf wiring of the lag reader and autoscaler: one async daemon per ConsumerGroup polls the group's lag
+every `spec.autoscaling.pollSeconds` (15 s by default; lag is reported with autoscaling off too), patches
+`status.lag`, emits the Events, and, when autoscaling may decide, writes the new count to `status.workers`
+and runs the operator's reconcile, which sizes the Deployment from `workers.effective_workers`.
+
+Conditions stay the reconcile's: a lag read that fails (brokers unreachable, topic gone) is shown in
+`status.lag.error` and, only when the reconcile's own topic check does not already say so in Degraded, as
+an Event; it never writes Ready/Degraded, so the two readers cannot flip the conditions against each other.
+
+The blocking work (Kafka reads, API calls) runs in a small thread pool of its own, so that slow brokers
+never take the kopf executor's threads from the reconcile handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import kopf
+from prometheus_client import Counter
+
+from lagpilot.protocol import GROUP, PLURAL, VERSION
+from lagpilot.timefmt import parse_rfc3339
+from lagpilot_operator.autoscale.decide import InvalidAutoscaling, ScaleState
+from lagpilot_operator.autoscale.offsets import KafkaUnavailable, TopicNotFound
+from lagpilot_operator.autoscale.step import WINDOW_POLLS, Event, GroupLagState, LagMonitor
+from lagpilot_operator.kube import Kube
+from lagpilot_operator.resource.conditions import find
+from lagpilot_operator.resource.patch import merge_patch
+from lagpilot_operator.resource.spec import parse
+from lagpilot_operator.settings import Settings
+from lagpilot_operator.workload.reconcile import kafka_security
+from lagpilot_operator.workload.sizing import effective_workers, scaling_mode
+
+log = logging.getLogger("lagpilot.operator.lag")
+
+DEFAULT_POLL_SECONDS = 15.0
+POLLS = Counter("lagpilot_lag_polls", "Lag polls completed per ConsumerGroup (status.lag is written only on "
+                "change, so this shows that polling goes on)", ("namespace", "consumergroup"))
+SCALE_REASONS = ("ScaledUp", "ScaledDown")
+ERROR_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (KafkaUnavailable, "BrokerUnreachable"), (TopicNotFound, "TopicNotFound"),
+    (InvalidAutoscaling, "InvalidSpec"))
+
+
+def lag_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any], now: float,
+                refresh_seconds: float) -> bool:
+    """Whether status.lag needs a write: some figure changed, or the stored `updatedAt` is older than
+    `refresh_seconds` (one Burrow window). Unchanged figures are not rewritten every poll, so an idle
+    group's CR does not get a new resourceVersion every pollSeconds (the reconcile's no-spurious-writes
+    rule holds for the whole operator)."""
+    prev = dict(previous or {})
+    if {k: v for k, v in prev.items() if k != "updatedAt"} != {k: v for k, v in new.items() if k != "updatedAt"}:
+        return True
+    stamp = prev.get("updatedAt")
+    stamped = parse_rfc3339(stamp)
+    return stamped is None or now - stamped >= refresh_seconds
+
+
+def error_reason(exc: Exception) -> str:
+    return next(reason for kind, reason in ERROR_REASONS if isinstance(exc, kind))
+
+
+def error_lag_status(previous: Mapping[str, Any] | None, reason: str, message: str) -> dict[str, Any]:
+    """status.lag when the lag could not be read: the last figures and updatedAt stay (so their age shows),
+    the status becomes UNKNOWN and `error` says why."""
+    return {**(previous or {}), "status": "UNKNOWN", "error": f"{reason}: {message}"[:1000]}
+
+
+def seed_history(monitor: LagMonitor, namespace: str, name: str, current: int, now: float) -> bool:
+    """First poll of a group in this process (operator start or restart, group created): start the
+    recommendation history with the count that runs, as the HPA does, so that a restart never lets the
+    next poll scale down before a whole scale-down window has passed. True when it seeded.
+
+    (LagMonitor has no public setter; this reaches into its state map under its lock.)"""
+    with monitor._lock:
+        if (namespace, name) in monitor._states:
+            return False
+        monitor._states[(namespace, name)] = GroupLagState(scale=ScaleState(((now, current),)))
+        return True
+
+
+def degraded_reason(status: Mapping[str, Any]) -> str | None:
+    c = find(list(status.get("conditions") or []), "Degraded")
+    return str(c.get("reason")) if c and c.get("status") == "True" else None
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one poll did (for logs and tests): the next delay, the count written (if any), the Events."""
+
+    sleep: float
+    workers: int | None = None
+    events: tuple[Event, ...] = ()
+    error: str | None = None
+
+
+class LagPoller:
+    """One poll of one ConsumerGroup, synchronous (runs in the lag thread pool)."""
+
+    def __init__(self, kube: Kube, settings: Settings, monitor: LagMonitor,
+                 lock: Callable[[str, str], threading.Lock], reconcile: Callable[[Mapping[str, Any]], Any],
+                 emit: Callable[[Mapping[str, Any], Event], None], clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.kube = kube
+        self.settings = settings
+        self.monitor = monitor
+        self.lock = lock
+        self.reconcile = reconcile
+        self.emit = emit
+        self._errors: dict[tuple[str, str], str] = {}  # last lag-read error reason per group
+
+    def poll(self, namespace: str, name: str) -> PollOutcome:
+        body = self.kube.get("ConsumerGroup", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return PollOutcome(DEFAULT_POLL_SECONDS)
+        spec, problems = parse(body, self.settings.consumer_image)
+        if spec is None:
+            return PollOutcome(DEFAULT_POLL_SECONDS)
+        sleep = float(spec.autoscaling.poll_seconds)
+        status = body.get("status") or {}
+        mode = scaling_mode(spec, problems, body["metadata"].get("annotations"))
+        current = effective_workers(spec, status)
+        if mode.decide:
+            seed_history(self.monitor, namespace, name, current, self.clock())
+        try:
+            step = self.monitor.poll(
+                namespace, name, bootstrap_servers=spec.bootstrap_servers, group=spec.group_id,
+                topic=spec.topic, autoscaling=replace(spec.autoscaling, enabled=mode.decide),
+                current_workers=current, ready_workers=int(status.get("readyWorkers") or 0),
+                security=kafka_security(spec, self.kube))
+        except (KafkaUnavailable, TopicNotFound, InvalidAutoscaling) as exc:
+            return self._failed(body, error_reason(exc), str(exc), sleep)
+        self._errors.pop((namespace, name), None)
+
+        lag = dict(step.lag_status)
+        if mode.note:
+            lag["reason"] = mode.note
+        events = step.events
+        written: int | None = None
+        with self.lock(namespace, name):
+            # Re-read under the reconcile's lock: write the count only if no reconcile changed it since we
+            # read it (e.g. autoscaling just turned off); the next poll decides again from the new count.
+            fresh = self.kube.get("ConsumerGroup", namespace, name)
+            if fresh is None:
+                return PollOutcome(sleep)
+            fresh_status = fresh.get("status") or {}
+            fresh_spec, _ = parse(fresh, self.settings.consumer_image)
+            patch: dict[str, Any] = {}
+            if lag_changed(fresh_status.get("lag"), lag, self.clock(), sleep * WINDOW_POLLS):
+                patch["lag"] = merge_patch(fresh_status.get("lag"), lag)
+            if step.workers is not None and fresh_spec is not None and \
+                    effective_workers(fresh_spec, fresh_status) == current:
+                patch["workers"] = written = step.workers
+            if patch:
+                self.kube.patch_status(namespace, name, patch)
+        POLLS.labels(namespace, name).inc()
+        if step.workers is not None and written is None:
+            events = tuple(e for e in events if e.reason not in SCALE_REASONS)
+        for e in events:
+            self.emit(fresh, e)
+        if written is not None:
+            log.info("%s/%s: %d -> %d workers", namespace, name, current, written)
+            self.reconcile(fresh)
+        return PollOutcome(sleep, written, events)
+
+    def _failed(self, body: Mapping[str, Any], reason: str, message: str, sleep: float) -> PollOutcome:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        status = body.get("status") or {}
+        lag = error_lag_status(status.get("lag"), reason, message)
+        if lag != status.get("lag"):
+            self.kube.patch_status(namespace, name, {"lag": merge_patch(status.get("lag"), lag)})
+        events: tuple[Event, ...] = ()
+        if self._errors.get((namespace, name)) != reason and degraded_reason(status) != reason:
+            events = (Event("Warning", reason, f"cannot read lag: {message}"[:1000]),)
+            self.emit(body, events[0])
+        self._errors[(namespace, name)] = reason
+        log.warning("%s/%s: lag not read: %s: %s", namespace, name, reason, message)
+        return PollOutcome(sleep, events=events, error=reason)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._errors.pop((namespace, name), None)
+        self.monitor.forget(namespace, name)
+        with contextlib.suppress(KeyError):
+            POLLS.remove(namespace, name)
+
+
+def _kopf_emit(body: Any, e: Event) -> None:
+    kopf.event(body, type=e.type, reason=e.reason, message=e.message[:1000])
+
+
+def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings,
+             lock: Callable[[str, str], threading.Lock], reconcile: Callable[[Mapping[str, Any]], Any],
+             monitor: LagMonitor | None = None, threads: int = 4) -> LagPoller:
+    """Attach the lag daemon (and the forget-on-delete handler) to `registry`. `lock` and `reconcile` are
+    the operator's per-group lock and reconcile entry point (handlers.py)."""
+    poller = LagPoller(kube, settings, monitor or LagMonitor(timeout=max(10.0, settings.broker_timeout_seconds)),
+                       lock, reconcile, _kopf_emit)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lag")
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, id="lag", cancellation_timeout=5.0, registry=registry)
+    async def lag_daemon(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        if namespace is None:  # the CRD is namespaced; kopf types allow cluster-scoped resources
+            return
+        loop = asyncio.get_running_loop()
+        while not stopped:
+            sleep = DEFAULT_POLL_SECONDS
+            try:
+                # copy_context: kopf.event and the reconcile find kopf's event queue through contextvars.
+                call = functools.partial(contextvars.copy_context().run, poller.poll, namespace, name)
+                sleep = (await loop.run_in_executor(pool, call)).sleep
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s/%s: lag poll failed", namespace, name)
+            await stopped.wait(sleep)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="lag-forget", optional=True, registry=registry)
+    def lag_forget(namespace: str | None, name: str, **_: Any) -> None:
+        poller.forget(namespace or "", name)
+
+    return poller

@@ -1,0 +1,209 @@
+"""The partition planner: a pure function from what the Kubernetes API says (the assignment ConfigMap, the
+workers' Leases and pods) to the next assignment document.
+
+Why a planner at all: Kafka's group rebalancing can let two consumers work one partition for a moment and
+cannot give a canary an exact set of partitions. Here the operator decides, and moves a partition in two
+epochs -- *revoke* it from the old owner, then *grant* it to the new one only once the old owner has
+reported the release (or is gone). See docs/architecture.md, "Partition hand-off protocol".
+
+The only state is the document itself (``revoked`` remembers, per partition in motion, who must confirm
+the release and from which epoch on), so an operator restarted at any moment recomputes the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from lagpilot.protocol import AssignmentDoc, Revocation
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What a worker's Lease says: it owns exactly ``owned`` after fully applying ``epoch``."""
+
+    owned: frozenset[int]
+    epoch: int
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One worker as observed. ``gone``: its Lease expired, or neither its pod nor its Lease exists -- in
+    both cases it processes nothing and, if it ever comes back, re-reads the current document first.
+    ``report`` is None while the worker has not written its Lease yet (it owns nothing before that).
+    ``terminating``: the pod is being deleted (still draining; not eligible for new partitions)."""
+
+    name: str
+    gone: bool = False
+    report: WorkerReport | None = None
+    revision: str = ""
+    ready: bool = False
+    terminating: bool = False
+
+    @property
+    def eligible(self) -> bool:
+        """May be given partitions: alive, has published a Lease, not shutting down."""
+        return not self.gone and not self.terminating and self.report is not None
+
+
+@dataclass(frozen=True)
+class Observed:
+    doc: AssignmentDoc | None
+    workers: Mapping[str, WorkerView]
+    partitions: int
+
+    def is_gone(self, worker: str) -> bool:
+        view = self.workers.get(worker)
+        return view is None or view.gone
+
+
+def released(observed: Observed, revocation: Revocation, partition: int) -> bool:
+    """True once the worker a partition was revoked from can no longer be processing it."""
+    if observed.is_gone(revocation.worker):
+        return True
+    report = observed.workers[revocation.worker].report
+    if report is None:
+        # No Lease: workers write their Lease before owning anything, and re-read the document after
+        # writing it, so a worker that writes one from now on sees this revocation first.
+        return True
+    return report.epoch >= revocation.epoch and partition not in report.owned
+
+
+def initial_doc(observed: Observed) -> AssignmentDoc:
+    """The document to start from when the ConfigMap does not exist. With no Leases this is epoch 0 and
+    nothing granted. If workers report owning partitions (the ConfigMap was deleted under them), every such
+    partition is recorded as revoked from its reporter at an epoch above anything they applied, so nothing
+    is granted elsewhere before they release it."""
+    reports = [v for v in observed.workers.values() if v.report is not None and not v.gone]
+    base = max((v.report.epoch for v in reports if v.report is not None), default=0)
+    revoked: dict[int, Revocation] = {}
+    for view in sorted(reports, key=lambda v: v.name):
+        assert view.report is not None
+        for p in view.report.owned:
+            revoked.setdefault(p, Revocation(view.name, base + 1))
+    return AssignmentDoc(base, {}, observed.partitions, revoked)
+
+
+def plan_assignment(observed: Observed, desired: Mapping[int, str | None]) -> AssignmentDoc:
+    """The next assignment document, moving towards ``desired`` (partition -> worker, or None / missing
+    for "nobody") without ever letting two live workers own a partition.
+
+    - A partition granted to a worker that is gone, or whose desired owner differs, is revoked (recorded
+      in ``revoked`` with the new epoch).
+    - An ungranted partition is granted to its desired owner (eligible: has a Lease, alive, not
+      terminating -- a pod that never starts must not sit on partitions) only when it is not
+      in ``revoked``, or its revocation is released (see :func:`released`), or the desired owner is the
+      very worker it was revoked from (moving back needs no release).
+    - The epoch bumps by one if and only if the grants change; otherwise the input document is returned
+      as is, so reconciling twice on the same observation writes nothing.
+    """
+    doc = observed.doc if observed.doc is not None else initial_doc(observed)
+    new_epoch = doc.epoch + 1
+    grants: dict[str, set[int]] = {w: set(ps) for w, ps in doc.grants.items()}
+    revoked: dict[int, Revocation] = dict(doc.revoked)
+
+    def wanted(p: int) -> str | None:
+        owner = desired.get(p)
+        if owner is None or p >= observed.partitions:
+            return None
+        view = observed.workers.get(owner)
+        return owner if view is not None and view.eligible else None
+
+    # Revoke: from gone workers, from workers no longer desired, and partitions that no longer exist.
+    for worker, ps in grants.items():
+        gone = observed.is_gone(worker)
+        for p in sorted(ps):
+            if gone or wanted(p) != worker:
+                ps.discard(p)
+                revoked[p] = Revocation(worker, new_epoch)
+
+    # Grant: ungranted partitions whose previous owner has let go.
+    owner = {p: w for w, ps in grants.items() for p in ps}
+    for p in range(observed.partitions):
+        target = wanted(p)
+        if target is None or p in owner:
+            continue
+        rev = revoked.get(p)
+        if rev is not None and rev.worker != target and not released(observed, rev, p):
+            continue
+        if rev is not None and rev.epoch == new_epoch and rev.worker != target:
+            continue  # revoked in this very epoch: the release cannot have been seen yet
+        grants.setdefault(target, set()).add(p)
+        revoked.pop(p, None)
+
+    new_grants = {w: frozenset(ps) for w, ps in grants.items() if ps}
+    if new_grants == dict(doc.grants):
+        if doc.partitions == observed.partitions:
+            return doc
+        return AssignmentDoc(doc.epoch, doc.grants, observed.partitions, doc.revoked)
+    return AssignmentDoc(new_epoch, new_grants, observed.partitions, revoked)
+
+
+def confirmed_owners(observed: Observed) -> dict[int, str]:
+    """partition -> worker that is both granted it and reports owning it (the move is complete)."""
+    doc = observed.doc
+    if doc is None:
+        return {}
+    out: dict[int, str] = {}
+    for worker, ps in doc.grants.items():
+        view = observed.workers.get(worker)
+        if view is None or view.gone or view.report is None:
+            continue
+        for p in ps & view.report.owned:
+            out[p] = worker
+    return out
+
+
+def balanced_distribution(
+    partitions: int | Iterable[int], workers: Iterable[str], current: Mapping[int, str] | None = None
+) -> dict[int, str]:
+    """Spread partitions over workers as evenly as possible (sizes differ by at most one) while moving as
+    few partitions as possible away from their ``current`` owner. Deterministic: the extra partitions go
+    to the workers currently holding the most (ties by name), each worker keeps its lowest-numbered
+    partitions, and the rest are dealt lowest partition first to the least-loaded worker (ties by name).
+    Returns {} when there are no workers."""
+    parts = sorted(set(range(partitions) if isinstance(partitions, int) else partitions))
+    names = sorted(set(workers))
+    if not names:
+        return {}
+    current = current or {}
+    held: dict[str, list[int]] = {w: [] for w in names}
+    for p in parts:
+        w = current.get(p)
+        if w in held:
+            held[w].append(p)
+    base, extra = divmod(len(parts), len(names))
+    by_load = sorted(names, key=lambda w: (-len(held[w]), w))
+    quota = {w: base + (1 if i < extra else 0) for i, w in enumerate(by_load)}
+    result: dict[int, str] = {}
+    for w in names:
+        for p in held[w][: quota[w]]:
+            result[p] = w
+    load = {w: min(len(held[w]), quota[w]) for w in names}
+    for p in parts:
+        if p in result:
+            continue
+        w = min((n for n in names if load[n] < quota[n]), key=lambda n: (load[n], n))
+        result[p] = w
+        load[w] += 1
+    return result
+
+
+def limit_moves(
+    doc: AssignmentDoc, desired: Mapping[int, str | None], budget: int
+) -> dict[int, str | None]:
+    """Cap how many partitions are in motion at once (Rolling's maxPartitionsInFlight). A partition is in
+    motion when its desired owner differs from its grantee. Partitions already ungranted (revoked, new, or
+    from a gone worker) always proceed -- holding them back would only leave them unowned -- and count
+    against the budget first; then moves of granted partitions are admitted lowest partition first. The
+    rest keep their current grantee. ``budget <= 0`` means no limit."""
+    if budget <= 0:
+        return dict(desired)
+    owner = doc.owner_of()
+    out: dict[int, str | None] = {}
+    moving = [p for p, w in desired.items() if p in owner and owner[p] != w]
+    in_flight = sum(1 for p, w in desired.items() if p not in owner and w is not None)
+    allowed = set(sorted(moving)[: max(0, budget - in_flight)])
+    for p, w in desired.items():
+        out[p] = w if (p not in owner or owner[p] == w or p in allowed) else owner[p]
+    return out

@@ -1,0 +1,483 @@
+"""ConsumerGroup spec: parse the raw CR, apply defaults, and validate what the CRD schema cannot express.
+
+The API server's OpenAPI schema rejects most bad input; this module is the second line. It never raises on
+bad input: `parse()` returns a typed `ConsumerGroupSpec` (or None) plus a list of `Problem`s with stable
+codes, which the operator reports as `Degraded=True, reason=InvalidSpec` and as an Event. It also accepts
+objects written before the schema had a default (so every default is applied here as well).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX
+from lagpilot_operator.autoscale.decide import AutoscaleSpec
+
+# Longest ConsumerGroup name: "<name>-<10 hex revision>" must stay a 63-character DNS label.
+MAX_NAME_LENGTH = 52
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CONNECTIONS = ("pooled", "perRequest")
+ORDERINGS = ("key", "partition", "none")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+STRATEGIES = ("Rolling", "BlueGreen", "Canary")
+CANARY_THEN = ("Rolling", "BlueGreen")
+
+# Env names the operator sets itself; template.env may not shadow them.
+RESERVED_ENV = ("POD_NAME", "POD_NAMESPACE", "POD_IP", "POD_UID")
+RESERVED_ENV_PREFIX = "LAGPILOT_"
+# Label keys the operator uses for selection; template.podLabels may not override them.
+RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "lagpilot.io/")
+
+URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+BOOTSTRAP_RE = re.compile(r"^[^\s,:]+:\d{1,5}$")
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: `field` is the JSON path, `code` a stable machine-readable word."""
+
+    field: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    url: str
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    headers_from_secret: str | None = None
+    timeout_seconds: float = 10.0
+    connection: str = "pooled"
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    max_attempts: int = 5
+    initial_backoff_ms: int = 200
+    max_backoff_ms: int = 30000
+
+
+@dataclass(frozen=True)
+class KafkaSpec:
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    credentials_secret: str | None = None
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    env: tuple[Mapping[str, Any], ...] = ()
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+# spec.autoscaling: one dataclass, owned by the autoscaler (its rules and defaults live there).
+AutoscalingSpec = AutoscaleSpec
+
+
+@dataclass(frozen=True)
+class BlueGreenSpec:
+    auto_promote: bool = True
+    preview_seconds: int = 0
+    scale_down_delay_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    """`partitions` is a count (int) or an explicit tuple of partition numbers."""
+
+    partitions: int | tuple[int, ...] = 1
+    workers: int = 1
+    analysis_seconds: int = 300
+    max_error_rate: float = 0.01
+    max_p99_latency_ms: int = 0
+    max_lag_growth: int = 0
+    then: str = "Rolling"
+    auto_promote: bool = True
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """spec.rollout (behaviour: the partition coordinator issue)."""
+
+    strategy: str = "Rolling"
+    max_partitions_in_flight: int = 0
+    blue_green: BlueGreenSpec = field(default_factory=BlueGreenSpec)
+    canary: CanarySpec = field(default_factory=CanarySpec)
+
+
+@dataclass(frozen=True)
+class ConsumerGroupSpec:
+    name: str
+    namespace: str
+    bootstrap_servers: str
+    topic: str
+    group_id: str
+    target: TargetSpec
+    image: str
+    workers: int = 1
+    threads: int = 4
+    ordering: str = "key"
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    dead_letter_topic: str | None = None
+    kafka: KafkaSpec = field(default_factory=KafkaSpec)
+    template: TemplateSpec = field(default_factory=TemplateSpec)
+    autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    paused: bool = False
+
+    @property
+    def assignment_configmap(self) -> str:
+        return f"{self.name}{ASSIGNMENT_CONFIGMAP_SUFFIX}"
+
+
+class _Reader:
+    """Typed access to a nested mapping that records a Problem (instead of raising) for each bad value."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+    def bad(self, path: str, code: str, message: str) -> None:
+        self.problems.append(Problem(path, code, message))
+
+    def obj(self, raw: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = raw.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.bad(f"{path}.{key}", "WrongType", "must be an object")
+            return {}
+        return value
+
+    def string(self, raw: Mapping[str, Any], key: str, path: str, default: str | None = None,
+               required: bool = False, choices: tuple[str, ...] = ()) -> str | None:
+        value = raw.get(key)
+        where = f"{path}.{key}"
+        if value is None or value == "":
+            if required:
+                self.bad(where, "Required", "is required")
+            return default
+        if not isinstance(value, str):
+            self.bad(where, "WrongType", "must be a string")
+            return default
+        if choices and value not in choices:
+            self.bad(where, "NotAllowed", f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def integer(self, raw: Mapping[str, Any], key: str, path: str, default: int, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        value = raw.get(key)
+        where = f"{path}.{key}"
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(where, "WrongType", "must be an integer")
+            return default
+        return self._range(where, value, default, minimum, maximum)
+
+    def number(self, raw: Mapping[str, Any], key: str, path: str, default: float,
+               minimum: float | None = None, maximum: float | None = None) -> float:
+        value = raw.get(key)
+        where = f"{path}.{key}"
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.bad(where, "WrongType", "must be a number")
+            return default
+        return self._range(where, value, default, minimum, maximum)
+
+    def _range(self, where: str, value: Any, default: Any, minimum: Any, maximum: Any) -> Any:
+        if minimum is not None and value < minimum:
+            self.bad(where, "OutOfRange", f"must be >= {minimum}, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.bad(where, "OutOfRange", f"must be <= {maximum}, got {value}")
+            return default
+        return value
+
+    def boolean(self, raw: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = raw.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.bad(f"{path}.{key}", "WrongType", "must be true or false")
+            return default
+        return value
+
+    def string_map(self, raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+        value = raw.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            self.bad(f"{path}.{key}", "WrongType", "must be a map of strings to strings")
+            return {}
+        return dict(value)
+
+    def object_list(self, raw: Mapping[str, Any], key: str, path: str) -> tuple[Mapping[str, Any], ...]:
+        value = raw.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            self.bad(f"{path}.{key}", "WrongType", "must be a list of objects")
+            return ()
+        return tuple(value)
+
+
+def default_group_id(namespace: str, name: str) -> str:
+    return f"{namespace}.{name}"
+
+
+def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpec | None, list[Problem]]:
+    """The typed, defaulted spec of a ConsumerGroup body, and every problem found.
+
+    The spec is None only when a required field is missing or unusable; otherwise it is returned even when
+    there are problems (with defaults in place of bad values) so callers can still report on it.
+    """
+    problems: list[Problem] = []
+    r = _Reader(problems)
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    namespace = str(meta.get("namespace") or "")
+    raw = body.get("spec")
+    if not isinstance(raw, Mapping):
+        return None, [Problem("spec", "Required", "is required")]
+    if len(name) > MAX_NAME_LENGTH:
+        r.bad("metadata.name", "NameTooLong",
+              f"must be at most {MAX_NAME_LENGTH} characters (worker objects append a suffix)")
+    elif not DNS_LABEL_RE.match(name):
+        r.bad("metadata.name", "InvalidName", "must be a DNS label (lowercase letters, digits, '-')")
+
+    bootstrap = r.string(raw, "bootstrapServers", "spec", required=True)
+    if bootstrap is not None:
+        bad = [s for s in bootstrap.split(",") if not BOOTSTRAP_RE.match(s.strip())]
+        if bad:
+            r.bad("spec.bootstrapServers", "InvalidBootstrapServers",
+                  f"must be a comma-separated list of host:port, bad entries: {', '.join(bad)}")
+    topic = r.string(raw, "topic", "spec", required=True)
+    if topic is not None and not TOPIC_RE.match(topic):
+        r.bad("spec.topic", "InvalidTopicName", "must be 1-249 of [a-zA-Z0-9._-]")
+    group_id = r.string(raw, "groupId", "spec", default=default_group_id(namespace, name))
+    assert group_id is not None
+
+    target = _parse_target(r, r.obj(raw, "target", "spec"))
+    retry = _parse_retry(r, r.obj(raw, "retry", "spec"))
+    dlq = r.string(raw, "deadLetterTopic", "spec")
+    if dlq is not None:
+        if not TOPIC_RE.match(dlq):
+            r.bad("spec.deadLetterTopic", "InvalidTopicName", "must be 1-249 of [a-zA-Z0-9._-]")
+        elif dlq == topic:
+            r.bad("spec.deadLetterTopic", "DeadLetterIsSource",
+                  "must differ from spec.topic (failed records would be consumed again)")
+    kafka = _parse_kafka(r, r.obj(raw, "kafka", "spec"))
+    template = _parse_template(r, r.obj(raw, "template", "spec"))
+    autoscaling = _parse_autoscaling(r, r.obj(raw, "autoscaling", "spec"))
+    rollout = _parse_rollout(r, r.obj(raw, "rollout", "spec"))
+    image = r.string(raw, "image", "spec", default=default_image) or default_image
+    workers = r.integer(raw, "workers", "spec", 1, minimum=0, maximum=1000)
+    threads = r.integer(raw, "threads", "spec", 4, minimum=1, maximum=1024)
+    ordering = r.string(raw, "ordering", "spec", default="key", choices=ORDERINGS) or "key"
+    paused = r.boolean(raw, "paused", "spec", False)
+
+    if bootstrap is None or topic is None or target is None:
+        return None, problems
+    spec = ConsumerGroupSpec(
+        name=name, namespace=namespace, bootstrap_servers=bootstrap, topic=topic, group_id=group_id,
+        target=target, image=image, workers=workers, threads=threads, ordering=ordering, retry=retry,
+        dead_letter_topic=dlq, kafka=kafka, template=template, autoscaling=autoscaling, rollout=rollout,
+        paused=paused)
+    return spec, problems
+
+
+def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
+    p = "spec.target"
+    url = r.string(raw, "url", p, required=True)
+    if url is not None and not URL_RE.match(url):
+        r.bad(f"{p}.url", "InvalidURL", f"must be an http:// or https:// URL, got {url!r}")
+    method = r.string(raw, "method", p, default="POST", choices=METHODS) or "POST"
+    headers = r.string_map(raw, "headers", p)
+    for hname in headers:
+        if not HEADER_NAME_RE.match(hname):
+            r.bad(f"{p}.headers", "InvalidHeaderName", f"{hname!r} is not a valid HTTP header name")
+    secret = r.string(raw, "headersFromSecret", p)
+    if secret is not None and not DNS_SUBDOMAIN_RE.match(secret):
+        r.bad(f"{p}.headersFromSecret", "InvalidSecretName", f"{secret!r} is not a valid Secret name")
+    timeout = r.number(raw, "timeoutSeconds", p, 10.0, minimum=0.001, maximum=3600)
+    connection = r.string(raw, "connection", p, default="pooled", choices=CONNECTIONS) or "pooled"
+    if url is None:
+        return None
+    return TargetSpec(url=url, method=method, headers=headers, headers_from_secret=secret,
+                      timeout_seconds=timeout, connection=connection)
+
+
+def _parse_retry(r: _Reader, raw: Mapping[str, Any]) -> RetrySpec:
+    p = "spec.retry"
+    attempts = r.integer(raw, "maxAttempts", p, 5, minimum=1, maximum=1000)
+    initial = r.integer(raw, "initialBackoffMs", p, 200, minimum=1, maximum=3_600_000)
+    maximum = r.integer(raw, "maxBackoffMs", p, 30000, minimum=1, maximum=3_600_000)
+    if maximum < initial:
+        r.bad(f"{p}.maxBackoffMs", "BackoffOrder",
+              f"must be >= initialBackoffMs ({initial}), got {maximum}")
+        maximum = initial
+    return RetrySpec(max_attempts=attempts, initial_backoff_ms=initial, max_backoff_ms=maximum)
+
+
+def _parse_kafka(r: _Reader, raw: Mapping[str, Any]) -> KafkaSpec:
+    p = "spec.kafka"
+    protocol = r.string(raw, "securityProtocol", p, default="PLAINTEXT", choices=SECURITY_PROTOCOLS)
+    mechanism = r.string(raw, "saslMechanism", p, choices=SASL_MECHANISMS)
+    secret = r.string(raw, "credentialsSecret", p)
+    spec = KafkaSpec(security_protocol=protocol or "PLAINTEXT", sasl_mechanism=mechanism,
+                     credentials_secret=secret)
+    if spec.uses_sasl:
+        if mechanism is None:
+            r.bad(f"{p}.saslMechanism", "SaslIncomplete", f"is required with securityProtocol {protocol}")
+        if secret is None:
+            r.bad(f"{p}.credentialsSecret", "SaslIncomplete",
+                  f"is required with securityProtocol {protocol} (a Secret with keys username, password)")
+    elif mechanism is not None or secret is not None:
+        r.bad(f"{p}.securityProtocol", "SaslNotEnabled",
+              "saslMechanism/credentialsSecret need securityProtocol SASL_PLAINTEXT or SASL_SSL")
+    if secret is not None and not DNS_SUBDOMAIN_RE.match(secret):
+        r.bad(f"{p}.credentialsSecret", "InvalidSecretName", f"{secret!r} is not a valid Secret name")
+    return spec
+
+
+def _parse_template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
+    p = "spec.template"
+    env = r.object_list(raw, "env", p)
+    for i, item in enumerate(env):
+        ename = item.get("name")
+        if not isinstance(ename, str) or not ename:
+            r.bad(f"{p}.env[{i}].name", "Required", "is required")
+        elif ename.startswith(RESERVED_ENV_PREFIX) or ename in RESERVED_ENV:
+            r.bad(f"{p}.env[{i}].name", "ReservedEnv",
+                  f"{ename!r} is set by the operator (LAGPILOT_* and {', '.join(RESERVED_ENV)} are reserved)")
+    labels = r.string_map(raw, "podLabels", p)
+    for key in labels:
+        if key.startswith(RESERVED_LABEL_PREFIXES):
+            r.bad(f"{p}.podLabels", "ReservedLabel",
+                  f"{key!r} is managed by the operator (app.kubernetes.io/* and lagpilot.io/* are reserved)")
+    return TemplateSpec(
+        resources=dict(r.obj(raw, "resources", p)),
+        node_selector=r.string_map(raw, "nodeSelector", p),
+        tolerations=r.object_list(raw, "tolerations", p),
+        affinity=dict(r.obj(raw, "affinity", p)),
+        env=env,
+        pod_labels={k: v for k, v in labels.items() if not k.startswith(RESERVED_LABEL_PREFIXES)},
+        pod_annotations=r.string_map(raw, "podAnnotations", p),
+    )
+
+
+def _parse_autoscaling(r: _Reader, raw: Mapping[str, Any]) -> AutoscalingSpec:
+    p = "spec.autoscaling"
+    min_w = r.integer(raw, "minWorkers", p, 1, minimum=0, maximum=1000)
+    max_raw = raw.get("maxWorkers")
+    max_w: int | None = None
+    if max_raw is not None:
+        max_w = r.integer(raw, "maxWorkers", p, 0, minimum=1, maximum=1000) or None
+    if max_w is not None and max_w < min_w:
+        r.bad(f"{p}.maxWorkers", "WorkerBounds", f"must be >= minWorkers ({min_w}), got {max_w}")
+        max_w = min_w or None
+    return AutoscalingSpec(
+        enabled=r.boolean(raw, "enabled", p, False),
+        min_workers=min_w,
+        max_workers=max_w,
+        lag_per_worker=r.integer(raw, "lagPerWorker", p, 1000, minimum=1),
+        activation_lag=r.integer(raw, "activationLag", p, 0, minimum=0),
+        poll_seconds=r.integer(raw, "pollSeconds", p, 15, minimum=1, maximum=3600),
+        scale_up_stabilization_seconds=r.integer(raw, "scaleUpStabilizationSeconds", p, 0, minimum=0),
+        scale_down_stabilization_seconds=r.integer(raw, "scaleDownStabilizationSeconds", p, 300, minimum=0),
+        exclude_stalled_partitions=r.boolean(raw, "excludeStalledPartitions", p, True),
+        catch_up_seconds=r.integer(raw, "catchUpSeconds", p, 0, minimum=0),
+    )
+
+
+def _parse_canary_partitions(r: _Reader, raw: Mapping[str, Any], path: str) -> int | tuple[int, ...]:
+    value = raw.get("partitions")
+    where = f"{path}.partitions"
+    if value is None:
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            r.bad(where, "OutOfRange", f"a partition count must be >= 1, got {value}")
+            return 1
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if any(v < 0 for v in value):
+            r.bad(where, "OutOfRange", "partition numbers must be >= 0")
+            return 1
+        if len(set(value)) != len(value):
+            r.bad(where, "DuplicatePartition", f"lists a partition twice: {value}")
+            return 1
+        return tuple(sorted(value))
+    r.bad(where, "WrongType", "must be a partition count (integer >= 1) or a non-empty list of partition numbers")
+    return 1
+
+
+def _parse_rollout(r: _Reader, raw: Mapping[str, Any]) -> RolloutSpec:
+    p = "spec.rollout"
+    bg = r.obj(raw, "blueGreen", p)
+    pb = f"{p}.blueGreen"
+    canary = r.obj(raw, "canary", p)
+    pc = f"{p}.canary"
+    return RolloutSpec(
+        strategy=r.string(raw, "strategy", p, default="Rolling", choices=STRATEGIES) or "Rolling",
+        max_partitions_in_flight=r.integer(raw, "maxPartitionsInFlight", p, 0, minimum=0),
+        blue_green=BlueGreenSpec(
+            auto_promote=r.boolean(bg, "autoPromote", pb, True),
+            preview_seconds=r.integer(bg, "previewSeconds", pb, 0, minimum=0),
+            scale_down_delay_seconds=r.integer(bg, "scaleDownDelaySeconds", pb, 30, minimum=0),
+        ),
+        canary=CanarySpec(
+            partitions=_parse_canary_partitions(r, canary, pc),
+            workers=r.integer(canary, "workers", pc, 1, minimum=1, maximum=1000),
+            analysis_seconds=r.integer(canary, "analysisSeconds", pc, 300, minimum=0),
+            max_error_rate=r.number(canary, "maxErrorRate", pc, 0.01, minimum=0.0, maximum=1.0),
+            max_p99_latency_ms=r.integer(canary, "maxP99LatencyMs", pc, 0, minimum=0),
+            max_lag_growth=r.integer(canary, "maxLagGrowth", pc, 0, minimum=0),
+            then=r.string(canary, "then", pc, default="Rolling", choices=CANARY_THEN) or "Rolling",
+            auto_promote=r.boolean(canary, "autoPromote", pc, True),
+        ),
+    )
+
+
+def partition_problems(spec: ConsumerGroupSpec, partitions: int) -> list[Problem]:
+    """Checks that need the topic's partition count (known only after asking the broker)."""
+    problems: list[Problem] = []
+    canary = spec.rollout.canary.partitions
+    where = "spec.rollout.canary.partitions"
+    if isinstance(canary, tuple):
+        beyond = [p for p in canary if p >= partitions]
+        if beyond:
+            problems.append(Problem(where, "NoSuchPartition",
+                                    f"topic {spec.topic} has {partitions} partitions; no partition {beyond}"))
+    return problems
+
+
+def describe(problems: list[Problem]) -> str:
+    """One human line for a condition message / Event."""
+    return "; ".join(str(p) for p in problems)

@@ -1,0 +1,183 @@
+"""One reconcile of one ConsumerGroup: read, plan (pure), apply only the differences, write status.
+
+Level-based: the result depends only on the CR and what the API server and brokers hold now, so it can
+run at any time, any number of times, after any crash. Writes happen only where `diff` finds a real
+difference, so a reconcile of an unchanged world writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lagpilot.protocol import LABEL_CG, LABEL_REVISION
+from lagpilot.timefmt import rfc3339
+from lagpilot_operator.handoff.rollout import ABORTED
+from lagpilot_operator.handoff.shell import CoordinatorResult, reconcile_partitions
+from lagpilot_operator.kube import Kube
+from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse, partition_problems
+from lagpilot_operator.settings import Settings
+from lagpilot_operator.workload import plan as planner
+from lagpilot_operator.workload import status as st
+from lagpilot_operator.workload.diff import deployment_state, differences, stale_deployments
+from lagpilot_operator.workload.topics import TopicInfo, TopicReader
+
+log = logging.getLogger("lagpilot.operator")
+
+# (type Normal|Warning, reason, message)
+EventSink = Callable[[str, str, str], None]
+
+
+@dataclass
+class Result:
+    phase: str
+    actions: list[str] = field(default_factory=list)
+    status_written: bool = False
+    rollout_phase: str | None = None  # status.rollout.phase (assignment mode k8s)
+    aborted: int = 0  # rollouts aborted by this reconcile (RolloutAborted events)
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
+    """librdkafka settings for the operator's own metadata reads (credentials only in memory)."""
+    k = spec.kafka
+    conf = {"security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+    if k.credentials_secret:
+        secret = kube.get("Secret", spec.namespace, k.credentials_secret) or {}
+        data = secret.get("data") or {}
+        for key, option in (("username", "sasl.username"), ("password", "sasl.password")):
+            if key in data:
+                conf[option] = base64.b64decode(data[key]).decode()
+    return conf
+
+
+def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
+    return sorted({s for s in (spec.target.headers_from_secret, spec.kafka.credentials_secret) if s})
+
+
+def _lag_reader(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], dict[int, int] | None]:
+    """The group's lag per partition, read on demand (only a canary with maxLagGrowth asks for it)."""
+    def read() -> dict[int, int] | None:
+        from lagpilot_operator.autoscale.offsets import LagReader
+
+        try:
+            snap = LagReader(spec.bootstrap_servers, kafka_security(spec, kube), timeout=5.0).read(
+                spec.group_id, [spec.topic])
+        except Exception as exc:  # the brokers' trouble is reported by the lag reader; judge next round
+            log.info("%s/%s: lag for canary analysis not read: %s", spec.namespace, spec.name, exc)
+            return None
+        return {p.partition: p.lag for p in snap.partitions}
+    return read
+
+
+def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings: Settings,
+              emit: EventSink, desired_workers: Callable[..., int] = planner.desired_workers
+              ) -> Result:
+    meta = body.get("metadata") or {}
+    name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta["uid"])
+    generation = int(meta.get("generation") or 0)
+    previous = dict(body.get("status") or {})
+    spec, problems = parse(body, settings.consumer_image)
+    owner = planner.Owner(name, namespace, uid)
+    result = Result(phase="Pending")
+
+    topic: TopicInfo | None = None
+    missing: list[str] = []
+    if spec is not None:
+        missing = [s for s in referenced_secrets(spec) if kube.get("Secret", namespace, s) is None]
+        topic = topics.read(spec.bootstrap_servers, spec.topic, kafka_security(spec, kube))
+        if topic.partitions is not None:
+            problems += partition_problems(spec, topic.partitions)
+
+    selector = f"{LABEL_CG}={name}"
+    existing = [d for d in kube.list("Deployment", namespace, selector) if _owned_by(d, uid)]
+    revision = deployment_name = None
+    coord: CoordinatorResult | None = None
+    workers = int(previous.get("workers") or 0)
+    if spec is not None and not problems:
+        workers = desired_workers(spec, previous)
+        desired = planner.plan(spec, owner, workers, settings.fence_timeout_seconds, settings.assignment_mode)
+        revision, deployment_name = desired.revision, desired.deployment_name
+        for obj in desired.applied:
+            current = kube.get(obj["kind"], namespace, obj["metadata"]["name"])
+            if current is None or differences(obj, current):
+                kube.apply(obj)
+                result.actions.append(f"{'created' if current is None else 'updated'} {obj['kind']} "
+                                      f"{obj['metadata']['name']}")
+        for obj in desired.create_only:
+            if kube.get(obj["kind"], namespace, obj["metadata"]["name"]) is None and kube.create(obj):
+                result.actions.append(f"created {obj['kind']} {obj['metadata']['name']}")
+        if settings.assignment_mode == "k8s":
+            # The partition coordinator owns the per-revision Deployments (it leaves them alone while
+            # paused) and the assignment ConfigMap; without a partition count it changes nothing.
+            if topic is not None and topic.partitions is not None:
+                coord = reconcile_partitions(kube, body, spec, revision, workers, topic.partitions, time.time(),
+                                             settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube))
+                result.actions += coord.actions
+                if coord.rollout.get("phase") == ABORTED and coord.rollout.get("stableRevision"):
+                    # The aborted revision is on its way out: report on the revision that serves.
+                    revision = str(coord.rollout["stableRevision"])
+                    deployment_name = planner.deployment_name(name, revision)
+            elif not spec.paused and not existing:
+                # Partition count unknown (brokers unreachable): the first revision's workers start anyway
+                # and own nothing until the coordinator can plan; a running group is left as it is.
+                kube.apply(desired.deployment)
+                result.actions.append(f"created Deployment {deployment_name}")
+        elif not spec.paused:
+            current = next((d for d in existing if d["metadata"]["name"] == deployment_name), None)
+            if current is None or differences(desired.deployment, current):
+                kube.apply(desired.deployment)
+                result.actions.append(f"{'created' if current is None else 'updated'} Deployment "
+                                      f"{deployment_name}")
+            for stale in stale_deployments(deployment_name, [deployment_state(d) for d in existing], False):
+                if kube.delete("Deployment", namespace, stale):
+                    result.actions.append(f"deleted Deployment {stale} (old revision)")
+        if result.actions:
+            existing = [d for d in kube.list("Deployment", namespace, selector) if _owned_by(d, uid)]
+    elif existing:
+        # Invalid spec: leave the running workers alone, report on what runs.
+        newest = max(existing, key=lambda d: d["metadata"].get("creationTimestamp") or "")
+        deployment_name = newest["metadata"]["name"]
+        revision = (newest["metadata"].get("labels") or {}).get(LABEL_REVISION)
+        workers = int((newest.get("spec") or {}).get("replicas") or 0)
+    if spec is not None and spec.paused and deployment_name and not any(
+            d["metadata"]["name"] == deployment_name for d in existing) and existing:
+        # Paused before the new revision was created: report on what runs.
+        deployment_name = max(existing, key=lambda d: d["metadata"].get("creationTimestamp") or "")[
+            "metadata"]["name"]
+
+    pods = kube.list("Pod", namespace, selector)
+    troubles = [t for p in pods if (t := st.pod_trouble(p)) is not None]
+    obs = st.Observation(
+        generation=generation, name=name, desired_workers=workers, revision=revision,
+        deployment_name=deployment_name, deployments=[deployment_state(d) for d in existing],
+        problems=problems, topic=topic, missing_secrets=missing, pod_troubles=troubles,
+        paused=bool(spec and spec.paused), degraded=[coord.degraded] if coord and coord.degraded else [],
+        unowned_partitions=coord.assignment.get("unowned") if coord else None)
+    new_status = st.compute(obs, previous, rfc3339())
+    if coord is not None:
+        new_status.update(coord.status_patch(previous))
+    result.phase = new_status["phase"]
+    if st.needs_write(new_status, previous):
+        result.status_written = kube.patch_status(namespace, name, new_status)
+    for action in result.actions:
+        emit("Normal", "Reconciled", action)
+    for kind, reason, message in coord.events if coord else []:
+        emit(kind, reason, message)
+        result.aborted += reason == "RolloutAborted"
+    if coord is not None:
+        result.rollout_phase = coord.rollout.get("phase")
+    for kind, reason, message in st.events_for(previous.get("conditions") or [], new_status["conditions"]):
+        emit(kind, reason, message)
+    if result.actions:
+        log.info("%s/%s: %s", namespace, name, "; ".join(result.actions))
+    return result

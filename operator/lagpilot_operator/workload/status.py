@@ -1,0 +1,190 @@
+"""Pure status computation: observed state -> the status fields the operator owns, conditions that tell
+the truth, and a phase for the printer column. Fields other controllers own (lag, rollout, assignment)
+are never produced here, so a merge-patch of this result leaves them alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lagpilot_operator.resource import conditions as cond
+from lagpilot_operator.resource.conditions import FALSE, TRUE, Condition
+from lagpilot_operator.resource.spec import Problem, describe
+from lagpilot_operator.workload.diff import DeploymentState, differences
+from lagpilot_operator.workload.plan import status_selector
+from lagpilot_operator.workload.topics import TopicInfo
+
+INVALID_SPEC = "InvalidSpec"
+SECRET_NOT_FOUND = "SecretNotFound"
+CRASH_LOOPING = "WorkersCrashLooping"
+IMAGE_PULL = "ImagePullFailed"
+CONFIG_ERROR = "WorkerConfigError"
+
+PHASES = ("Pending", "Running", "Progressing", "Degraded", "Invalid", "Paused", "Idle")
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    pod: str
+    reason: str
+    detail: str
+
+
+def pod_trouble(pod: Mapping[str, Any]) -> PodTrouble | None:
+    """Why a worker pod cannot work, judged from its container statuses (None when nothing is wrong)."""
+    name = str((pod.get("metadata") or {}).get("name"))
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = ((cs.get("state") or {}).get("waiting") or {})
+        why = waiting.get("reason") or ""
+        if why == "CrashLoopBackOff" or (int(cs.get("restartCount") or 0) >= 3 and not cs.get("ready")):
+            return PodTrouble(name, CRASH_LOOPING, f"{name} restarted {cs.get('restartCount', 0)} times")
+        if why in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+            return PodTrouble(name, IMAGE_PULL, f"{name}: {why} {waiting.get('message', '')}".strip())
+        if why in ("CreateContainerConfigError", "CreateContainerError"):
+            return PodTrouble(name, CONFIG_ERROR, f"{name}: {waiting.get('message') or why}")
+    return None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything status depends on, gathered by the handler (or a test)."""
+
+    generation: int
+    name: str
+    desired_workers: int
+    revision: str | None
+    deployment_name: str | None
+    deployments: Sequence[DeploymentState] = ()
+    problems: Sequence[Problem] = ()
+    topic: TopicInfo | None = None
+    missing_secrets: Sequence[str] = ()
+    pod_troubles: Sequence[PodTrouble] = ()
+    paused: bool = False
+    # Extra Degraded causes from other parts (e.g. the coordinator's RolloutAborted): (reason, message).
+    degraded: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    # Partitions no worker is confirmed to process (status.assignment.unowned, assignment mode k8s);
+    # None when not known (kafka mode, or no partition count): then readiness is judged on workers only.
+    unowned_partitions: Sequence[int] | None = None
+
+
+def _degraded_causes(obs: Observation) -> list[tuple[str, str]]:
+    causes: list[tuple[str, str]] = []
+    if obs.problems:
+        causes.append((INVALID_SPEC, describe(list(obs.problems))))
+    if obs.missing_secrets:
+        causes.append((SECRET_NOT_FOUND, "Secret not found: " + ", ".join(sorted(obs.missing_secrets))))
+    if obs.topic is not None and obs.topic.reason:
+        causes.append((obs.topic.reason, obs.topic.message))
+    by_reason: dict[str, list[str]] = {}
+    for t in obs.pod_troubles:
+        by_reason.setdefault(t.reason, []).append(t.detail)
+    for reason in (CRASH_LOOPING, IMAGE_PULL, CONFIG_ERROR):
+        if reason in by_reason:
+            causes.append((reason, "; ".join(sorted(by_reason[reason]))))
+    causes += list(obs.degraded)
+    return causes
+
+
+def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """The operator-owned part of status for this observation; `previous` is the current status."""
+    current = next((d for d in obs.deployments if d.name == obs.deployment_name), None)
+    old = [d for d in obs.deployments if d.name != obs.deployment_name]
+    ready = current.ready if current else 0
+    causes = _degraded_causes(obs)
+    invalid = bool(obs.problems)
+
+    degraded = (Condition("Degraded", TRUE, causes[0][0], "; ".join(m for _, m in causes)) if causes
+                else Condition("Degraded", FALSE, "AsExpected", "no problems found"))
+
+    if invalid:
+        progressing = Condition("Progressing", FALSE, INVALID_SPEC, "spec is invalid; nothing was changed")
+    elif obs.paused:
+        progressing = Condition("Progressing", FALSE, "Paused", "spec.paused is true; workers are frozen")
+    elif current is None:
+        progressing = Condition("Progressing", TRUE, "Creating", f"creating workers of revision {obs.revision}")
+    elif old:
+        progressing = Condition("Progressing", TRUE, "RollingOut",
+                                f"revision {obs.revision}: {ready}/{obs.desired_workers} ready; "
+                                f"replacing {', '.join(sorted(d.name for d in old))}")
+    elif not current.settled or current.replicas != obs.desired_workers:
+        progressing = Condition("Progressing", TRUE, "Scaling",
+                                f"{ready}/{obs.desired_workers} workers ready")
+    else:
+        progressing = Condition("Progressing", FALSE, "Complete",
+                                f"revision {obs.revision} runs {obs.desired_workers} workers")
+
+    all_ready = (current is not None and not old and current.settled
+                 and current.replicas == obs.desired_workers and ready >= obs.desired_workers)
+    if causes:
+        ready_c = Condition("Ready", FALSE, causes[0][0], causes[0][1])
+    elif obs.desired_workers == 0 and all_ready:
+        ready_c = Condition("Ready", TRUE, "ScaledToZero", "no workers requested")
+    elif all_ready and obs.unowned_partitions:
+        ready_c = Condition("Ready", FALSE, "PartitionsUnowned",
+                            f"{ready}/{obs.desired_workers} workers ready; partitions not owned yet: "
+                            f"{list(obs.unowned_partitions)}")
+    elif all_ready:
+        ready_c = Condition("Ready", TRUE, "WorkersReady", f"{ready}/{obs.desired_workers} workers ready"
+                            + ("" if obs.unowned_partitions is None else "; every partition owned"))
+    else:
+        ready_c = Condition("Ready", FALSE, "WorkersNotReady", f"{ready}/{obs.desired_workers} workers ready")
+
+    if invalid:
+        phase = "Invalid"
+    elif causes:
+        phase = "Degraded"
+    elif obs.paused:
+        phase = "Paused"
+    elif ready_c.status == TRUE:
+        phase = "Idle" if obs.desired_workers == 0 else "Running"
+    elif progressing.status == TRUE:
+        phase = "Progressing"
+    else:
+        phase = "Pending"
+
+    previous_partitions = previous.get("partitions")
+    partitions = obs.topic.partitions if obs.topic and obs.topic.partitions is not None else previous_partitions
+    out: dict[str, Any] = {
+        "observedGeneration": obs.generation,
+        "workers": obs.desired_workers,
+        "readyWorkers": ready,
+        "selector": status_selector(obs.name),
+        "phase": phase,
+        "conditions": cond.merge(previous.get("conditions") or [], [ready_c, progressing, degraded], now,
+                                 obs.generation),
+    }
+    if obs.revision is not None:
+        out["revision"] = obs.revision
+    if partitions is not None:
+        out["partitions"] = partitions
+    return out
+
+
+def needs_write(new: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+    """Whether the status patch would change anything (no write on a no-op reconcile)."""
+    return bool(differences(dict(new), dict(previous)))
+
+
+def events_for(previous: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]
+               ) -> list[tuple[str, str, str]]:
+    """(type Normal|Warning, reason, message) for each condition that changed status or reason."""
+    out = []
+    for c in cond.transitions(list(previous), list(current)):
+        kind = c.get("type")
+        bad = (kind == "Degraded" and c.get("status") == TRUE) or (kind == "Ready" and c.get("status") == FALSE)
+        if kind == "Progressing" and c.get("status") == FALSE and c.get("reason") == "Complete":
+            out.append(("Normal", "RolloutComplete", str(c.get("message"))))
+        elif kind == "Degraded" and c.get("status") == TRUE:
+            out.append(("Warning", str(c.get("reason")), str(c.get("message"))))
+        elif kind == "Ready" and not bad:
+            out.append(("Normal", "Ready", str(c.get("message"))))
+        elif kind == "Degraded" and c.get("status") == FALSE and find_previous(previous, "Degraded"):
+            out.append(("Normal", "Recovered", str(c.get("message"))))
+    return out
+
+
+def find_previous(previous: Iterable[Mapping[str, Any]], type_: str) -> bool:
+    """True when the previous list had this condition set to True (so a change to False is a recovery)."""
+    c = cond.find(list(previous), type_)
+    return bool(c and c.get("status") == TRUE)
