@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, CodeSet
-from lagpilot_consumer.sources.base import parse_partitions
+from lagpilot_consumer.sources.static import parse_partitions
 
 
 class ConfigError(Exception):

@@ -14,7 +14,9 @@ from lagpilot_consumer import logs
 from lagpilot_consumer.config import Config, ConfigError, parse
 from lagpilot_consumer.metrics import Metrics
 from lagpilot_consumer.runtime import ConsumerRuntime
-from lagpilot_consumer.sources.base import KafkaGroupSource, PartitionSource, StaticPartitionSource
+from lagpilot_consumer.sources.base import PartitionSource
+from lagpilot_consumer.sources.kafka import KafkaGroupSource
+from lagpilot_consumer.sources.static import StaticPartitionSource
 
 log = logging.getLogger("lagpilot.consumer")
 
@@ -24,21 +26,18 @@ def make_source(cfg: Config, runtime: ConsumerRuntime) -> PartitionSource:
         return StaticPartitionSource(cfg.partitions)
     if cfg.assignment == "kafka":
         return KafkaGroupSource()
-    try:
-        from lagpilot_consumer.sources.k8s import K8sPartitionSource  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ConfigError(f"invalid --assignment 'k8s': lagpilot_consumer.sources.k8s is not available "
-                          f"in this build ({exc})") from None
-    source: Any = K8sPartitionSource(namespace=cfg.namespace, pod_name=cfg.pod_name,
-                                     configmap_name=cfg.assignment_configmap,
-                                     fence_timeout_s=cfg.fence_timeout_seconds,
-                                     lease_renew_s=cfg.lease_renew_seconds, sink=runtime,
-                                     delivery_timeout_s=cfg.timeout_seconds)
-    return source  # type: ignore[no-any-return]
+    from lagpilot_consumer.sources.k8s import K8sPartitionSource  # imports the Kubernetes client: only here
+
+    return K8sPartitionSource(namespace=cfg.namespace, pod_name=cfg.pod_name,
+                              configmap_name=cfg.assignment_configmap, fence_timeout_s=cfg.fence_timeout_seconds,
+                              lease_renew_s=cfg.lease_renew_seconds, sink=runtime,
+                              delivery_timeout_s=cfg.timeout_seconds)
 
 
 class _Deferred:
     """Placeholder source so the runtime (the sink) can exist before the real source is built."""
+
+    subscribe = False
 
     def start(self, sink: Any) -> None: ...
     def stop(self) -> None: ...
@@ -60,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lagpilot-consumer: {exc}", file=sys.stderr)
         return 2
-    runtime.subscribe = bool(getattr(runtime.source, "subscribe", False))
+    runtime.subscribe = runtime.source.subscribe
     server = None
     if cfg.http_port:
         from lagpilot_consumer.httpserver import serve

@@ -13,9 +13,9 @@ from typing import Any
 from lagpilot_consumer.config import Config
 from lagpilot_consumer.delivery import DeadLetterWriter, HttpClient, Record, deliver
 from lagpilot_consumer.metrics import Metrics
+from lagpilot_consumer.partitions import PartitionState
 from lagpilot_consumer.scheduler import Item, Ordering, Scheduler
 from lagpilot_consumer.sources.base import AppliedListener, DesiredState, PartitionSource
-from lagpilot_consumer.watermark import Watermark
 
 log = logging.getLogger("lagpilot.consumer")
 
@@ -54,18 +54,14 @@ class ConsumerRuntime:
         self.cfg = cfg
         self.source = source
         self.metrics = metrics or Metrics()
-        self.subscribe = bool(getattr(source, "subscribe", False))
+        self.subscribe = source.subscribe
         self._cond = threading.Condition()
         ordering: Ordering = cfg.ordering  # type: ignore[assignment]  # validated by config.parse
         self._sched = Scheduler(ordering)
-        self._wm: dict[int, Watermark] = {}
-        self._gen: dict[int, int] = {}
+        self._parts: dict[int, PartitionState] = {}  # every owned partition, releasing ones included
         self._gen_counter = 0
-        self._releasing: dict[int, float] = {}
         self._inflight = 0
         self._inflight_bytes = 0
-        self._committed: dict[int, int] = {}
-        self._released_at: dict[int, int] = {}  # last commit of each released partition (for logs)
         self._paused = False
         self._desired = DesiredState()
         self._applied_version = -1
@@ -106,6 +102,17 @@ class ConsumerRuntime:
                 listener(epoch, owned)
             except Exception:
                 log.exception("applied listener failed")
+
+    # ---- partitions ----------------------------------------------------------------------------------
+    def _owned(self) -> frozenset[int]:
+        return frozenset(self._parts)
+
+    def _releasing(self) -> frozenset[int]:
+        return frozenset(p for p, st in self._parts.items() if st.releasing)
+
+    def _active(self) -> frozenset[int]:
+        """Owned and not being released: the partitions records are taken from."""
+        return frozenset(p for p, st in self._parts.items() if not st.releasing)
 
     # ---- health --------------------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -174,13 +181,13 @@ class ConsumerRuntime:
 
     def _shutdown(self) -> None:
         log.info("stopping: draining in-flight deliveries", extra={"drain_seconds": self.cfg.drain_seconds})
-        owned = frozenset(self._gen) - frozenset(self._releasing)
+        owned = self._active()
         if owned:
             self._start_release(owned)
-        while self._releasing:
+        while self._releasing():
             self._heartbeat = time.monotonic()
             self._progress_release(unassign=not self.subscribe)
-            if self._releasing:
+            if self._releasing():
                 time.sleep(0.02)
         self._abandon_all = True
         with self._cond:
@@ -213,7 +220,9 @@ class ConsumerRuntime:
             log.warning("offset commit failed", extra={"error": str(err)})
         for tp in partitions:
             if err is not None or tp.error is not None:
-                self._committed.pop(tp.partition, None)  # try again at the next interval
+                st = self._parts.get(tp.partition)
+                if st is not None:
+                    st.committed = None  # try again at the next interval
             elif tp.offset >= 0:
                 self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
 
@@ -231,30 +240,27 @@ class ConsumerRuntime:
 
     def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
         self._assign(frozenset(tp.partition for tp in tps))
-        self._report(self._applied_epoch + 1, frozenset(self._gen))
+        self._report(self._applied_epoch + 1, self._owned())
 
     def _on_revoke(self, consumer: Any, tps: list[Any]) -> None:
-        parts = frozenset(tp.partition for tp in tps) & frozenset(self._gen)
+        parts = frozenset(tp.partition for tp in tps) & self._owned()
         if parts:
-            self._start_release(parts - frozenset(self._releasing))
-        while self._releasing:
+            self._start_release(parts - self._releasing())
+        while self._releasing():
             self._heartbeat = time.monotonic()
             self._progress_release(unassign=False)  # the client unassigns after this callback
-            if self._releasing:
+            if self._releasing():
                 time.sleep(0.02)
-        self._report(self._applied_epoch + 1, frozenset(self._gen))
+        self._report(self._applied_epoch + 1, self._owned())
 
     def _on_lost(self, consumer: Any, tps: list[Any]) -> None:
         # Lost, not revoked: another member may already own them, so commit nothing.
         with self._cond:
             for p in (tp.partition for tp in tps):
                 self._drop_queued(p)
-                self._gen.pop(p, None)
-                self._wm.pop(p, None)
-                self._releasing.pop(p, None)
-                self._committed.pop(p, None)
+                self._parts.pop(p, None)
         log.warning("partitions lost", extra={"partitions": [tp.partition for tp in tps]})
-        self._report(self._applied_epoch + 1, frozenset(self._gen))
+        self._report(self._applied_epoch + 1, self._owned())
 
     # ---- assignment (poll-loop thread only) -------------------------------------------------------------
     def _tps(self, parts: frozenset[int] | list[int]) -> list[Any]:
@@ -271,36 +277,35 @@ class ConsumerRuntime:
             # partitions already draining and those not yet asked for.
             now = time.monotonic()
             with self._cond:
-                for p in self._releasing:
-                    self._releasing[p] = min(self._releasing[p], now)
-            rest = frozenset(self._gen) - frozenset(self._releasing)
+                for st in self._parts.values():
+                    if st.release_deadline is not None:
+                        st.release_deadline = min(st.release_deadline, now)
+            rest = self._active()
             if rest:
                 self._start_release(rest, 0.0)
-        if self._releasing:
+        if self._releasing():
             self._progress_release(unassign=True)
-            if self._releasing:
+            if self._releasing():
                 return
         target = frozenset() if fenced or desired is None else desired
-        owned = frozenset(self._gen)
-        to_release = owned - target
+        to_release = self._owned() - target
         if to_release:
             self._start_release(to_release)
             self._progress_release(unassign=True)
-            if self._releasing:
+            if self._releasing():
                 return
-        to_assign = target - frozenset(self._gen)
+        to_assign = target - self._owned()
         if to_assign:
             self._assign(to_assign)
         if version != self._applied_version:
             self._applied_version = version
-            self._report(self._applied_epoch if fenced else epoch, frozenset(self._gen))
+            self._report(self._applied_epoch if fenced else epoch, self._owned())
 
     def _assign(self, parts: frozenset[int]) -> None:
         with self._cond:
             for p in parts:
                 self._gen_counter += 1
-                self._gen[p] = self._gen_counter
-                self._wm[p] = Watermark()
+                self._parts[p] = PartitionState(self._gen_counter)
         self._consumer.incremental_assign(self._tps(parts))
         # librdkafka keeps a partition's pause flag across unassign/assign: set it explicitly.
         if self._paused and self.subscribe:
@@ -329,17 +334,19 @@ class ConsumerRuntime:
             log.warning("pause failed", extra={"error": str(exc)})
         with self._cond:
             for p in parts:
-                self._releasing[p] = deadline
+                if p in self._parts:
+                    self._parts[p].release_deadline = deadline
         log.info("releasing partitions", extra={"partitions": sorted(parts)})
 
     def _progress_release(self, unassign: bool) -> None:
         now = time.monotonic()
         with self._cond:
-            for p, dl in self._releasing.items():
-                if now >= dl:
+            releasing = {p: st for p, st in self._parts.items() if st.release_deadline is not None}
+            for p, st in releasing.items():
+                if now >= (st.release_deadline or now):
                     self._drop_queued(p)  # not started: they never will be here
             # Only requests on the wire are left past the deadline; they end within the target timeout.
-            finished = [p for p in self._releasing if self._sched.pending_in(p) == 0]
+            finished = [p for p in releasing if self._sched.pending_in(p) == 0]
         if not finished:
             return
         self._commit(parts=frozenset(finished), sync=True)
@@ -348,18 +355,15 @@ class ConsumerRuntime:
                 self._consumer.incremental_unassign(self._tps(finished))
             except Exception as exc:
                 log.warning("unassign failed", extra={"error": str(exc)})
+        committed: dict[str, int | None] = {}
         with self._cond:
             for p in finished:
-                if now >= self._releasing[p]:
+                st = self._parts.pop(p)
+                if now >= (st.release_deadline or now):
                     log.warning("drain deadline passed: undelivered records of a released partition are left "
                                 "to its next owner", extra={"partition": p})
-                self._releasing.pop(p, None)
-                self._gen.pop(p, None)
-                self._wm.pop(p, None)
-                if p in self._committed:
-                    self._released_at[p] = self._committed.pop(p)
-        log.info("partitions released", extra={"partitions": sorted(finished),
-                                               "committed": {str(p): self._released_at.get(p) for p in finished}})
+                committed[str(p)] = st.committed
+        log.info("partitions released", extra={"partitions": sorted(finished), "committed": committed})
 
     # ---- fetching ------------------------------------------------------------------------------------------
     def _backpressure(self) -> None:
@@ -373,7 +377,7 @@ class ConsumerRuntime:
             n, b = self._inflight, self._inflight_bytes
         self.metrics.inflight_records.set(n)
         self.metrics.inflight_bytes.set(b)
-        active = frozenset(self._gen) - frozenset(self._releasing)
+        active = self._active()
         if not self._paused and (n >= cfg.max_inflight or b >= cfg.max_inflight_bytes):
             self._paused = True
             if active and self.subscribe:
@@ -400,10 +404,10 @@ class ConsumerRuntime:
                         log.warning("fetch error", extra={"error": str(err)})
                     continue
                 p = m.partition()
-                gen = self._gen.get(p)
-                if gen is None or p in self._releasing:
+                st = self._parts.get(p)
+                if st is None or st.releasing:
                     continue
-                wm = self._wm[p]
+                gen, wm = st.generation, st.watermark
                 off = m.offset()
                 last = wm.commit_offset()
                 if last is not None and off < last:
@@ -433,19 +437,21 @@ class ConsumerRuntime:
         from confluent_kafka import KafkaException, TopicPartition
 
         with self._cond:
-            offsets = [(p, wm.commit_offset()) for p, wm in self._wm.items() if parts is None or p in parts]
-        tps = [TopicPartition(self.cfg.topic, p, off) for p, off in offsets
-               if off is not None and (sync or self._committed.get(p) != off)]
-        if not tps:
+            states = [(p, st, st.watermark.commit_offset()) for p, st in self._parts.items()
+                      if parts is None or p in parts]
+        chosen = [(st, TopicPartition(self.cfg.topic, p, off)) for p, st, off in states
+                  if off is not None and (sync or st.committed != off)]
+        if not chosen:
             return
-        for tp in tps:
-            self._committed[tp.partition] = tp.offset
+        tps = [tp for _, tp in chosen]
+        for st, tp in chosen:
+            st.committed = tp.offset
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=not sync)
         except KafkaException as exc:
             self.metrics.commit_errors.inc()
-            for tp in tps:
-                self._committed.pop(tp.partition, None)
+            for st, _ in chosen:
+                st.committed = None
             log.warning("offset commit failed", extra={"error": str(exc), "sync": sync})
             return
         if sync and result:
@@ -469,10 +475,10 @@ class ConsumerRuntime:
                 p, gen = item.partition, item.generation
 
                 def cancelled(p: int = p, gen: int = gen) -> bool:
-                    if self._abandon_all or self._gen.get(p) != gen:
+                    st = self._parts.get(p)
+                    if self._abandon_all or st is None or st.generation != gen:
                         return True
-                    deadline = self._releasing.get(p)
-                    return deadline is not None and time.monotonic() >= deadline
+                    return st.release_deadline is not None and time.monotonic() >= st.release_deadline
 
                 try:
                     outcome = deliver(Record.from_message(item.payload), client, self.cfg, self.metrics,
@@ -485,8 +491,9 @@ class ConsumerRuntime:
                     self._sched.complete(item)
                     self._inflight -= 1
                     self._inflight_bytes -= item.size
-                    if outcome != "cancelled" and self._gen.get(p) == gen:
-                        self._wm[p].done(item.offset)
+                    st = self._parts.get(p)
+                    if outcome != "cancelled" and st is not None and st.generation == gen:
+                        st.watermark.done(item.offset)
                     else:
                         self.metrics.abandoned.inc()
         finally:

@@ -7,7 +7,7 @@ The runtime (``lagpilot_consumer.runtime.ConsumerRuntime``) implements :class:`A
 loop (the only thread that touches the ``confluent_kafka.Consumer``) and reports back what it applied
 through the listeners registered with :meth:`AssignmentSink.add_applied_listener`.
 
-Contract for ``lagpilot_consumer.sources.k8s.K8sPartitionSource`` (implemented elsewhere), as used by
+Contract for ``lagpilot_consumer.sources.k8s.K8sPartitionSource``, as used by
 ``lagpilot_consumer.main``::
 
     source = K8sPartitionSource(namespace=..., pod_name=..., configmap_name=...,
@@ -79,6 +79,10 @@ class AssignmentSink(Protocol):
 class PartitionSource(Protocol):
     """Decides which partitions this worker should own and tells the sink."""
 
+    #: True when Kafka's group protocol decides (the runtime then subscribes and follows rebalances);
+    #: False when the source decides and the runtime assigns exactly what it is told.
+    subscribe: bool
+
     def start(self, sink: AssignmentSink) -> None:
         """Begin feeding ``sink`` (from a thread of your own if you need to wait on anything). Called
         once, after the runtime's poll loop is running. Must not block for long."""
@@ -118,75 +122,3 @@ class DesiredState:
         """(version, partitions or None if never set, epoch, fenced)."""
         with self._lock:
             return self._version, self._partitions, self._epoch, self._fenced
-
-
-class StaticPartitionSource:
-    """``--assignment static --partitions 0,3,6``: own exactly these partitions, forever (epoch 0)."""
-
-    def __init__(self, partitions: Iterable[int]) -> None:
-        self.partitions = frozenset(partitions)
-        self._applied = threading.Event()
-
-    def start(self, sink: AssignmentSink) -> None:
-        sink.add_applied_listener(self._on_applied)
-        sink.set_desired(self.partitions, 0)
-
-    def _on_applied(self, epoch: int, owned: frozenset[int]) -> None:
-        if owned == self.partitions:
-            self._applied.set()
-        else:
-            self._applied.clear()
-
-    def stop(self) -> None:
-        self._applied.clear()
-
-    def ready(self) -> bool:
-        return self._applied.is_set()
-
-
-class KafkaGroupSource:
-    """``--assignment kafka``: Kafka's own group protocol (``subscribe`` with cooperative-sticky
-    rebalancing) decides. The runtime sees ``subscribe = True`` and subscribes instead of assigning; the
-    rebalance callbacks drain and commit revoked partitions before they are given away. The sink is not
-    fed: Kafka is the source of truth, so :meth:`start` only listens."""
-
-    subscribe = True
-
-    def __init__(self) -> None:
-        self._owned: frozenset[int] = frozenset()
-        self._seen = threading.Event()
-
-    def start(self, sink: AssignmentSink) -> None:
-        sink.add_applied_listener(self._on_applied)
-
-    def _on_applied(self, epoch: int, owned: frozenset[int]) -> None:
-        self._owned = owned
-        self._seen.set()
-
-    def stop(self) -> None:
-        self._seen.clear()
-
-    def ready(self) -> bool:
-        # Joined the group and got an assignment (possibly empty: more members than partitions).
-        return self._seen.is_set()
-
-
-def parse_partitions(text: str) -> frozenset[int]:
-    """``"0,3,6"`` or ``"0-3,8"`` -> {0,1,2,3,8}; raises ValueError with a reason on anything else."""
-    out: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "-" in part:
-            lo_s, hi_s = part.split("-", 1)
-            lo, hi = int(lo_s), int(hi_s)
-            if lo > hi:
-                raise ValueError(f"range {part!r} is reversed")
-            out.update(range(lo, hi + 1))
-        else:
-            out.add(int(part))
-    if any(p < 0 for p in out):
-        raise ValueError("partitions must be >= 0")
-    if not out:
-        raise ValueError("no partitions given")
-    return frozenset(out)

@@ -39,7 +39,10 @@ from lagpilot_consumer.sources.base import AssignmentSink
 
 log = logging.getLogger("lagpilot.consumer.k8s")
 
+
 class K8sPartitionSource:
+    subscribe = False
+
     def __init__(self, namespace: str, pod_name: str, configmap_name: str, fence_timeout_s: float = 20.0,
                  lease_renew_s: float = 5.0, sink: AssignmentSink | None = None, api_client: Any = None,
                  consumergroup: str | None = None, delivery_timeout_s: float = 0.0) -> None:

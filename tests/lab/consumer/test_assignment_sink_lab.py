@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 class ManualSource:
     """A partition source driven by the test."""
 
+    subscribe = False
+
     def __init__(self) -> None:
         self.sink: AssignmentSink | None = None
         self.reports: list[tuple[int, frozenset[int]]] = []
