@@ -23,7 +23,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from lagpilot.lab.kafka import create_topic, start_kafka, stop_kafka
-from lagpilot_operator.autoscale.offsets import LagReader, admin_client, offsets_client
+from lagpilot_operator.autoscale.offsets import LagReader
+from lagpilot_operator.brokers import admin_client, offsets_client
 
 SIZES = (1, 100, 1000)
 

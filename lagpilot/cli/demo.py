@@ -224,7 +224,7 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
                   "`lagpilot lab down` stops it")
     else:
         step("stopping the lab")
-        from lagpilot_operator.autoscale.offsets import forget_clients
+        from lagpilot_operator.brokers import forget_clients
 
         forget_clients()
         stop_lab(lab, remove=True)

@@ -1,21 +1,21 @@
 """Lag straight from the brokers: committed offsets of a group and log-start/log-end of every partition.
 
-`compute_lag` is the pure arithmetic; `LagReader` is the thin I/O shell around cached clients. One poll is
-always the same four calls (describe_topics, list_offsets earliest, list_offsets latest, committed),
-whatever the partition count: librdkafka batches each call per leader, so the broker sees one Metadata,
-one ListOffsets per spec and leader, and one OffsetFetch to the group coordinator.
+`compute_lag` is the pure arithmetic; `LagReader` is the thin I/O shell around the operator's shared
+clients (`lagpilot_operator.brokers`). One poll is always the same four calls (describe_topics,
+list_offsets earliest, list_offsets latest, committed), whatever the partition count: librdkafka batches
+each call per leader, so the broker sees one Metadata, one ListOffsets per spec and leader, and one
+OffsetFetch to the group coordinator.
 """
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+
+from lagpilot_operator.brokers import admin_client, offsets_client
 
 ResetPolicy = Literal["earliest", "latest"]
 T = TypeVar("T")
@@ -134,81 +134,6 @@ def build_snapshot(group: str, taken_at: float, starts: Mapping[tuple[str, int],
 
 
 # --- I/O shell -------------------------------------------------------------------------------------------
-
-def _client_key(bootstrap_servers: str, security: Mapping[str, Any]) -> str:
-    """Cache key: bootstrap plus security settings, hashed so that passwords never sit in a dict key/log."""
-    material = bootstrap_servers + "\0" + "\0".join(f"{k}={v}" for k, v in sorted(security.items()))
-    return hashlib.sha256(material.encode()).hexdigest()
-
-
-_clients: dict[tuple[str, str], Any] = {}
-_clients_lock = threading.Lock()
-
-
-def _base_conf(bootstrap_servers: str, security: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
-        "client.id": "lagpilot-lag-reader",
-        "socket.timeout.ms": 10000,
-        "logger": logging.getLogger("lagpilot.kafka"),
-        **security,
-    }
-
-
-def admin_client(bootstrap_servers: str, security: Mapping[str, Any] | None = None) -> Any:
-    """One AdminClient per (bootstrap servers, security settings), reused across polls and groups.
-
-    `security` holds librdkafka keys such as security.protocol, sasl.mechanism, sasl.username,
-    sasl.password (the operator resolves them from the credentials Secret). librdkafka's own log lines go
-    to the `lagpilot.kafka` Python logger instead of stderr.
-    """
-    from confluent_kafka.admin import AdminClient
-
-    security = dict(security or {})
-    key = ("admin", _client_key(bootstrap_servers, security))
-    with _clients_lock:
-        if key not in _clients:
-            _clients[key] = AdminClient(_base_conf(bootstrap_servers, security))
-        return _clients[key]
-
-
-def offsets_client(bootstrap_servers: str, group: str, security: Mapping[str, Any] | None = None) -> Any:
-    """A Consumer bound to `group` that never subscribes, assigns or commits: it only reads the group's
-    committed offsets. (AdminClient.list_consumer_group_offsets crashes the process in librdkafka when the
-    coordinator answers NOT_COORDINATOR, librdkafka#5040; the consumer's group handler retries instead.)"""
-    from confluent_kafka import Consumer
-
-    security = dict(security or {})
-    key = ("offsets:" + group, _client_key(bootstrap_servers, security))
-    with _clients_lock:
-        if key not in _clients:
-            _clients[key] = Consumer({**_base_conf(bootstrap_servers, security), "group.id": group,
-                                      "enable.auto.commit": False, "enable.auto.offset.store": False})
-        return _clients[key]
-
-
-def forget_clients(group: str | None = None) -> None:
-    """Drop cached clients: all (tests, rotated credentials, exit) or one group's offsets client."""
-    with _clients_lock:
-        keys = [k for k in _clients if group is None or k[0] == "offsets:" + group]
-        clients = [_clients.pop(k) for k in keys]
-    for client in clients:
-        if hasattr(client, "close"):
-            client.close()
-        else:
-            client.poll(0)
-    del clients  # destroyed here, while Python can still run the logger callback
-
-
-# Destroying a client with a Python logger during interpreter teardown can crash, so destroy them while
-# Python is whole.
-atexit.register(forget_clients)
-
-
-def cached_client_count() -> int:
-    with _clients_lock:
-        return len(_clients)
-
 
 def _retriable(exc: BaseException) -> bool:
     """librdkafka's retriable flag, plus the coordinator/leader codes it does not always flag."""

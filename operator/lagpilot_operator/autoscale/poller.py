@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from lagpilot.protocol import GROUP, PLURAL, VERSION
 from lagpilot.timefmt import parse_rfc3339
-from lagpilot_operator.autoscale.decide import InvalidAutoscaling, ScaleState
+from lagpilot_operator.autoscale.decide import ScaleState
 from lagpilot_operator.autoscale.offsets import KafkaUnavailable, TopicNotFound
 from lagpilot_operator.autoscale.step import WINDOW_POLLS, Event, GroupLagState, LagMonitor
 from lagpilot_operator.kube import Kube
@@ -48,8 +48,7 @@ POLLS = Counter("lagpilot_lag_polls", "Lag polls completed per ConsumerGroup (st
                 "change, so this shows that polling goes on)", ("namespace", "consumergroup"))
 SCALE_REASONS = ("ScaledUp", "ScaledDown")
 ERROR_REASONS: tuple[tuple[type[Exception], str], ...] = (
-    (KafkaUnavailable, "BrokerUnreachable"), (TopicNotFound, "TopicNotFound"),
-    (InvalidAutoscaling, "InvalidSpec"))
+    (KafkaUnavailable, "BrokerUnreachable"), (TopicNotFound, "TopicNotFound"))
 
 
 def lag_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any], now: float,
@@ -138,7 +137,7 @@ class LagPoller:
                 topic=spec.topic, autoscaling=replace(spec.autoscaling, enabled=mode.decide),
                 current_workers=current, ready_workers=int(status.get("readyWorkers") or 0),
                 security=kafka_security(spec, self.kube))
-        except (KafkaUnavailable, TopicNotFound, InvalidAutoscaling) as exc:
+        except (KafkaUnavailable, TopicNotFound) as exc:
             return self._failed(body, error_reason(exc), str(exc), sleep)
         self._errors.pop((namespace, name), None)
 

@@ -175,24 +175,20 @@ class LagMonitor:
 
     def __init__(self, timeout: float = 10.0) -> None:
         self._states: dict[tuple[str, str], GroupLagState] = {}
-        self._readers: dict[tuple[str, tuple[tuple[str, str], ...]], LagReader] = {}
         self._lock = threading.Lock()
         self.timeout = timeout
 
     def reader(self, bootstrap_servers: str, security: Mapping[str, str] | None = None) -> LagReader:
-        key = (bootstrap_servers, tuple(sorted((security or {}).items())))
-        with self._lock:
-            if key not in self._readers:
-                self._readers[key] = LagReader(bootstrap_servers, dict(security or {}), timeout=self.timeout)
-            return self._readers[key]
+        """A reader on the operator's shared clients for this connection (readers hold no client)."""
+        return LagReader(bootstrap_servers, dict(security or {}), timeout=self.timeout)
 
     def poll(self, namespace: str, name: str, *, bootstrap_servers: str, group: str, topic: str,
-             autoscaling: AutoscaleSpec | Mapping[str, Any] | Any, current_workers: int, ready_workers: int,
+             autoscaling: AutoscaleSpec, current_workers: int, ready_workers: int,
              security: Mapping[str, str] | None = None, reset: ResetPolicy = "earliest",
              now: float | None = None) -> StepResult:
-        """Raises lag.KafkaUnavailable / lag.TopicNotFound (report as Degraded) and
-        autoscale.InvalidAutoscaling (report as InvalidSpec)."""
-        spec = _spec(autoscaling)
+        """Raises offsets.KafkaUnavailable / offsets.TopicNotFound (report as Degraded); ``autoscaling`` comes
+        from the parsed spec, already checked."""
+        spec = autoscaling
         snapshot = self.reader(bootstrap_servers, security).read(group, [topic], reset)
         with self._lock:
             state = self._states.get((namespace, name), GroupLagState())
@@ -212,11 +208,3 @@ class LagMonitor:
         with self._lock:
             self._states.pop((namespace, name), None)
         lag_metrics.forget(namespace, name)
-
-
-def _spec(autoscaling: AutoscaleSpec | Mapping[str, Any] | Any) -> AutoscaleSpec:
-    if isinstance(autoscaling, AutoscaleSpec):
-        return autoscaling
-    if autoscaling is None or isinstance(autoscaling, Mapping):
-        return AutoscaleSpec.from_spec(autoscaling)
-    return AutoscaleSpec.of(autoscaling)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX
-from lagpilot_operator.autoscale.decide import AutoscaleSpec
 
 # Longest ConsumerGroup name: "<name>-<10 hex revision>" must stay a 63-character DNS label.
 MAX_NAME_LENGTH = 52
@@ -92,8 +91,24 @@ class TemplateSpec:
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-# spec.autoscaling: one dataclass, owned by the autoscaler (its rules and defaults live there).
-AutoscalingSpec = AutoscaleSpec
+@dataclass(frozen=True)
+class AutoscaleSpec:
+    """`spec.autoscaling` with the documented defaults (docs/autoscaling.md); parsed and checked by `parse`."""
+
+    enabled: bool = False
+    min_workers: int = 1
+    max_workers: int | None = None  # None: the partition count
+    lag_per_worker: int = 1000
+    activation_lag: int = 0
+    poll_seconds: float = 15.0
+    scale_up_stabilization_seconds: float = 0.0
+    scale_down_stabilization_seconds: float = 300.0
+    exclude_stalled_partitions: bool = True
+    catch_up_seconds: float = 0.0
+
+    def cap(self, partitions: int) -> int:
+        """The most workers that can be busy: maxWorkers, never more than the partition count."""
+        return max(0, partitions if self.max_workers is None else min(self.max_workers, partitions))
 
 
 @dataclass(frozen=True)
@@ -143,7 +158,7 @@ class ConsumerGroupSpec:
     dead_letter_topic: str | None = None
     kafka: KafkaSpec = field(default_factory=KafkaSpec)
     template: TemplateSpec = field(default_factory=TemplateSpec)
-    autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
+    autoscaling: AutoscaleSpec = field(default_factory=AutoscaleSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     paused: bool = False
 
@@ -391,7 +406,7 @@ def _parse_template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
     )
 
 
-def _parse_autoscaling(r: _Reader, raw: Mapping[str, Any]) -> AutoscalingSpec:
+def _parse_autoscaling(r: _Reader, raw: Mapping[str, Any]) -> AutoscaleSpec:
     p = "spec.autoscaling"
     min_w = r.integer(raw, "minWorkers", p, 1, minimum=0, maximum=1000)
     max_raw = raw.get("maxWorkers")
@@ -401,7 +416,7 @@ def _parse_autoscaling(r: _Reader, raw: Mapping[str, Any]) -> AutoscalingSpec:
     if max_w is not None and max_w < min_w:
         r.bad(f"{p}.maxWorkers", "WorkerBounds", f"must be >= minWorkers ({min_w}), got {max_w}")
         max_w = min_w or None
-    return AutoscalingSpec(
+    return AutoscaleSpec(
         enabled=r.boolean(raw, "enabled", p, False),
         min_workers=min_w,
         max_workers=max_w,

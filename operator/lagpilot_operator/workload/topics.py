@@ -1,24 +1,20 @@
-"""Partition count of a topic, read from the brokers with a short timeout; one AdminClient per connection
-config, reused across reconciles (opening clients per call costs a metadata bootstrap each time)."""
+"""Partition count of a topic, read from the brokers with a short timeout on the operator's shared
+AdminClient for that connection (opening clients per call costs a metadata bootstrap each time)."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+
+from lagpilot_operator.brokers import admin_client, forget_clients
 
 TOPIC_NOT_FOUND = "TopicNotFound"
 BROKER_UNREACHABLE = "BrokerUnreachable"
 
-_quiet = logging.getLogger("lagpilot.operator.librdkafka")
-_quiet.setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -30,41 +26,21 @@ class TopicInfo:
     message: str = ""
 
 
-def client_config(bootstrap: str, security: Mapping[str, str] | None = None) -> dict[str, Any]:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000,
-                                 "logger": _quiet, "client.id": "lagpilot-operator"}
-    config.update(security or {})
-    return config
-
-
 class TopicReader:
-    """Thread-safe cache of AdminClients keyed by bootstrap + security settings (secrets only as a hash)."""
+    """Thread-safe partition counts on the operator's shared broker clients (lagpilot_operator.brokers),
+    with a short result cache."""
 
-    def __init__(self, timeout: float = 3.0, idle_seconds: float = 600.0, cache_seconds: float = 5.0) -> None:
+    def __init__(self, timeout: float = 3.0, cache_seconds: float = 5.0) -> None:
         self.timeout = timeout
-        self.idle_seconds = idle_seconds
         self.cache_seconds = cache_seconds
-        self._clients: dict[str, tuple[AdminClient, float]] = {}
         self._results: dict[tuple[str, str], tuple[TopicInfo, float]] = {}
-        self._lock = threading.Lock()
 
     def _key(self, bootstrap: str, security: Mapping[str, str] | None) -> str:
         blob = repr(sorted((security or {}).items()))
         return bootstrap + "|" + hashlib.sha256(blob.encode()).hexdigest()
 
-    def _client(self, key: str, bootstrap: str, security: Mapping[str, str] | None) -> AdminClient:
-        now = time.monotonic()
-        with self._lock:
-            for k, (_, used) in list(self._clients.items()):
-                if now - used > self.idle_seconds:
-                    del self._clients[k]
-            client = self._clients.get(key, (None, 0.0))[0] or AdminClient(client_config(bootstrap, security))
-            self._clients[key] = (client, now)
-            return client
-
     def forget(self, bootstrap: str, security: Mapping[str, str] | None = None) -> None:
-        with self._lock:
-            self._clients.pop(self._key(bootstrap, security), None)
+        forget_clients(bootstrap_servers=bootstrap, security=security)
 
     def read(self, bootstrap: str, topic: str, security: Mapping[str, str] | None = None) -> TopicInfo:
         """The topic's partition count, answered from a cache younger than `cache_seconds` (bursts of
@@ -78,7 +54,7 @@ class TopicReader:
         return info
 
     def _read(self, key: str, bootstrap: str, topic: str, security: Mapping[str, str] | None) -> TopicInfo:
-        client = self._client(key, bootstrap, security)
+        client = admin_client(bootstrap, security)
         try:
             metadata = client.list_topics(topic=topic, timeout=self.timeout)
         except KafkaException as exc:

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lagpilot_operator.autoscale.decide import InvalidAutoscaling
 from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagSnapshot, TopicNotFound, build_snapshot
 from lagpilot_operator.autoscale.poller import (
     LagPoller,
@@ -171,7 +170,6 @@ def test_error_status_keeps_last_figures_and_their_age_but_says_unknown() -> Non
 def test_errors_map_to_the_operators_condition_reasons() -> None:
     assert error_reason(KafkaUnavailable("x")) == "BrokerUnreachable"
     assert error_reason(TopicNotFound("x")) == "TopicNotFound"
-    assert error_reason(InvalidAutoscaling("x")) == "InvalidSpec"
 
 
 def test_degraded_reason_only_when_degraded_is_true() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import pytest
@@ -11,7 +10,6 @@ from hypothesis import strategies as st
 
 from lagpilot_operator.autoscale.decide import (
     AutoscaleSpec,
-    InvalidAutoscaling,
     ScaleInputs,
     ScaleState,
     decide_workers,
@@ -141,53 +139,12 @@ def test_history_is_pruned_to_the_longest_window() -> None:
     assert ScaleState.from_dict(steps_state.to_dict()) == steps_state
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        pytest.param(None, AutoscaleSpec(), id="absent-is-disabled-with-defaults"),
-        pytest.param({"enabled": True}, AutoscaleSpec(enabled=True), id="defaults-from-the-issue"),
-        pytest.param({"enabled": True, "minWorkers": 0, "maxWorkers": 12, "lagPerWorker": 500,
-                      "activationLag": 10, "pollSeconds": 5, "scaleUpStabilizationSeconds": 30,
-                      "scaleDownStabilizationSeconds": 60, "excludeStalledPartitions": False,
-                      "catchUpSeconds": 120},
-                     AutoscaleSpec(True, 0, 12, 500, 10, 5.0, 30.0, 60.0, False, 120.0), id="every-field-parsed"),
-    ],
-)
-def test_spec_parsing(raw: dict[str, object] | None, expected: AutoscaleSpec) -> None:
-    parsed = AutoscaleSpec.from_spec(raw)
-    assert parsed == expected
-    assert AutoscaleSpec.from_spec(parsed.to_spec()) == parsed or not parsed.enabled
-
-
 def test_defaults_match_the_issue() -> None:
     s = AutoscaleSpec(enabled=True)
     assert (s.min_workers, s.lag_per_worker, s.activation_lag, s.poll_seconds, s.scale_up_stabilization_seconds,
             s.scale_down_stabilization_seconds, s.exclude_stalled_partitions, s.catch_up_seconds) == \
         (1, 1000, 0, 15, 0, 300, True, 0)
     assert s.cap(12) == 12 and s.cap(3) == 3  # maxWorkers unset: the partition count
-
-
-@pytest.mark.parametrize(
-    ("raw", "message"),
-    [
-        pytest.param({"minWorkers": 5, "maxWorkers": 2}, "maxWorkers (2) < minWorkers (5)", id="max-below-min"),
-        pytest.param({"lagPerWorker": 0}, "lagPerWorker must be >= 1", id="zero-lag-per-worker"),
-        pytest.param({"minWorkers": -1}, "minWorkers must be >= 0", id="negative-min"),
-        pytest.param({"enabled": "yes"}, "enabled must be a bool", id="non-bool-enabled"),
-        pytest.param({"maxWorkers": 1.5}, "maxWorkers must be a int", id="fractional-worker-count"),
-        pytest.param({"lagPerWorkers": 10}, "unknown field autoscaling.lagPerWorkers", id="typo-is-reported"),
-    ],
-)
-def test_invalid_spec_is_rejected_with_the_field_named(raw: dict[str, object], message: str) -> None:
-    with pytest.raises(InvalidAutoscaling, match=re.escape(message)):
-        AutoscaleSpec.from_spec(raw)
-
-
-def test_spec_from_the_operators_parsed_spec() -> None:
-    from lagpilot_operator.resource.spec import AutoscalingSpec
-
-    assert AutoscaleSpec.of(AutoscalingSpec(enabled=True, max_workers=7)) == AutoscaleSpec(enabled=True,
-                                                                                            max_workers=7)
 
 
 @pytest.mark.parametrize(
