@@ -22,7 +22,7 @@ from enum import IntEnum
 from typing import Any
 
 from lagpilot.timefmt import rfc3339
-from lagpilot_operator.autoscale.offsets import LagSnapshot, PartitionLag
+from lagpilot_operator.autoscale.snapshot import LagSnapshot, PartitionLag
 
 
 class LagStatus(IntEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from kubernetes.utils.quantity import parse_quantity
 
 # Metadata the server owns or other tools add; never compared.
 IGNORED_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields",

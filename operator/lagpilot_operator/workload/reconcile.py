@@ -24,7 +24,8 @@ from lagpilot_operator.settings import Settings
 from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload import status as st
 from lagpilot_operator.workload.diff import deployment_state, differences, stale_deployments
-from lagpilot_operator.workload.topics import TopicInfo, TopicReader
+from lagpilot_operator.workload.status import TopicInfo
+from lagpilot_operator.workload.topics import TopicReader
 
 log = logging.getLogger("lagpilot.operator")
 

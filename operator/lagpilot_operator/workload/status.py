@@ -13,13 +13,26 @@ from lagpilot_operator.resource.conditions import FALSE, TRUE, Condition
 from lagpilot_operator.resource.spec import Problem, describe
 from lagpilot_operator.workload.diff import DeploymentState, differences
 from lagpilot_operator.workload.plan import status_selector
-from lagpilot_operator.workload.topics import TopicInfo
 
 INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"
 CRASH_LOOPING = "WorkersCrashLooping"
 IMAGE_PULL = "ImagePullFailed"
 CONFIG_ERROR = "WorkerConfigError"
+
+TOPIC_NOT_FOUND = "TopicNotFound"
+BROKER_UNREACHABLE = "BrokerUnreachable"
+
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """Either `partitions` is known, or `reason` (TopicNotFound | BrokerUnreachable) says why not."""
+
+    partitions: int | None
+    reason: str | None = None
+    message: str = ""
+
 
 PHASES = ("Pending", "Running", "Progressing", "Degraded", "Invalid", "Paused", "Idle")
 

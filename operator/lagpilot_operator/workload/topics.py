@@ -6,24 +6,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
 
 from lagpilot_operator.brokers import admin_client, forget_clients
-
-TOPIC_NOT_FOUND = "TopicNotFound"
-BROKER_UNREACHABLE = "BrokerUnreachable"
-
-
-
-@dataclass(frozen=True)
-class TopicInfo:
-    """Either `partitions` is known, or `reason` (TopicNotFound | BrokerUnreachable) says why not."""
-
-    partitions: int | None
-    reason: str | None = None
-    message: str = ""
+from lagpilot_operator.workload.status import BROKER_UNREACHABLE, TOPIC_NOT_FOUND, TopicInfo
 
 
 class TopicReader:

@@ -11,8 +11,7 @@ from lagpilot.timefmt import rfc3339
 from lagpilot_operator.resource import conditions as c
 from lagpilot_operator.resource.spec import Problem
 from lagpilot_operator.workload.diff import DeploymentState
-from lagpilot_operator.workload.status import Observation, compute, events_for, needs_write, pod_trouble
-from lagpilot_operator.workload.topics import TopicInfo
+from lagpilot_operator.workload.status import Observation, TopicInfo, compute, events_for, needs_write, pod_trouble
 
 pytestmark = pytest.mark.unit
 
