@@ -24,7 +24,7 @@ assignment ConfigMap, replaced over the resourceVersion read (optimistic concurr
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [get, create, patch]
-# The assignment ConfigMap (created, then written by the partition coordinator). Workers get
+# The assignment ConfigMap (created, then written by the hand-off). Workers get
 # get/list/watch on it; RBAC lets the operator grant only what it holds, hence list/watch here.
 - apiGroups: [""]
   resources: [configmaps]
@@ -35,7 +35,7 @@ assignment ConfigMap, replaced over the resourceVersion read (optimistic concurr
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, list, watch, create, update, patch, delete]
-# Worker pods: readiness and restarts (WorkersCrashLooping) for status; the partition coordinator patches
+# Worker pods: readiness and restarts (WorkersCrashLooping) for status; the hand-off patches
 # controller.kubernetes.io/pod-deletion-cost on emptied pods so a scale-down removes them first.
 - apiGroups: [""]
   resources: [pods]

@@ -37,7 +37,7 @@ from lagpilot_operator.resource.spec import ConsumerGroupSpec, RolloutSpec
 from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload.diff import differences
 
-log = logging.getLogger("lagpilot.operator.coordinator")
+log = logging.getLogger("lagpilot.operator.handoff")
 
 
 FiguresFn = Callable[[list[dict[str, Any]], list[int]], "CanaryFigures | None"]
@@ -46,7 +46,7 @@ LagFn = Callable[[], "Mapping[int, int] | None"]
 
 
 @dataclass
-class CoordinatorResult:
+class HandoffResult:
     rollout: dict[str, Any]  # -> status.rollout
     assignment: dict[str, Any]  # -> status.assignment
     events: list[Event] = field(default_factory=list)
@@ -174,10 +174,10 @@ def apply_deployments(kube: Kube, spec: ConsumerGroupSpec, owner: planner.Owner,
     return actions
 
 
-def reconcile_partitions(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSpec, target_revision: str,
+def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSpec, target_revision: str,
                          workers: int, partitions: int, now: float, fence_timeout: int,
                          figures_fn: FiguresFn | None = None, manage_deployments: bool = True,
-                         lag_fn: LagFn | None = None) -> CoordinatorResult:
+                         lag_fn: LagFn | None = None) -> HandoffResult:
     """One hand-off round for one ConsumerGroup. ``partitions``: the topic's partition count (from the
     broker). ``now``: unix seconds. Returns what the reconcile must publish; the ConfigMap, pod deletion
     costs, stale Leases and (with ``manage_deployments``) the Deployments are written here."""
@@ -203,7 +203,7 @@ def reconcile_partitions(kube: Kube, body: Mapping[str, Any], spec: ConsumerGrou
     rnd = plan_round(spec.rollout, spec.paused, target_revision, workers, partitions, doc, pods, leases, prev,
                      commands, figures, now, lag_fn)
     observed, step, new_doc = rnd.observed, rnd.step, rnd.doc
-    result = CoordinatorResult(rollout=step.status, assignment={}, events=list(step.events),
+    result = HandoffResult(rollout=step.status, assignment={}, events=list(step.events),
                                degraded=step.degraded, deployments=step.deployments)
     if cm is None or doc is None or new_doc != doc:
         if write_assignment(core, ns, cm, planner.assignment_configmap(spec, owner, new_doc)):

@@ -1,4 +1,4 @@
-"""When the operator should run a coordinator round sooner than the periodic resync. Pure.
+"""When the operator should run a hand-off round sooner than the periodic resync. Pure.
 
 A partition hand-off takes two epochs (revoke, then grant after the release is seen), and each step waits
 on a worker's Lease; the 30 s resync would make every move take up to a minute. So the operator reacts to
@@ -20,7 +20,7 @@ LeaseKey = tuple[str | None, str | None, str | None, int | None]
 
 
 def lease_report(body: Mapping[str, Any]) -> LeaseKey:
-    """What in a worker's Lease can change a coordinator decision: the owned partitions and applied epoch
+    """What in a worker's Lease can change a hand-off decision: the owned partitions and applied epoch
     (annotations), the holder, and the lease duration (a clean stop writes the Lease already expired).
     The renewTime alone is left out, so a plain renewal is no reason to reconcile."""
     meta = body.get("metadata") or {}
@@ -48,11 +48,11 @@ def lease_changed(seen: dict[tuple[str, str], LeaseKey], event_type: str | None,
 
 
 def in_motion(status: Mapping[str, Any] | None) -> bool:
-    """Whether the coordinator has work in progress: a rollout that is not Stable (Aborted counts as settled
+    """Whether the hand-off has work in progress: a rollout that is not Stable (Aborted counts as settled
     once nothing moves), partitions revoked and not yet granted, or partitions nobody is confirmed to own
     (while workers run).
     Without status.assignment (kafka mode, invalid spec, before the first round) nothing is in motion: the
-    create handler and the first workers' Lease events start the coordinator."""
+    create handler and the first workers' Lease events start the hand-off."""
     st = status or {}
     assignment = st.get("assignment")
     if not isinstance(assignment, Mapping):

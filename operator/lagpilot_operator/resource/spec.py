@@ -134,7 +134,7 @@ class CanarySpec:
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    """spec.rollout (behaviour: the partition coordinator issue)."""
+    """spec.rollout (behaviour: the hand-off issue)."""
 
     strategy: str = "Rolling"
     max_partitions_in_flight: int = 0

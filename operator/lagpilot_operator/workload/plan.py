@@ -7,7 +7,7 @@ reference, never as literals.
 
 Revisions: everything that reaches the worker pod template is hashed into `lagpilot.io/revision`, and each
 revision runs as its own Deployment `<cg>-<revision>`, so any worker-affecting change makes a new
-Deployment (the partition coordinator moves partitions between revisions).
+Deployment (the hand-off moves partitions between revisions).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Owner:
 @dataclass(frozen=True)
 class Plan:
     """Desired objects. `applied` are kept equal to the plan; `create_only` are created once, then left to
-    their owner (the assignment ConfigMap belongs to the coordinator after creation)."""
+    their owner (the assignment ConfigMap belongs to the hand-off after creation)."""
 
     revision: str
     deployment: dict[str, Any]

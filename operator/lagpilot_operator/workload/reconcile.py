@@ -17,7 +17,7 @@ from typing import Any
 from lagpilot.protocol import LABEL_CG, LABEL_REVISION
 from lagpilot.timefmt import rfc3339
 from lagpilot_operator.handoff.rollout import ABORTED
-from lagpilot_operator.handoff.shell import CoordinatorResult, reconcile_partitions
+from lagpilot_operator.handoff.shell import HandoffResult, reconcile_handoff
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse, partition_problems
 from lagpilot_operator.settings import Settings
@@ -102,7 +102,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     selector = f"{LABEL_CG}={name}"
     existing = [d for d in kube.list("Deployment", namespace, selector) if _owned_by(d, uid)]
     revision = deployment_name = None
-    coord: CoordinatorResult | None = None
+    coord: HandoffResult | None = None
     workers = int(previous.get("workers") or 0)
     if spec is not None and not problems:
         workers = desired_workers(spec, previous)
@@ -118,10 +118,10 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
             if kube.get(obj["kind"], namespace, obj["metadata"]["name"]) is None and kube.create(obj):
                 result.actions.append(f"created {obj['kind']} {obj['metadata']['name']}")
         if settings.assignment_mode == "k8s":
-            # The partition coordinator owns the per-revision Deployments (it leaves them alone while
+            # The hand-off owns the per-revision Deployments (it leaves them alone while
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.
             if topic is not None and topic.partitions is not None:
-                coord = reconcile_partitions(kube, body, spec, revision, workers, topic.partitions, time.time(),
+                coord = reconcile_handoff(kube, body, spec, revision, workers, topic.partitions, time.time(),
                                              settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube))
                 result.actions += coord.actions
                 if coord.rollout.get("phase") == ABORTED and coord.rollout.get("stableRevision"):
@@ -130,7 +130,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
                     deployment_name = planner.deployment_name(name, revision)
             elif not spec.paused and not existing:
                 # Partition count unknown (brokers unreachable): the first revision's workers start anyway
-                # and own nothing until the coordinator can plan; a running group is left as it is.
+                # and own nothing until the hand-off can plan; a running group is left as it is.
                 kube.apply(desired.deployment)
                 result.actions.append(f"created Deployment {deployment_name}")
         elif not spec.paused:

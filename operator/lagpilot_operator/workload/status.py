@@ -74,7 +74,7 @@ class Observation:
     missing_secrets: Sequence[str] = ()
     pod_troubles: Sequence[PodTrouble] = ()
     paused: bool = False
-    # Extra Degraded causes from other parts (e.g. the coordinator's RolloutAborted): (reason, message).
+    # Extra Degraded causes from other parts (e.g. the hand-off's RolloutAborted): (reason, message).
     degraded: Sequence[tuple[str, str]] = field(default_factory=tuple)
     # Partitions no worker is confirmed to process (status.assignment.unowned, assignment mode k8s);
     # None when not known (kafka mode, or no partition count): then readiness is judged on workers only.

@@ -90,7 +90,7 @@ def test_operator_watches_consumergroups_and_writes_status(helm: Path) -> None:
         assert allowed(rules, "", "events", "create")
 
 
-def test_operator_may_run_the_partition_coordinator(helm: Path) -> None:
+def test_operator_may_run_the_handoff(helm: Path) -> None:
     """operator/coordinator.py: the assignment ConfigMap (create, PUT with resourceVersion), worker Leases
     (list, delete when expired and unreferenced; watched as a trigger), pods (deletion-cost patch),
     per-revision Deployments (scale by patch, delete)."""

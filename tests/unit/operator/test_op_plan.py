@@ -228,7 +228,7 @@ def test_termination_grace_covers_target_timeout() -> None:
     assert p.deployment(spec, OWNER, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
 
 
-def test_assignment_mode_defaults_to_the_partition_coordinator() -> None:
+def test_assignment_mode_defaults_to_the_handoff() -> None:
     from lagpilot_operator.settings import from_env
 
     assert from_env({}).assignment_mode == "k8s"

@@ -1,4 +1,4 @@
-"""The partition coordinator through the real operator: a `lagpilot-operator` process (assignment mode k8s)
+"""The hand-off through the real operator: a `lagpilot-operator` process (assignment mode k8s)
 reconciling a ConsumerGroup, worker pods run by the lab runner (real `lagpilot-consumer --assignment k8s`
 processes with real Leases), the lab Kafka broker, and RecordingTargets. Under steady production a Rolling
 rollout completes with nothing lost, per-key order kept and no two workers delivering one partition at

@@ -1,4 +1,4 @@
-"""When the operator runs a coordinator round early: Lease reports (not plain renewals) and motion."""
+"""When the operator runs a hand-off round early: Lease reports (not plain renewals) and motion."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_deletion_is_news_and_forgets() -> None:
 @pytest.mark.parametrize(("status", "moving"), [
     (None, False),
     ({}, False),
-    ({"rollout": {"phase": "Progressing"}}, False),  # no coordinator round yet: events start it
+    ({"rollout": {"phase": "Progressing"}}, False),  # no hand-off round yet: events start it
     ({"assignment": {"moving": [], "unowned": []}, "rollout": {"phase": "Stable"}}, False),
     ({"assignment": {"moving": [], "unowned": []}, "rollout": {"phase": "Aborted"}}, False),
     ({"assignment": {"moving": [], "unowned": []}}, False),

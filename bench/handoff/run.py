@@ -11,7 +11,7 @@ own record of every delivery (who delivered which partition, when):
   the new set;
 - duplicates and overlapping deliveries of one partition by two workers (correctness during the switch).
 
-    .venv/bin/python bench/coordinator/run.py [--partitions 12] [--workers 3] [--rate 600] [--out results.json]
+    .venv/bin/python bench/handoff/run.py [--partitions 12] [--workers 3] [--rate 600] [--out results.json]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""reconcile_partitions (the coordinator's I/O shell) against the real API server: a real ConsumerGroup,
+"""reconcile_handoff (the hand-off's I/O shell) against the real API server: a real ConsumerGroup,
 real Pod objects (bound to a node that does not exist, so nothing runs them) whose names the harness's
 real lagpilot-consumer processes use, real Leases, the real ConfigMap. Checks that the shell alone brings
 every partition to a worker, records are delivered, the status patch is sane, and a gone worker's
@@ -15,7 +15,7 @@ from kubernetes import client
 
 from lagpilot.testing.handoff import LocalCluster, SteadyProducer, duplicates, overlaps
 from lagpilot.testing.target import RecordingTarget
-from lagpilot_operator.handoff.shell import reconcile_partitions
+from lagpilot_operator.handoff.shell import reconcile_handoff
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.resource.spec import parse
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.lab
 CRD = Path(__file__).resolve().parents[3] / "crds" / "consumergroups.lagpilot.io.yaml"
 
 
-def test_reconcile_partitions_shell(k8s, namespace: str, bootstrap: str, topic_factory: Callable[..., str],
+def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_factory: Callable[..., str],
                                     tmp_path: Path) -> None:
     k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/consumergroups.lagpilot.io")
@@ -58,7 +58,7 @@ def test_reconcile_partitions_shell(k8s, namespace: str, bootstrap: str, topic_f
                 fresh = custom.get_namespaced_custom_object("lagpilot.io", "v1alpha1", namespace,
                                                             "consumergroups", "cg")
                 fresh["status"] = status
-                r = reconcile_partitions(kube, fresh, spec, "r1", 3, 4, time.time(), 15,
+                r = reconcile_handoff(kube, fresh, spec, "r1", 3, 4, time.time(), 15,
                                          manage_deployments=False)
                 patch = r.status_patch(status)
                 status = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in patch.items()}

@@ -9,7 +9,7 @@ from lagpilot.protocol import format_owned, grant_for, lease_duration_for
 from lagpilot.timefmt import parse_rfc3339 as parse_time
 from lagpilot_operator.handoff.observe import assignment_status, figures_from_metrics, lease_state, observe
 from lagpilot_operator.handoff.planner import AssignmentDoc, Revocation, WorkerReport
-from lagpilot_operator.handoff.shell import CoordinatorResult
+from lagpilot_operator.handoff.shell import HandoffResult
 
 pytestmark = pytest.mark.unit
 
@@ -108,7 +108,7 @@ def test_status_patch_nulls_removed_keys_and_assignment_summary() -> None:
     summary = assignment_status(o, doc)
     assert summary == {"epoch": 5, "owners": ["a", None, "a"], "confirmed": 1, "moving": [1],
                        "unowned": [1, 2]}
-    r = CoordinatorResult(rollout={"phase": "Stable", "stableRevision": "x"}, assignment=summary)
+    r = HandoffResult(rollout={"phase": "Stable", "stableRevision": "x"}, assignment=summary)
     patch = r.status_patch({"rollout": {"phase": "Canary", "analysisSince": 3.0}, "lag": {"total": 1}})
     assert patch["rollout"] == {"phase": "Stable", "stableRevision": "x", "analysisSince": None}
     assert patch["assignment"] == summary and "lag" not in patch
