@@ -31,7 +31,7 @@ from lagpilot.lab.proc import free_port, spawn, wait_until
 NAMESPACE = "lagpilot-demo"
 NAME = "orders-demo"
 TOPIC = "orders"
-REPO = Path(__file__).resolve().parent.parent
+REPO = paths.project_root()
 
 err = Console(stderr=True)
 

@@ -19,10 +19,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from lagpilot.protocol import ASSIGNMENT_KEY, LABEL_CG, LABEL_REVISION, AssignmentDoc, assignment_configmap_name
+from lagpilot.protocol import (
+    ASSIGNMENT_KEY,
+    LABEL_CG,
+    LABEL_REVISION,
+    AssignmentDoc,
+    assignment_configmap_name,
+    lease_duration_for,
+)
 from lagpilot.testing.consumer import ConsumerProcess
 from lagpilot.testing.target import Arrival
-from lagpilot_operator.handoff.observe import observe
+from lagpilot_operator.handoff.observe import LeaseClock, observe
 from lagpilot_operator.handoff.planner import Observed
 from lagpilot_operator.handoff.rollout import CanaryFigures, Commands, RolloutStep
 from lagpilot_operator.handoff.shell import plan_round, write_assignment
@@ -70,8 +77,14 @@ class LocalCluster:
 
     def __post_init__(self) -> None:
         self.core = client.CoreV1Api(self.api)
+        self.clock = LeaseClock()  # the harness is one operator: it keeps its own Lease observations
         self.coord = client.CoordinationV1Api(self.api)
         self.lock = threading.Lock()
+
+    @property
+    def lease_duration(self) -> float:
+        """What the workers it starts declare (their default 10 s target timeout)."""
+        return float(lease_duration_for(self.fence_timeout, self.lease_renew, 10.0))
 
     @property
     def configmap(self) -> str:
@@ -139,7 +152,7 @@ class LocalCluster:
 
     def observed(self) -> Observed:
         _, doc, leases = self.read()
-        return observe(doc, self.pods(), leases, self.partitions, time.time())
+        return observe(doc, self.pods(), leases, self.partitions, self.clock, self.lease_duration)
 
     def write(self, cm: dict[str, Any] | None, doc: AssignmentDoc) -> bool:
         body = {"metadata": {"name": self.configmap, "namespace": self.namespace},
@@ -155,7 +168,7 @@ class LocalCluster:
               commands: Commands | None = None, paused: bool = False) -> RolloutStep:
         cm, doc, leases = self.read()
         rnd = plan_round(spec, paused, revision, workers, self.partitions, doc, self.pods(), leases, self.status,
-                         commands or Commands(), figures, time.time())
+                         commands or Commands(), figures, time.time(), self.clock, self.lease_duration)
         step, new = rnd.step, rnd.doc
         if cm is None or new != doc:
             self.write(cm, new)

@@ -12,6 +12,7 @@ from typing import Any, cast
 import kopf
 
 from lagpilot.protocol import GROUP, LABEL_CG, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from lagpilot_operator.handoff.shell import forget_group
 from lagpilot_operator.handoff.triggers import FAST_INTERVAL_SECONDS, LeaseKey, in_motion, lease_changed
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.metrics import metrics
@@ -109,8 +110,10 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
-        metrics().set_phase(body["metadata"]["namespace"], body["metadata"]["name"], None)
-        metrics().set_rollout(body["metadata"]["namespace"], body["metadata"]["name"], None)
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        metrics().set_phase(namespace, name, None)
+        metrics().set_rollout(namespace, name, None)
+        forget_group(namespace, name)
 
     # Lag reading and autoscaling (operator/lag_handler.py): a daemon per group, sharing the group lock.
     from lagpilot_operator.autoscale import poller as lag_handler

@@ -133,8 +133,10 @@ class K8sPartitionSource:
             metadata=client.V1ObjectMeta(
                 name=self.pod_name, namespace=self.namespace, labels=labels,
                 annotations={ANNOTATION_OWNED: format_owned(owned), ANNOTATION_EPOCH: str(epoch)}),
-            spec=client.V1LeaseSpec(holder_identity=self.pod_name, lease_duration_seconds=self.lease_duration_s,
-                                    renew_time=renew))
+            # Released (a clean stop): no holder, as client-go's leader election releases a Lease; the
+            # operator treats that as gone at once, on no one's clock.
+            spec=client.V1LeaseSpec(holder_identity="" if expired else self.pod_name,
+                                    lease_duration_seconds=self.lease_duration_s, renew_time=renew))
 
     def _write_lease(self, owned: frozenset[int], epoch: int, expired: bool = False) -> None:
         from kubernetes.client.exceptions import ApiException

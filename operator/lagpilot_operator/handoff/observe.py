@@ -4,28 +4,77 @@ status.assignment summary, and canary figures from the canary workers' /metrics 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lagpilot.protocol import ANNOTATION_EPOCH, ANNOTATION_OWNED, LABEL_REVISION, parse_epoch, parse_owned
-from lagpilot.timefmt import parse_rfc3339
+from lagpilot.protocol import (
+    ANNOTATION_EPOCH,
+    ANNOTATION_OWNED,
+    LABEL_REVISION,
+    lease_duration_for,
+    parse_epoch,
+    parse_owned,
+)
 from lagpilot_operator.handoff.planner import AssignmentDoc, Observed, WorkerReport, WorkerView, confirmed_owners
 from lagpilot_operator.handoff.rollout import CanaryFigures
 
+# The workers' Lease duration with the defaults (15 s fence, 5 s renewal, 10 s target timeout); the shell
+# passes the figure for each group's own settings.
+DEFAULT_LEASE_SECONDS = float(lease_duration_for(15.0, 5.0, 10.0))
 
-def lease_state(lease: Mapping[str, Any], now: float) -> tuple[WorkerReport | None, bool]:
-    """(report, expired) from a Lease as a dict. A Lease with unreadable annotations gives no report (so it
-    never confirms a release); one without renewTime counts as expired."""
-    meta = lease.get("metadata") or {}
-    spec = lease.get("spec") or {}
-    ann = meta.get("annotations") or {}
+
+class LeaseClock:
+    """When this operator last saw each worker's Lease change (client-go leader election's observedTime):
+    a Lease expires a Lease duration after that, measured on the operator's own clock, so a worker whose
+    clock runs ahead or behind (its renewTime) never makes its Lease look older or younger than it is.
+    Only the operator's clock *rate* matters, against the worker's fence timer. Kept in memory: after an
+    operator restart every Lease counts as just renewed (the first expiry waits a full duration)."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
+        self._seen: dict[str, tuple[str | None, float]] = {}
+
+    def last_change(self, name: str, version: str | None) -> float:
+        """When ``name``'s Lease was first seen as ``version`` (None: no readable Lease), now if new."""
+        prev = self._seen.get(name)
+        if prev is not None and prev[0] == version:
+            return prev[1]
+        at = self.now()
+        self._seen[name] = (version, at)
+        return at
+
+    def forget_except(self, names: set[str]) -> None:
+        for name in list(self._seen):
+            if name not in names:
+                del self._seen[name]
+
+    def known(self) -> set[str]:
+        return set(self._seen)
+
+
+def lease_report(lease: Mapping[str, Any]) -> WorkerReport | None:
+    """What a Lease reports; None when its annotations are missing or unreadable (never a guess, so it never
+    confirms a release)."""
+    ann = (lease.get("metadata") or {}).get("annotations") or {}
     owned = parse_owned(ann.get(ANNOTATION_OWNED))
     epoch = parse_epoch(ann.get(ANNOTATION_EPOCH))
-    report = WorkerReport(owned, epoch) if owned is not None and epoch is not None else None
-    renewed = parse_rfc3339(spec.get("renewTime"))
-    duration = float(spec.get("leaseDurationSeconds") or 0)
-    expired = renewed is None or renewed + duration < now
-    return report, expired
+    return WorkerReport(owned, epoch) if owned is not None and epoch is not None else None
+
+
+def lease_version(lease: Mapping[str, Any]) -> str:
+    """What changes with every write of the Lease: its resourceVersion (else its content)."""
+    meta = lease.get("metadata") or {}
+    rv = meta.get("resourceVersion")
+    if rv:
+        return str(rv)
+    spec = lease.get("spec") or {}
+    return repr((sorted((meta.get("annotations") or {}).items()), spec.get("renewTime"), spec.get("holderIdentity")))
+
+
+def lease_released(lease: Mapping[str, Any]) -> bool:
+    """A clean stop empties the holder (as client-go does on release): the worker processes nothing."""
+    return not (lease.get("spec") or {}).get("holderIdentity")
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -36,16 +85,26 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
-            partitions: int, now: float) -> Observed:
-    """Observed state from raw objects. A name known only from the document (no pod, no Lease) is gone."""
+            partitions: int, clock: LeaseClock, lease_duration: float = DEFAULT_LEASE_SECONDS) -> Observed:
+    """Observed state from raw objects. A worker is gone when its Lease was released, or when neither pod
+    nor Lease exists, or when for ``lease_duration`` seconds of the operator's clock (at least; a Lease may
+    declare longer) nothing about its Lease changed: not renewed, or missing or unreadable while its pod
+    exists. A name known only from the document (no pod, no Lease) is gone."""
     by_pod = {p["metadata"]["name"]: p for p in pods}
     by_lease = {lease["metadata"]["name"]: lease for lease in leases}
+    names = set(by_pod) | set(by_lease)
+    clock.forget_except(names)
+    now = clock.now()
     views: dict[str, WorkerView] = {}
-    for name in sorted(set(by_pod) | set(by_lease)):
+    for name in sorted(names):
         pod = by_pod.get(name)
         lease = by_lease.get(name)
-        report, expired = lease_state(lease, now) if lease is not None else (None, False)
-        gone = expired if lease is not None else pod is None
+        report = lease_report(lease) if lease is not None else None
+        declared = float(((lease or {}).get("spec") or {}).get("leaseDurationSeconds") or 0)
+        changed = clock.last_change(name, lease_version(lease) if lease is not None else None)
+        silent = now - changed > max(declared, lease_duration)
+        released = lease is not None and lease_released(lease)
+        gone = released or (lease is None and pod is None) or silent
         revision = ""
         ready = terminating = False
         if pod is not None:

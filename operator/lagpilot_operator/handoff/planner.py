@@ -63,9 +63,9 @@ def released(observed: Observed, revocation: Revocation, partition: int) -> bool
         return True
     report = observed.workers[revocation.worker].report
     if report is None:
-        # No Lease: workers write their Lease before owning anything, and re-read the document after
-        # writing it, so a worker that writes one from now on sees this revocation first.
-        return True
+        # No readable report (the Lease was deleted, garbled or forged) is no evidence of a release: the
+        # partition stays with its old owner until that worker reports again or is gone.
+        return False
     return report.epoch >= revocation.epoch and partition not in report.owned
 
 

@@ -15,8 +15,15 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from lagpilot.protocol import ANNOTATION_DELETION_COST, ASSIGNMENT_KEY, LABEL_CG, LABEL_REVISION, AssignmentDoc
-from lagpilot_operator.handoff.observe import assignment_status, figures_from_metrics, observe
+from lagpilot.protocol import (
+    ANNOTATION_DELETION_COST,
+    ASSIGNMENT_KEY,
+    LABEL_CG,
+    LABEL_REVISION,
+    AssignmentDoc,
+    lease_duration_for,
+)
+from lagpilot_operator.handoff.observe import LeaseClock, assignment_status, figures_from_metrics, observe
 from lagpilot_operator.handoff.planner import Observed, plan_assignment
 from lagpilot_operator.handoff.rollout import (
     CANARY,
@@ -38,6 +45,21 @@ from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload.diff import differences
 
 log = logging.getLogger("lagpilot.operator.handoff")
+
+# The Lease renewal period workers run with (lagpilot-consumer's default; the operator does not change it).
+LEASE_RENEW_SECONDS = 5.0
+
+# One LeaseClock per ConsumerGroup: the operator's own record of when it saw each worker's Lease change.
+_clocks: dict[tuple[str, str], LeaseClock] = {}
+
+
+def lease_clock(namespace: str, name: str) -> LeaseClock:
+    return _clocks.setdefault((namespace, name), LeaseClock())
+
+
+def forget_group(namespace: str, name: str) -> None:
+    """The ConsumerGroup is gone: drop what was remembered about its workers."""
+    _clocks.pop((namespace, name), None)
 
 
 FiguresFn = Callable[[list[dict[str, Any]], list[int]], "CanaryFigures | None"]
@@ -74,11 +96,12 @@ class Round:
 def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers: int, partitions: int,
                doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
                previous: Mapping[str, Any], commands: Commands, figures: CanaryFigures | None, now: float,
-               lag_fn: LagFn | None = None) -> Round:
+               clock: LeaseClock, lease_duration: float, lag_fn: LagFn | None = None) -> Round:
     """Observed objects -> the next rollout step and assignment document. ``previous`` is status.rollout;
+    ``now`` (wall clock) times the rollout; ``clock`` times the Leases (the operator's own observations);
     ``lag_fn`` is asked for the group's lag only while a canary's lag growth is judged or its baseline is
     taken (None: lag growth is not judged)."""
-    observed = observe(doc, pods, leases, partitions, now)
+    observed = observe(doc, pods, leases, partitions, clock, lease_duration)
     lag_now: Mapping[int, int] | None = None
     if lag_fn is not None and needs_lag_now(rollout, previous):
         lag_now = lag_fn()
@@ -200,8 +223,9 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
         canary_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_REVISION)
                        == prev["newRevision"]]
         figures = (figures_fn or scrape_figures)(canary_pods, list(prev.get("canaryPartitions") or []))
+    duration = lease_duration_for(fence_timeout, LEASE_RENEW_SECONDS, spec.target.timeout_seconds)
     rnd = plan_round(spec.rollout, spec.paused, target_revision, workers, partitions, doc, pods, leases, prev,
-                     commands, figures, now, lag_fn)
+                     commands, figures, now, lease_clock(ns, spec.name), duration, lag_fn)
     observed, step, new_doc = rnd.observed, rnd.step, rnd.doc
     result = HandoffResult(rollout=step.status, assignment={}, events=list(step.events),
                                degraded=step.degraded, deployments=step.deployments)

@@ -7,7 +7,14 @@ import pytest
 
 from lagpilot.protocol import format_owned, grant_for, lease_duration_for
 from lagpilot.timefmt import parse_rfc3339 as parse_time
-from lagpilot_operator.handoff.observe import assignment_status, figures_from_metrics, lease_state, observe
+from lagpilot_operator.handoff.observe import (
+    LeaseClock,
+    assignment_status,
+    figures_from_metrics,
+    lease_released,
+    lease_report,
+    observe,
+)
 from lagpilot_operator.handoff.planner import AssignmentDoc, Revocation, WorkerReport
 from lagpilot_operator.handoff.shell import HandoffResult
 
@@ -17,7 +24,7 @@ NOW = parse_time("2026-01-01T00:01:00Z") or 0.0
 
 
 def lease(name: str, owned: str | None = "0,1", epoch: str | None = "3", renew: str | None = "2026-01-01T00:00:55Z",
-          duration: int = 10) -> dict:
+          duration: int = 10, version: str = "1") -> dict:
     ann = {}
     if owned is not None:
         ann["lagpilot.io/owned"] = owned
@@ -26,7 +33,7 @@ def lease(name: str, owned: str | None = "0,1", epoch: str | None = "3", renew: 
     spec: dict = {"holderIdentity": name, "leaseDurationSeconds": duration}
     if renew is not None:
         spec["renewTime"] = renew
-    return {"metadata": {"name": name, "annotations": ann}, "spec": spec}
+    return {"metadata": {"name": name, "annotations": ann, "resourceVersion": version}, "spec": spec}
 
 
 def pod(name: str, rev: str = "r1", ready: bool = True, deleting: bool = False) -> dict:
@@ -37,24 +44,37 @@ def pod(name: str, rev: str = "r1", ready: bool = True, deleting: bool = False) 
                                           "conditions": [{"type": "Ready", "status": str(ready)}]}}
 
 
-def test_lease_state() -> None:
-    assert lease_state(lease("a"), NOW) == (WorkerReport(frozenset({0, 1}), 3), False)
-    assert lease_state(lease("a", owned=""), NOW)[0] == WorkerReport(frozenset(), 3)
-    assert lease_state(lease("a", renew="2026-01-01T00:00:49Z"), NOW)[1] is True  # 49 + 10 < 60
-    assert lease_state(lease("a", renew="2026-01-01T00:00:55.123456+00:00"), NOW)[1] is False
-    assert lease_state(lease("a", renew=None), NOW)[1] is True
-    assert lease_state(lease("a", owned="x"), NOW)[0] is None
-    assert lease_state(lease("a", epoch=None), NOW)[0] is None
+def test_lease_report_and_release() -> None:
+    assert lease_report(lease("a")) == WorkerReport(frozenset({0, 1}), 3)
+    assert lease_report(lease("a", owned="")) == WorkerReport(frozenset(), 3)
+    assert lease_report(lease("a", owned="x")) is None
+    assert lease_report(lease("a", epoch=None)) is None
+    released = lease("a")
+    released["spec"]["holderIdentity"] = ""
+    assert lease_released(released) and not lease_released(lease("a"))
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
 
 
 def test_observe_classifies_workers() -> None:
-    leases = [lease("a"), lease("b", renew="2026-01-01T00:00:00Z"), lease("forced")]
+    clock = Clock(NOW)
+    lc = LeaseClock(clock)
+    leases = [lease("a"), lease("b"), lease("forced")]
     pods = [pod("a"), pod("b"), pod("c"), pod("d", deleting=True)]
-    o = observe(None, pods, leases, 4, NOW)
+    observe(None, pods, leases, 4, lc, 10)
+    clock.t += 11  # "b" has not changed since (the others renew: a new resourceVersion each time)
+    leases = [lease("a", version="2"), lease("b"), lease("forced", version="2")]
+    o = observe(None, pods, leases, 4, lc, 10)
     a, b, c, d, forced = (o.workers[n] for n in ("a", "b", "c", "d", "forced"))
     assert a.eligible and a.revision == "r1" and a.ready
-    assert b.gone  # Lease expired
-    assert not c.gone and c.report is None and not c.eligible  # pod without Lease yet
+    assert b.gone  # Lease not renewed for a Lease duration of the operator's clock
+    assert c.gone and c.report is None and not c.eligible  # a pod without a Lease for a whole duration
     assert d.terminating and not d.eligible
     # Pod object gone but the Lease still renewed: still alive (it may be processing), never eligible.
     assert not forced.gone and forced.terminating
@@ -65,8 +85,9 @@ def test_observe_then_plan_releases_on_gone() -> None:
     from lagpilot_operator.handoff.planner import plan_assignment
 
     doc = AssignmentDoc(5, {"a": frozenset({2})}, 3, {0: Revocation("b", 4), 1: Revocation("x", 4)})
-    o = observe(doc, [pod("a"), pod("b")], [lease("a", "2", "5"), lease("b", renew="2026-01-01T00:00:00Z")],
-                3, NOW)
+    released = lease("b")
+    released["spec"]["holderIdentity"] = ""  # "b" stopped cleanly
+    o = observe(doc, [pod("a"), pod("b")], [lease("a", "2", "5"), released], 3, LeaseClock(Clock(NOW)))
     new = plan_assignment(o, {0: "a", 1: "a", 2: "a"})
     assert new.grants == {"a": frozenset({0, 1, 2})}
 
@@ -104,7 +125,7 @@ def test_grant_for_and_lease_duration() -> None:
 
 def test_status_patch_nulls_removed_keys_and_assignment_summary() -> None:
     doc = AssignmentDoc(5, {"a": frozenset({0, 2})}, 3, {1: Revocation("b", 5)})
-    o = observe(doc, [pod("a")], [lease("a", "0", "5")], 3, NOW)
+    o = observe(doc, [pod("a")], [lease("a", "0", "5")], 3, LeaseClock(Clock(NOW)))
     summary = assignment_status(o, doc)
     assert summary == {"epoch": 5, "owners": ["a", None, "a"], "confirmed": 1, "moving": [1],
                        "unowned": [1, 2]}
