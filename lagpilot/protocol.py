@@ -44,6 +44,9 @@ ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # ---- the assignment document: ConfigMap <group>-assignment, key assignment.json -----------------------
 ASSIGNMENT_KEY = "assignment.json"
 ASSIGNMENT_CONFIGMAP_SUFFIX = "-assignment"
+# In `revoked`: the partition may have a live owner the operator cannot name (the document was lost); it is
+# granted only once every live worker has applied this document's incarnation at that epoch or later.
+REVOKED_FROM_ALL = "*"
 
 
 def flag_set(annotations: Mapping[str, str] | None, key: str) -> bool:
@@ -74,6 +77,9 @@ class AssignmentDoc:
     grants: Mapping[str, frozenset[int]] = field(default_factory=dict)
     partitions: int = 0
     revoked: Mapping[int, Revocation] = field(default_factory=dict)
+    # Changes when the document is rebuilt after it was lost or unreadable: epochs are monotonic within one
+    # incarnation, so a worker that sees a new incarnation applies it whatever epoch it had reached.
+    incarnation: str = ""
 
     def owner_of(self) -> dict[int, str]:
         """partition -> granted worker."""
@@ -91,6 +97,8 @@ class AssignmentDoc:
                 str(p): {"worker": r.worker, "epoch": r.epoch} for p, r in sorted(self.revoked.items())
             },
         }
+        if self.incarnation:
+            body["incarnation"] = self.incarnation
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -105,21 +113,37 @@ class AssignmentDoc:
                 int(p): Revocation(str(r["worker"]), int(r["epoch"]))
                 for p, r in (raw.get("revoked") or {}).items()
             }
-            return cls(int(raw["epoch"]), grants, int(raw.get("partitions", 0)), revoked)
+            return cls(int(raw["epoch"]), grants, int(raw.get("partitions", 0)), revoked,
+                       str(raw.get("incarnation") or ""))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed {ASSIGNMENT_KEY}: {exc}") from exc
 
 
-def grant_for(doc_text: str | None, worker: str) -> tuple[int, frozenset[int]] | None:
-    """(epoch, partitions granted to ``worker``) from ``assignment.json``; None if missing or malformed
-    (a worker then keeps what it has: the operator will write a valid document)."""
+@dataclass(frozen=True)
+class Grant:
+    """What one worker reads from the document: its partitions as of (incarnation, epoch)."""
+
+    incarnation: str
+    epoch: int
+    partitions: frozenset[int]
+
+
+def read_grant(doc_text: str | None, worker: str) -> Grant | None:
+    """``worker``'s grant from ``assignment.json``; None if missing or malformed (a worker then keeps what
+    it has: the operator will write a valid document)."""
     if not doc_text:
         return None
     try:
         doc = AssignmentDoc.from_json(doc_text)
     except ValueError:
         return None
-    return doc.epoch, doc.grant_of(worker)
+    return Grant(doc.incarnation, doc.epoch, doc.grant_of(worker))
+
+
+def grant_for(doc_text: str | None, worker: str) -> tuple[int, frozenset[int]] | None:
+    """(epoch, partitions granted to ``worker``), see :func:`read_grant`."""
+    grant = read_grant(doc_text, worker)
+    return None if grant is None else (grant.epoch, grant.partitions)
 
 
 def format_owned(owned: frozenset[int]) -> str:

@@ -168,7 +168,8 @@ class LocalCluster:
               commands: Commands | None = None, paused: bool = False) -> RolloutStep:
         cm, doc, leases = self.read()
         rnd = plan_round(spec, paused, revision, workers, self.partitions, doc, self.pods(), leases, self.status,
-                         commands or Commands(), figures, time.time(), self.clock, self.lease_duration)
+                         commands or Commands(), figures, time.time(), self.clock, self.lease_duration,
+                         published_epoch=self.history[-1].epoch if self.history else None)
         step, new = rnd.step, rnd.doc
         if cm is None or new != doc:
             self.write(cm, new)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
+from urllib.parse import urlsplit
 
 import click
 import kopf
@@ -11,7 +14,7 @@ import kopf
 from lagpilot_operator import handlers
 from lagpilot_operator.kube import Kube, load_config
 from lagpilot_operator.metrics import metrics, serve
-from lagpilot_operator.settings import LOG_FORMATS, Settings, from_env, parse_namespaces
+from lagpilot_operator.settings import DEFAULT_LIVENESS, LOG_FORMATS, Settings, from_env, parse_namespaces
 from lagpilot_operator.workload.topics import TopicReader
 
 
@@ -22,14 +25,63 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
+class StartupError(RuntimeError):
+    """Why the operator cannot start, in one line for the user (no traceback)."""
+
+
+def pod_address() -> str | None:
+    return os.environ.get("POD_IP") or None
+
+
+def liveness_url(settings: Settings) -> str:
+    """The liveness endpoint; the default one binds to the pod's own IP when POD_IP is set, like /metrics."""
+    url = settings.liveness
+    ip = pod_address()
+    if url == DEFAULT_LIVENESS and ip:
+        url = url.replace("0.0.0.0", f"[{ip}]" if ":" in ip else ip)
+    return url
+
+
+def check_liveness_port(url: str) -> None:
+    """Bind the liveness address once before kopf does, so a taken port is one clear line, not a traceback
+    from inside kopf's event loop."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    host, port = parts.hostname or "0.0.0.0", parts.port or 80
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port} for the liveness endpoint "
+                               f"(LAGPILOT_LIVENESS / --liveness): {exc.strerror}") from None
+
+
+def start_metrics(settings: Settings) -> None:
+    addr = os.environ.get("LAGPILOT_METRICS_BIND") or pod_address() or "0.0.0.0"
+    try:
+        serve(settings.metrics_port, addr)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {addr}:{settings.metrics_port} for /metrics "
+                           f"(LAGPILOT_METRICS_PORT / --metrics-port): {exc.strerror}") from None
+
+
 def run(settings: Settings, kubeconfig: str | None = None) -> None:
     configure_logging(settings)
-    ctx = handlers.Context(settings=settings, kube=Kube(load_config(kubeconfig)),
+    liveness = liveness_url(settings)
+    check_liveness_port(liveness)
+    metrics()
+    start_metrics(settings)
+    try:
+        api = load_config(kubeconfig)
+    except Exception as exc:
+        raise StartupError(f"cannot load the cluster configuration ({kubeconfig or 'in-cluster'}): {exc}") from None
+    ctx = handlers.Context(settings=settings, kube=Kube(api),
                            topics=TopicReader(timeout=settings.broker_timeout_seconds))
     registry = kopf.OperatorRegistry()
     handlers.register(ctx, registry)
-    metrics()
-    serve(settings.metrics_port)
     standalone = True if settings.peering == "standalone" else None
     peering_name = None if settings.peering in ("auto", "standalone") else settings.peering
     kopf_settings = kopf.OperatorSettings()
@@ -49,7 +101,7 @@ def run(settings: Settings, kubeconfig: str | None = None) -> None:
         ", ".join(namespaces) or "all namespaces", settings.consumer_image, settings.metrics_port,
         settings.peering, settings.assignment_mode)
     kopf.run(registry=registry, settings=kopf_settings, standalone=standalone, peering_name=peering_name,
-             priority=settings.priority, liveness_endpoint=settings.liveness or None,
+             priority=settings.priority, liveness_endpoint=liveness or None,
              clusterwide=not namespaces, namespaces=namespaces)
 
 
@@ -74,14 +126,21 @@ def main(namespaces: tuple[str, ...], consumer_image: str | None, log_format: st
          priority: int | None, resync_seconds: float | None, kubeconfig: str | None,
          verbose: bool | None) -> None:
     """Run the lagpilot ConsumerGroup operator."""
-    settings = from_env(os.environ).with_overrides(
+    try:
+        base = from_env(os.environ)
+    except ValueError as exc:
+        sys.exit(f"lagpilot-operator: {exc}")
+    settings = base.with_overrides(
         watch_namespaces=parse_namespaces(",".join(namespaces)) if namespaces else None,
         consumer_image=consumer_image, log_format=log_format, metrics_port=metrics_port, liveness=liveness,
         peering="standalone" if standalone else peering, priority=priority, resync_seconds=resync_seconds,
         verbose=verbose)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
-    run(settings, kubeconfig or os.environ.get("KUBECONFIG"))
+    try:
+        run(settings, kubeconfig or os.environ.get("KUBECONFIG"))
+    except StartupError as exc:
+        sys.exit(f"lagpilot-operator: {exc}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def metrics() -> OperatorMetrics:
 
 def serve(port: int, addr: str | None = None) -> None:
     """Serve /metrics (0 disables) on LAGPILOT_METRICS_BIND, else the pod's own IP, else all interfaces:
-    pods sharing one host's network (the lab) then never collide on the port."""
+    pods sharing one host's network (the lab) then never collide on the port. Raises OSError when the
+    address cannot be bound."""
     if port:
         addr = addr or os.environ.get("LAGPILOT_METRICS_BIND") or os.environ.get("POD_IP") or "0.0.0.0"
         start_http_server(port, addr=addr)

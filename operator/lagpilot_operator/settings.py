@@ -12,6 +12,7 @@ DEFAULT_IMAGE = f"lagpilot/lagpilot:{__version__}"
 LOG_FORMATS = ("text", "json", "full")
 PEERING_MODES = ("auto", "standalone")
 ASSIGNMENT_MODES = ("k8s", "kafka")
+DEFAULT_LIVENESS = "http://0.0.0.0:8091/healthz"
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Settings:
     consumer_image: str = DEFAULT_IMAGE
     log_format: str = "text"
     metrics_port: int = 8090
-    liveness: str = "http://0.0.0.0:8091/healthz"
+    liveness: str = DEFAULT_LIVENESS
     peering: str = "auto"
     priority: int = 0
     resync_seconds: float = 30.0
@@ -73,7 +74,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         consumer_image=env.get("LAGPILOT_CONSUMER_IMAGE", "").strip() or DEFAULT_IMAGE,
         log_format=log_format,
         metrics_port=_int(env, "LAGPILOT_METRICS_PORT", 8090),
-        liveness=env.get("LAGPILOT_LIVENESS", "").strip() or "http://0.0.0.0:8091/healthz",
+        liveness=env.get("LAGPILOT_LIVENESS", "").strip() or DEFAULT_LIVENESS,
         peering=env.get("LAGPILOT_PEERING", "").strip() or "auto",
         priority=_int(env, "LAGPILOT_PEERING_PRIORITY", 0),
         resync_seconds=_float(env, "LAGPILOT_RESYNC_SECONDS", 30.0),

@@ -32,8 +32,8 @@ from lagpilot.protocol import (
     LABEL_CG,
     LABEL_WORKER,
     format_owned,
-    grant_for,
     lease_duration_for,
+    read_grant,
 )
 from lagpilot_consumer.sources.base import AssignmentSink
 
@@ -68,6 +68,7 @@ class K8sPartitionSource:
         self._applied: tuple[int, frozenset[int]] | None = None
         self._desired_epoch = -1  # last epoch passed to the sink
         self._latest_epoch = -1  # newest epoch seen in the ConfigMap
+        self._incarnation: str | None = None  # of the document the epochs above belong to
         self._fenced = False
         self._relist = threading.Event()  # set: the watch must LIST afresh (start, after a fence)
         self._lease_ok = threading.Event()  # set once the Lease has been written since start/fence
@@ -210,13 +211,20 @@ class K8sPartitionSource:
 
     def _handle(self, cm: Any, fresh: bool) -> None:
         data = (cm.data or {}) if cm is not None else {}
-        grant = grant_for(data.get(ASSIGNMENT_KEY), self.pod_name)
+        grant = read_grant(data.get(ASSIGNMENT_KEY), self.pod_name)
         if grant is None:
             return
-        epoch, partitions = grant
+        epoch, partitions = grant.epoch, grant.partitions
         with self._lock:
             if self._fenced and not (fresh and self._lease_ok.is_set()):
                 return  # fenced: only a LIST made after a successful Lease write lifts it
+            if grant.incarnation != self._incarnation:
+                if self._incarnation is not None:
+                    # The operator rebuilt the document (it was deleted or unreadable): epochs start over.
+                    log.warning("assignment document rebuilt (incarnation %s -> %s): following it from epoch %d",
+                                self._incarnation or "-", grant.incarnation or "-", epoch)
+                    self._desired_epoch = self._latest_epoch = -1
+                self._incarnation = grant.incarnation
             self._latest_epoch = max(self._latest_epoch, epoch) if not fresh else epoch
             lift = self._fenced
             if epoch <= self._desired_epoch and not lift:

@@ -85,7 +85,8 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
-            partitions: int, clock: LeaseClock, lease_duration: float = DEFAULT_LEASE_SECONDS) -> Observed:
+            partitions: int, clock: LeaseClock, lease_duration: float = DEFAULT_LEASE_SECONDS,
+            published_epoch: int | None = None) -> Observed:
     """Observed state from raw objects. A worker is gone when its Lease was released, or when neither pod
     nor Lease exists, or when for ``lease_duration`` seconds of the operator's clock (at least; a Lease may
     declare longer) nothing about its Lease changed: not renewed, or missing or unreadable while its pod
@@ -117,7 +118,7 @@ def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases
             terminating = True  # a running process without a pod object: let it drain, give it nothing
         views[name] = WorkerView(name, gone=gone, report=report, revision=revision, ready=ready,
                                  terminating=terminating)
-    return Observed(doc, views, partitions)
+    return Observed(doc, views, partitions, published_epoch)
 
 
 def assignment_status(observed: Observed, doc: AssignmentDoc) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from lagpilot.protocol import AssignmentDoc, Revocation
+from lagpilot.protocol import REVOKED_FROM_ALL, AssignmentDoc, Revocation
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class Observed:
     doc: AssignmentDoc | None
     workers: Mapping[str, WorkerView]
     partitions: int
+    # The epoch the operator last published (status.assignment.epoch); None: it never published one.
+    published_epoch: int | None = None
 
     def is_gone(self, worker: str) -> bool:
         view = self.workers.get(worker)
@@ -59,6 +61,9 @@ class Observed:
 
 def released(observed: Observed, revocation: Revocation, partition: int) -> bool:
     """True once the worker a partition was revoked from can no longer be processing it."""
+    if revocation.worker == REVOKED_FROM_ALL:
+        return all(view.gone or (view.report is not None and view.report.epoch >= revocation.epoch
+                                 and partition not in view.report.owned) for view in observed.workers.values())
     if observed.is_gone(revocation.worker):
         return True
     report = observed.workers[revocation.worker].report
@@ -69,22 +74,24 @@ def released(observed: Observed, revocation: Revocation, partition: int) -> bool
     return report.epoch >= revocation.epoch and partition not in report.owned
 
 
-def initial_doc(observed: Observed) -> AssignmentDoc:
-    """The document to start from when the ConfigMap does not exist. With no Leases this is epoch 0 and
-    nothing granted. If workers report owning partitions (the ConfigMap was deleted under them), every such
-    partition is recorded as revoked from its reporter at an epoch above anything they applied, so nothing
-    is granted elsewhere before they release it."""
-    reports = [v for v in observed.workers.values() if v.report is not None and not v.gone]
-    base = max((v.report.epoch for v in reports if v.report is not None), default=0)
-    revoked: dict[int, Revocation] = {}
-    for view in sorted(reports, key=lambda v: v.name):
-        assert view.report is not None
-        for p in view.report.owned:
-            revoked.setdefault(p, Revocation(view.name, base + 1))
-    return AssignmentDoc(base, {}, observed.partitions, revoked)
+def initial_doc(observed: Observed, incarnation: str = "") -> AssignmentDoc:
+    """The document to start from when there is none (the ConfigMap does not exist or is unreadable).
+
+    A new group (nothing published yet, no worker reporting anything applied) starts at epoch 0 with nothing
+    granted. Otherwise the document was lost under running workers: they may own partitions, and a report
+    may lag what a worker holds. So every partition is revoked from *all* workers (``REVOKED_FROM_ALL``) in a
+    new ``incarnation`` at an epoch above anything published or reported, and granted again only once every
+    live worker has applied that document (which grants it nothing) -- workers accept a new incarnation
+    whatever epoch they had reached."""
+    reports = [v.report for v in observed.workers.values() if v.report is not None]
+    if observed.published_epoch is None and all(r.epoch == 0 and not r.owned for r in reports):
+        return AssignmentDoc(0, {}, observed.partitions, {}, incarnation)
+    epoch = max([observed.published_epoch or 0, *(r.epoch for r in reports)]) + 1
+    revoked = {p: Revocation(REVOKED_FROM_ALL, epoch) for p in range(observed.partitions)}
+    return AssignmentDoc(epoch, {}, observed.partitions, revoked, incarnation)
 
 
-def plan_assignment(observed: Observed, desired: Mapping[int, str | None]) -> AssignmentDoc:
+def plan_assignment(observed: Observed, desired: Mapping[int, str | None], incarnation: str = "") -> AssignmentDoc:
     """The next assignment document, moving towards ``desired`` (partition -> worker, or None / missing
     for "nobody") without ever letting two live workers own a partition.
 
@@ -97,7 +104,7 @@ def plan_assignment(observed: Observed, desired: Mapping[int, str | None]) -> As
     - The epoch bumps by one if and only if the grants change; otherwise the input document is returned
       as is, so reconciling twice on the same observation writes nothing.
     """
-    doc = observed.doc if observed.doc is not None else initial_doc(observed)
+    doc = observed.doc if observed.doc is not None else initial_doc(observed, incarnation)
     new_epoch = doc.epoch + 1
     grants: dict[str, set[int]] = {w: set(ps) for w, ps in doc.grants.items()}
     revoked: dict[int, Revocation] = dict(doc.revoked)
@@ -135,8 +142,8 @@ def plan_assignment(observed: Observed, desired: Mapping[int, str | None]) -> As
     if new_grants == dict(doc.grants):
         if doc.partitions == observed.partitions:
             return doc
-        return AssignmentDoc(doc.epoch, doc.grants, observed.partitions, doc.revoked)
-    return AssignmentDoc(new_epoch, new_grants, observed.partitions, revoked)
+        return AssignmentDoc(doc.epoch, doc.grants, observed.partitions, doc.revoked, doc.incarnation)
+    return AssignmentDoc(new_epoch, new_grants, observed.partitions, revoked, doc.incarnation)
 
 
 def confirmed_owners(observed: Observed) -> dict[int, str]:

@@ -8,6 +8,7 @@ reconcile to publish. Nothing is remembered between calls: everything comes from
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,12 +97,14 @@ class Round:
 def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers: int, partitions: int,
                doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
                previous: Mapping[str, Any], commands: Commands, figures: CanaryFigures | None, now: float,
-               clock: LeaseClock, lease_duration: float, lag_fn: LagFn | None = None) -> Round:
+               clock: LeaseClock, lease_duration: float, lag_fn: LagFn | None = None,
+               published_epoch: int | None = None) -> Round:
     """Observed objects -> the next rollout step and assignment document. ``previous`` is status.rollout;
     ``now`` (wall clock) times the rollout; ``clock`` times the Leases (the operator's own observations);
     ``lag_fn`` is asked for the group's lag only while a canary's lag growth is judged or its baseline is
-    taken (None: lag growth is not judged)."""
-    observed = observe(doc, pods, leases, partitions, clock, lease_duration)
+    taken (None: lag growth is not judged). ``published_epoch``: the epoch last published in
+    status.assignment (so a lost document is told from a new group's first one)."""
+    observed = observe(doc, pods, leases, partitions, clock, lease_duration, published_epoch)
     lag_now: Mapping[int, int] | None = None
     if lag_fn is not None and needs_lag_now(rollout, previous):
         lag_now = lag_fn()
@@ -115,7 +118,8 @@ def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers
         if lag_now is None and needs_lag_baseline(rollout, step.status):
             lag_now = lag_fn()
         keep_lag_baseline(rollout, step.status, lag_now)
-    return Round(observed, step, plan_assignment(observed, step.desired))
+    # A new incarnation is used only when there is no readable document to continue from.
+    return Round(observed, step, plan_assignment(observed, step.desired, uuid.uuid4().hex[:12]))
 
 
 def read_assignment(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any] | None, AssignmentDoc | None]:
@@ -181,9 +185,11 @@ def apply_deployments(kube: Kube, spec: ConsumerGroupSpec, owner: planner.Owner,
     if target in deployments:
         want = planner.deployment(spec, owner, deployments[target], fence_timeout)
         have = by_rev.get(target)
-        if have is None or differences(want, have):
+        diff = differences(want, have) if have is not None else []
+        if have is None or diff:
             kube.apply(want)
-            actions.append(f"{'created' if have is None else 'updated'} Deployment {want['metadata']['name']}")
+            actions.append(f"created Deployment {want['metadata']['name']}" if have is None else
+                           f"updated Deployment {want['metadata']['name']} ({'; '.join(diff[:3])})")
     for rev, dep in by_rev.items():
         if rev == target and target in deployments:
             continue  # applied above; an aborted target revision is absent and goes like any other
@@ -224,8 +230,10 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
                        == prev["newRevision"]]
         figures = (figures_fn or scrape_figures)(canary_pods, list(prev.get("canaryPartitions") or []))
     duration = lease_duration_for(fence_timeout, LEASE_RENEW_SECONDS, spec.target.timeout_seconds)
+    published = ((body.get("status") or {}).get("assignment") or {}).get("epoch")
     rnd = plan_round(spec.rollout, spec.paused, target_revision, workers, partitions, doc, pods, leases, prev,
-                     commands, figures, now, lease_clock(ns, spec.name), duration, lag_fn)
+                     commands, figures, now, lease_clock(ns, spec.name), duration, lag_fn,
+                     published if isinstance(published, int) else None)
     observed, step, new_doc = rnd.observed, rnd.step, rnd.doc
     result = HandoffResult(rollout=step.status, assignment={}, events=list(step.events),
                                degraded=step.degraded, deployments=step.deployments)

@@ -57,13 +57,12 @@ class Owner:
 
 @dataclass(frozen=True)
 class Plan:
-    """Desired objects. `applied` are kept equal to the plan; `create_only` are created once, then left to
-    their owner (the assignment ConfigMap belongs to the hand-off after creation)."""
+    """Desired objects, kept equal to the plan. The assignment ConfigMap is not among them: the hand-off
+    creates it (and rebuilds it from the workers' reports when it is lost), so a reconcile never resets it."""
 
     revision: str
     deployment: dict[str, Any]
     applied: tuple[dict[str, Any], ...]
-    create_only: tuple[dict[str, Any], ...]
 
     @property
     def deployment_name(self) -> str:
@@ -304,7 +303,6 @@ def plan(spec: ConsumerGroupSpec, owner: Owner, replicas: int,
         revision=dep["metadata"]["labels"][LABEL_REVISION],
         deployment=dep,
         applied=(service_account(owner), role(spec, owner), role_binding(owner), service(owner)),
-        create_only=(assignment_configmap(spec, owner),),
     )
 
 

@@ -114,9 +114,6 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
                 kube.apply(obj)
                 result.actions.append(f"{'created' if current is None else 'updated'} {obj['kind']} "
                                       f"{obj['metadata']['name']}")
-        for obj in desired.create_only:
-            if kube.get(obj["kind"], namespace, obj["metadata"]["name"]) is None and kube.create(obj):
-                result.actions.append(f"created {obj['kind']} {obj['metadata']['name']}")
         if settings.assignment_mode == "k8s":
             # The hand-off owns the per-revision Deployments (it leaves them alone while
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.

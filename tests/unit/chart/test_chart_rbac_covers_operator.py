@@ -59,7 +59,10 @@ def operator_rule_sets(helm: Path) -> list[list[dict[str, Any]]]:
 
 def test_operator_may_apply_every_planned_object(helm: Path) -> None:
     p = planned()
-    objects = [p.deployment, *p.applied, *p.create_only]
+    cg, _ = spec.parse(BODY, "lagpilot:test")
+    assert cg is not None
+    cm = plan.assignment_configmap(cg, plan.Owner(name="orders", namespace="shop", uid="u-1"))
+    objects = [p.deployment, *p.applied, cm]
     for rules in operator_rule_sets(helm):
         for obj in objects:
             group = obj["apiVersion"].rpartition("/")[0]

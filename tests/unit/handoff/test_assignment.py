@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lagpilot.protocol import REVOKED_FROM_ALL
 from lagpilot_operator.handoff.planner import (
     AssignmentDoc,
     Observed,
@@ -97,11 +98,27 @@ def test_terminating_worker_is_drained() -> None:
     assert step.grants == {} and step.revoked == {0: Revocation("t", 2)}
 
 
-def test_lost_configmap_with_owners_waits_for_their_release() -> None:
+def test_lost_configmap_with_owners_waits_for_every_worker_to_apply_the_rebuilt_document() -> None:
+    """The document was deleted while "a" owned 0 and 1 (and "b" may hold something its report does not
+    show yet): the rebuilt document grants nothing, in a new incarnation above every epoch seen, and a
+    partition is granted again only when every live worker has applied it."""
     o = obs(None, alive("a", {0, 1}, 7), alive("b"), partitions=2)
-    step = plan_assignment(o, {0: "b", 1: "b"})
-    assert step.epoch == 7 and step.grants == {}  # nothing to grant yet, nothing written as a new epoch
-    assert step.revoked == {0: Revocation("a", 8), 1: Revocation("a", 8)}
+    step = plan_assignment(o, {0: "b", 1: "b"}, incarnation="i2")
+    assert (step.epoch, step.grants, step.incarnation) == (8, {}, "i2")
+    assert step.revoked == {0: Revocation(REVOKED_FROM_ALL, 8), 1: Revocation(REVOKED_FROM_ALL, 8)}
+    # "a" applied it (released both), "b" has not yet: still nothing granted.
+    assert plan_assignment(obs(step, alive("a", set(), 8), alive("b", set(), 7), partitions=2),
+                           {0: "b", 1: "b"}) is step
+    done = plan_assignment(obs(step, alive("a", set(), 8), alive("b", set(), 8), partitions=2), {0: "b", 1: "b"})
+    assert (done.epoch, done.grants, done.revoked, done.incarnation) == (9, {"b": F({0, 1})}, {}, "i2")
+
+
+def test_a_new_group_starts_at_epoch_zero_but_a_published_one_is_rebuilt() -> None:
+    fresh = obs(None, alive("a"), partitions=2)
+    assert plan_assignment(fresh, {0: "a", 1: "a"}).grants == {"a": F({0, 1})}
+    lost = Observed(None, {"a": alive("a")}, 2, published_epoch=12)  # status says epoch 12 was published
+    rebuilt = plan_assignment(lost, {0: "a", 1: "a"}, incarnation="x")
+    assert rebuilt.epoch == 13 and rebuilt.grants == {} and set(rebuilt.revoked) == {0, 1}
 
 
 def test_partitions_beyond_the_topic_are_not_granted() -> None:

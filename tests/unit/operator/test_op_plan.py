@@ -158,7 +158,7 @@ def test_labels_selector_and_owner_references() -> None:
     assert dep["spec"]["template"]["metadata"]["labels"] == want
     assert dep["spec"]["selector"]["matchLabels"] == {"lagpilot.io/consumergroup": "orders-to-billing",
                                                       "lagpilot.io/revision": rev}
-    for obj in (dep, *plan.applied, *plan.create_only):
+    for obj in (dep, *plan.applied, p.assignment_configmap(minimal_spec(), OWNER)):
         assert obj["metadata"]["namespace"] == "shop"
         assert obj["metadata"]["ownerReferences"] == [{
             "apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "name": "orders-to-billing",
@@ -183,7 +183,8 @@ def test_supporting_objects_and_least_privilege_role() -> None:
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "orders-to-billing-worker", "namespace": "shop"}]
     svc = kinds["Service"]["spec"]
     assert svc["clusterIP"] == "None" and svc["selector"] == {"lagpilot.io/consumergroup": "orders-to-billing"}
-    (cm,) = plan.create_only
+    assert all(o["kind"] != "ConfigMap" for o in plan.applied)  # the hand-off owns the assignment ConfigMap
+    cm = p.assignment_configmap(minimal_spec(), OWNER)
     assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == "orders-to-billing-assignment"
     assert AssignmentDoc.from_json(cm["data"]["assignment.json"]) == AssignmentDoc()
 
