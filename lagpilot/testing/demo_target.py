@@ -27,8 +27,15 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     target = RecordingTarget(args.host, args.port, latency_s=args.latency_ms / 1000).start()
     out = Path(args.stats_file)
+    marks = out.with_name("run.json")  # the demo's current run: where its records start, per partition
     while not stop.is_set():
         stats = target.stats()
+        try:
+            start = {int(p): int(o) for p, o in json.loads(marks.read_text())["from"].items()}
+        except (OSError, ValueError, KeyError):
+            start = {}
+        stats["this_run_distinct"] = len({(a.partition, a.offset) for a in target.accepted()
+                                          if a.offset >= start.get(a.partition, 0)})
         violations = target.order_violations()
         doc = {**stats, "url": target.url, "port": target.port, "order_violations": len(violations),
                "first_violations": violations[:5], "updated": time.time(), "pid": os.getpid()}

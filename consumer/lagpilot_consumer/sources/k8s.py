@@ -45,13 +45,14 @@ class K8sPartitionSource:
 
     def __init__(self, namespace: str, pod_name: str, configmap_name: str, fence_timeout_s: float = 20.0,
                  lease_renew_s: float = 5.0, sink: AssignmentSink | None = None, api_client: Any = None,
-                 consumergroup: str | None = None, delivery_timeout_s: float = 0.0) -> None:
+                 consumergroup: str | None = None, delivery_timeout_s: float = 0.0, pod_uid: str = "") -> None:
         if not namespace or not pod_name:
             raise ValueError("k8s assignment needs the namespace and the pod name ($POD_NAMESPACE, $POD_NAME)")
         if not configmap_name:
             raise ValueError("k8s assignment needs --assignment-configmap")
         self.namespace = namespace
         self.pod_name = pod_name
+        self.pod_uid = pod_uid  # the Lease is owned by the pod: deleting the pod garbage-collects it
         self.configmap_name = configmap_name
         self.fence_timeout_s = float(fence_timeout_s)
         self.lease_renew_s = float(lease_renew_s)
@@ -130,9 +131,11 @@ class K8sPartitionSource:
         labels = {LABEL_WORKER: "true"}
         if self.consumergroup:
             labels[LABEL_CG] = self.consumergroup
+        owners = [client.V1OwnerReference(api_version="v1", kind="Pod", name=self.pod_name, uid=self.pod_uid)
+                  ] if self.pod_uid else None
         return client.V1Lease(
             metadata=client.V1ObjectMeta(
-                name=self.pod_name, namespace=self.namespace, labels=labels,
+                name=self.pod_name, namespace=self.namespace, labels=labels, owner_references=owners,
                 annotations={ANNOTATION_OWNED: format_owned(owned), ANNOTATION_EPOCH: str(epoch)}),
             # Released (a clean stop): no holder, as client-go's leader election releases a Lease; the
             # operator treats that as gone at once, on no one's clock.

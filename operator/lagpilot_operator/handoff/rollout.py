@@ -29,6 +29,10 @@ STABLE, PROGRESSING, CANARY, PROMOTING, ABORTED = "Stable", "Progressing", "Cana
 
 Event = tuple[str, str, str]  # (Normal|Warning, reason, message)
 
+# How long past analysisSeconds a canary may go without taking its partitions or delivering anything while
+# records wait on them (slow image pulls, a cold target), before it is aborted.
+CANARY_GRACE_SECONDS = 60
+
 
 @dataclass(frozen=True)
 class Commands:
@@ -60,12 +64,15 @@ class Commands:
 @dataclass(frozen=True)
 class CanaryFigures:
     """Measured on the canary partitions since the analysis started (the caller scrapes the workers).
-    ``lag_growth``: growth of the canary partitions' lag minus the stable partitions' (records)."""
+    ``lag_growth``: growth of the canary partitions' lag minus the stable partitions' (records).
+    ``backlog``: records waiting on the canary partitions now (None: not read), so a canary that delivers
+    nothing can be told from one that has nothing to deliver."""
 
     deliveries: int
     error_rate: float
     p99_ms: float
     lag_growth: float
+    backlog: int | None = None
 
 
 @dataclass(frozen=True)
@@ -364,29 +371,40 @@ def _canary(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) ->
     costs = _costs(inp, [stable, new])
     confirmed = confirmed_owners(inp.observed)
     on_canary = [p for p in chosen if confirmed.get(p) in set(canaries)]
+    events: list[Event] = []
+    limit = c.analysis_seconds + CANARY_GRACE_SECONDS
     if not canaries or len(on_canary) < len(chosen):
+        started = float(st.get("since") or now)
+        if now - started > limit:
+            return _abort(inp, st, stable, new, events,
+                          f"canary {new} did not take its partitions {chosen} within {limit} s "
+                          f"({len(on_canary)} of {len(chosen)} on ready canary workers)")
         st.pop("analysisSince", None)
         st.update(step=len(on_canary), message=f"moving canary partitions {chosen}: {len(on_canary)} done")
         return RolloutStep(deployments, desired, st, deletion_cost=costs)
-    events: list[Event] = []
     if "analysisSince" not in st:
         st["analysisSince"] = now
         events.append(("Normal", "CanaryAnalysis", f"partitions {chosen} on revision {new}; judging for "
                                                    f"{c.analysis_seconds} s"))
     failure = judge(inp.spec, inp.figures)
     if failure is not None:
-        msg = f"canary {new} failed: {failure}"
-        st = {**st, "phase": ABORTED, "message": msg, "since": now}
-        events.append(("Warning", "RolloutAborted", msg))
-        step = _aborted(inp, st, stable, new)
-        step.events[:0] = events
-        return step
+        return _abort(inp, st, stable, new, events, f"canary {new} failed: {failure}")
     elapsed = now - float(st["analysisSince"])
     has_data = inp.figures is not None and inp.figures.deliveries > 0
+    backlog = inp.figures.backlog if inp.figures is not None else None
+    if not has_data and elapsed > limit and backlog != 0:
+        waiting = "its partitions' lag could not be read" if backlog is None else \
+            f"{backlog} records wait on its partitions"
+        return _abort(inp, st, stable, new, events,
+                      f"canary {new} failed: delivered nothing in {int(elapsed)} s of analysis while {waiting}")
     passed = elapsed >= c.analysis_seconds and has_data
     if not passed and not inp.commands.promote:
-        why = "no deliveries on canary partitions yet" if elapsed >= c.analysis_seconds else (
-            f"analysis {int(elapsed)}/{c.analysis_seconds} s")
+        if elapsed < c.analysis_seconds:
+            why = f"analysis {int(elapsed)}/{c.analysis_seconds} s"
+        elif backlog == 0:
+            why = "no records on canary partitions to judge yet (promote to skip)"
+        else:
+            why = "no deliveries on canary partitions yet"
         st.update(step=len(on_canary), message=why)
         return RolloutStep(deployments, desired, st, events, deletion_cost=costs)
     if not (c.auto_promote or inp.commands.promote):
@@ -398,6 +416,15 @@ def _canary(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) ->
     st.pop("analysisSince", None)
     step = _blue_green(inp, st, stable, new) if c.then == "BlueGreen" else _rolling(inp, st, stable, new)
     step.events[:0] = events
+    return step
+
+
+def _abort(inp: RolloutInput, status: dict[str, Any], stable: str, new: str, events: list[Event],
+           message: str) -> RolloutStep:
+    st = {**status, "phase": ABORTED, "message": message, "since": inp.now}
+    st.pop("analysisSince", None)
+    step = _aborted(inp, st, stable, new)
+    step.events[:0] = [*events, ("Warning", "RolloutAborted", message)]
     return step
 
 
@@ -430,6 +457,21 @@ def with_lag_growth(previous: Mapping[str, Any], figures: CanaryFigures | None,
     if figures is not None:
         return replace(figures, lag_growth=growth)
     return CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=growth)
+
+
+def needs_backlog(previous: Mapping[str, Any], figures: CanaryFigures | None) -> bool:
+    """A canary under analysis that has delivered nothing: whether records wait on its partitions decides
+    between "broken" and "nothing to judge"."""
+    return (previous.get("phase") == CANARY and "analysisSince" in previous
+            and (figures is None or figures.deliveries == 0))
+
+
+def with_backlog(previous: Mapping[str, Any], figures: CanaryFigures | None,
+                 lag_now: Mapping[int, int] | None) -> CanaryFigures:
+    chosen = list(previous.get("canaryPartitions") or [])
+    backlog = None if lag_now is None else sum(int(lag_now.get(p, 0)) for p in chosen)
+    base = figures or CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=0.0)
+    return replace(base, backlog=backlog)
 
 
 def needs_lag_baseline(spec: RolloutSpec, status: Mapping[str, Any]) -> bool:

@@ -34,9 +34,11 @@ from lagpilot_operator.handoff.rollout import (
     RolloutInput,
     RolloutStep,
     keep_lag_baseline,
+    needs_backlog,
     needs_lag_baseline,
     needs_lag_now,
     next_rollout_step,
+    with_backlog,
     with_lag_growth,
 )
 from lagpilot_operator.kube import Kube
@@ -110,6 +112,9 @@ def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers
         lag_now = lag_fn()
         if lag_now is not None:
             figures = with_lag_growth(previous, figures, lag_now)
+    if lag_fn is not None and needs_backlog(previous, figures):
+        lag_now = lag_now if lag_now is not None else lag_fn()
+        figures = with_backlog(previous, figures, lag_now)
     step = next_rollout_step(RolloutInput(rollout, target_revision, workers, observed, dict(previous),
                                           paused=paused, commands=commands, figures=figures, now=now))
     if lag_fn is None:

@@ -13,10 +13,8 @@ import pytest
 pytestmark = pytest.mark.lab
 
 
-def test_demo_once_delivers_in_order_and_prints_lag_table(tmp_path: Path) -> None:
-    env = {**os.environ, "LAGPILOT_LAB_DIR": str(tmp_path / "lab")}
-    env.pop("KUBECONFIG", None)
-    out = subprocess.run([str(Path(sys.executable).parent / "lagpilot"), "demo", "--once", "--stop-lab",
+def run_demo(env: dict[str, str], *args: str) -> tuple[str, int, int]:
+    out = subprocess.run([str(Path(sys.executable).parent / "lagpilot"), "demo", "--once", *args,
                           "--rate", "20", "--burst", "300"], capture_output=True, text=True, env=env,
                          timeout=900, stdin=subprocess.DEVNULL)
     text = out.stdout + out.stderr
@@ -24,6 +22,21 @@ def test_demo_once_delivers_in_order_and_prints_lag_table(tmp_path: Path) -> Non
     assert "COMMITTED" in out.stdout and "LAG" in out.stdout and "partitions" in out.stdout
     assert "per-key order: OK" in out.stdout
     summary = next(line for line in out.stdout.splitlines() if line.startswith("demo summary"))
+    produced = int(summary.split("produced ")[1].split()[0])
     delivered = int(summary.split("delivered ")[1].split()[0])
-    assert delivered > 0 and "violations 0" in summary
+    assert 0 < delivered <= produced and "violations 0" in summary, summary
+    return summary, produced, delivered
+
+
+def test_demo_once_delivers_in_order_and_prints_lag_table(tmp_path: Path) -> None:
+    """Run twice on the same lab: the second run counts only what it produced and delivered, and says that
+    the topic already held the first run's records (issue 14 item 11)."""
+    env = {**os.environ, "LAGPILOT_LAB_DIR": str(tmp_path / "lab")}
+    env.pop("KUBECONFIG", None)
+    first, produced, _ = run_demo(env, "--keep-lab")
+    assert "already held" not in first
+    second, _, _ = run_demo(env, "--stop-lab")
+    assert "already held" in second, second
+    held = int(second.split("already held ")[1].split()[0])
+    assert held >= produced  # at least everything the first run produced
     assert not (tmp_path / "lab" / "lab.json").exists()  # --stop-lab cleaned up

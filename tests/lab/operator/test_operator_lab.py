@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lagpilot.testing.operator import Operator
+from lagpilot.testing.operator import Operator, running_operator
 from lagpilot.testing.wait import wait_for
 
 pytestmark = pytest.mark.lab
@@ -111,6 +112,58 @@ def test_reconcile_is_idempotent_no_spurious_writes(k8s: Any, namespace: str, op
     assert after == before
     assert get(k8s, namespace, "consumergroup", "idem")["metadata"]["resourceVersion"] == cg_rv
     assert get(k8s, namespace, "serviceaccount", "idem-worker")["metadata"]["resourceVersion"] == sa_rv
+
+
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+WATCHED = ("deployments", "replicasets", "configmaps", "services", "serviceaccounts", "roles", "rolebindings",
+           "events", "consumergroups")
+
+
+def api_writes(k8s: Any) -> dict[str, float]:
+    """Write requests the API server has served, per resource (from its own /metrics)."""
+    out: dict[str, float] = {}
+    for line in k8s.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(",")
+                      if "=" in part)
+        verb, resource = labels.get("verb", "").strip('"'), labels.get("resource", "").strip('"')
+        if verb in WRITE_VERBS and resource in WATCHED:
+            key = f"{verb} {resource}/{labels.get('subresource', '').strip(chr(34))}"
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_a_steady_group_with_workers_causes_no_writes_and_no_events(
+        k8s: Any, namespace: str, crds: None, bootstrap: str, topic_factory: Any, tmp_path: Path) -> None:
+    """Issue 14 item 7: with workers running and nothing changing, several resyncs write nothing to the API
+    (counted by the API server itself) and emit no Event."""
+    with running_operator(k8s, namespace, tmp_path / "operator.log", {"LAGPILOT_RESYNC_SECONDS": "5"}) as op:
+        steady_group_writes_nothing(k8s, namespace, op, bootstrap, topic_factory)
+
+
+def steady_group_writes_nothing(k8s: Any, namespace: str, operator: Operator, bootstrap: str,
+                                topic_factory: Any) -> None:
+    topic = topic_factory(partitions=4)
+    apply(k8s, namespace, cg_doc("steady", bootstrap, topic, workers=2))
+
+    def settled() -> bool:
+        cg = get(k8s, namespace, "consumergroup", "steady")
+        st = (cg or {}).get("status") or {}
+        return (condition(cg, "Ready").get("status") == "True" and st.get("readyWorkers") == 2
+                and not (st.get("assignment") or {}).get("moving"))
+    wait_for(settled, timeout=180, what="2 workers Ready, every partition owned")
+    time.sleep(15)  # let the last transitions (conditions, Events) land
+    events_before = len(get(k8s, namespace, "events") or [])
+    writes_before = api_writes(k8s)
+    start = operator.reconciles()
+    wait_for(lambda: operator.reconciles() >= start + 4, timeout=180, what="four more reconciles")
+    writes = {k: v - writes_before.get(k, 0.0) for k, v in api_writes(k8s).items()
+              if v - writes_before.get(k, 0.0) > 0}
+    new_events = (get(k8s, namespace, "events") or [])[events_before:]
+    assert not [f"{e['reason']}: {e['message']}" for e in new_events], new_events
+    # status.lag is refreshed once per lag window at most (pollSeconds x 10), not within these resyncs.
+    assert writes == {}, writes
 
 
 def test_scale_subresource_and_drift_repair(k8s: Any, namespace: str, operator: Operator, bootstrap: str,
@@ -236,6 +289,22 @@ def test_delete_cr_removes_everything(k8s: Any, namespace: str, operator: Operat
                    for kind in ("deployments", "serviceaccounts", "roles", "rolebindings", "services",
                                 "configmaps"))
     wait_for(all_gone, timeout=120, what="garbage collection of owned objects")
+
+
+def test_deleting_the_group_leaves_no_lease(k8s: Any, namespace: str, operator: Operator, bootstrap: str,
+                                            topic_factory: Any) -> None:
+    """Issue 14 item 8: each worker's Lease is owned by its pod, so deleting the ConsumerGroup (and with it
+    the Deployments and pods) garbage-collects the Leases too."""
+    topic = topic_factory(partitions=2)
+    apply(k8s, namespace, cg_doc("leases", bootstrap, topic, workers=2))
+    sel = "lagpilot.io/consumergroup=leases"
+    leases = wait_for(lambda: (ls if len(ls := get(k8s, namespace, "leases", selector=sel) or []) == 2 else None),
+                      timeout=120, what="two worker Leases")
+    assert all(lease["metadata"]["ownerReferences"][0]["kind"] == "Pod" for lease in leases)
+    k8s.kubectl("delete", "consumergroup", "leases", "--timeout=60s", namespace=namespace)
+    wait_for(lambda: not get(k8s, namespace, "leases", selector=sel) and not get(k8s, namespace, "pods",
+                                                                                 selector=sel),
+             timeout=180, what="no Lease and no pod of the deleted group")
 
 
 def test_operator_restart_converges_without_duplicates(k8s: Any, namespace: str, operator: Operator,

@@ -20,6 +20,7 @@ from lagpilot_operator.handoff.planner import (
 from lagpilot_operator.handoff.rollout import (
     ABORTED,
     CANARY,
+    CANARY_GRACE_SECONDS,
     PROGRESSING,
     PROMOTING,
     STABLE,
@@ -412,3 +413,66 @@ def test_any_rollout_completes_with_one_owner_per_partition(
     assert set(c.owners().values()) == {"b"} and len(c.owners()) == partitions
     assert {p.revision for p in c.pods.values()} == {"b"}
     assert len(c.pods) == workers
+
+
+# ---- issue 14 item 5: a canary that delivers nothing, or never takes its partitions, is judged ------------
+
+SILENT = CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=0.0, backlog=40)
+IDLE = CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=0.0, backlog=0)
+
+
+def canary_on_its_partitions(analysis: int = 30) -> tuple[Cluster, RolloutSpec, float]:
+    c = settled_cluster(6, 2)
+    spec = make_canary(partitions=2, analysis=analysis)
+    now = 100.0
+    for _ in range(10):
+        c.reconcile(spec, "b", 2, now, figures=None)
+        c.workers_act(None)
+        now += 1
+    assert c.status["phase"] == CANARY and "analysisSince" in c.status
+    return c, spec, now
+
+
+def test_a_canary_that_delivers_nothing_while_records_wait_is_aborted_after_analysis_and_grace() -> None:
+    c, spec, _ = canary_on_its_partitions(analysis=30)
+    since = float(c.status["analysisSince"])
+    c.reconcile(spec, "b", 2, since + 30 + CANARY_GRACE_SECONDS - 1, figures=SILENT)
+    assert c.status["phase"] == CANARY  # within the stated grace: still waiting for data
+    step = c.reconcile(spec, "b", 2, since + 30 + CANARY_GRACE_SECONDS + 1, figures=SILENT)
+    assert c.status["phase"] == ABORTED
+    assert step.degraded is not None and "delivered nothing" in step.degraded[1] and "40 records" in step.degraded[1]
+    c.reconcile(spec, "b", 2, since + 999, figures=None)  # unknown figures later: stays aborted
+    assert c.status["phase"] == ABORTED
+
+
+def test_a_canary_with_unknown_figures_is_aborted_too() -> None:
+    c, spec, _ = canary_on_its_partitions(analysis=30)
+    since = float(c.status["analysisSince"])
+    step = c.reconcile(spec, "b", 2, since + 30 + CANARY_GRACE_SECONDS + 1, figures=None)
+    assert c.status["phase"] == ABORTED and step.degraded is not None
+    assert "delivered nothing" in step.degraded[1]
+
+
+def test_an_idle_canary_is_not_aborted_and_says_why_it_waits() -> None:
+    c, spec, _ = canary_on_its_partitions(analysis=30)
+    since = float(c.status["analysisSince"])
+    c.reconcile(spec, "b", 2, since + 30 + CANARY_GRACE_SECONDS + 100, figures=IDLE)
+    assert c.status["phase"] == CANARY and "no records" in c.status["message"]
+
+
+def test_a_canary_that_never_takes_its_partitions_is_aborted() -> None:
+    """Its workers crash-loop (never Ready, never a Lease): after analysisSeconds + grace, aborted."""
+    c = settled_cluster(6, 2)
+    spec = make_canary(partitions=2, analysis=30)
+    now = 100.0
+    for _ in range(30):
+        c.reconcile(spec, "b", 2, now, figures=None)
+        c.workers_act(None)
+        for pod in c.pods.values():  # the canary's pods never come up: no Lease, never Ready
+            if pod.revision == "b":
+                pod.report, pod.ready, pod.owned = None, False, frozenset()
+        now += 1
+    assert c.status["phase"] == CANARY
+    step = c.reconcile(spec, "b", 2, 100.0 + 30 + CANARY_GRACE_SECONDS + 1, figures=None)
+    assert c.status["phase"] == ABORTED and step.degraded is not None
+    assert "did not take its partitions" in step.degraded[1]
