@@ -72,8 +72,16 @@ class Kube:
             raise
 
     def list(self, kind: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """The objects, each with its apiVersion and kind (a list response leaves them off its items, and a
+        comparison with a planned object would then always find a difference)."""
         query = {"labelSelector": label_selector} if label_selector else None
-        return list(self._call("GET", self._path(kind, namespace), query=query).get("items") or [])
+        body = self._call("GET", self._path(kind, namespace), query=query)
+        api_version = body.get("apiVersion") or ""
+        items = list(body.get("items") or [])
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create; None when it already exists (someone else, or an earlier run, made it)."""
