@@ -1,8 +1,10 @@
-"""Stateful model check of the hand-off protocol: the pure planner driven against a faithful model of the
-workers and the API server, under random worker deaths, additions, pod deletions, network partitions with
-fencing, container restarts, late / skipped epoch application, delayed and stale Lease reads, and arbitrary
-desired owner maps (what rollouts produce), with the operator being stateless (a restart is free: every
-reconcile recomputes from the ConfigMap and the Leases only).
+"""Stateful model check of the hand-off protocol: the pure planner and the real observation of Leases and
+pods (`observe` with the operator's LeaseClock) driven against a faithful model of the workers and the API
+server over model time, under random worker deaths, additions, pod deletions, network partitions with
+fencing, container restarts, late / skipped epoch application, delayed and stale Lease reads, the
+assignment ConfigMap deleted or garbled, Leases deleted, worker clocks 15 s ahead or behind (their
+renewTime), operator restarts (its Lease observations are lost), and arbitrary desired owner maps (what
+rollouts produce).
 
 Safety, checked after every step: no partition is ever owned or granted by two live workers at once (a
 worker owns p from when it applies a document granting p until it applies one without p, fences, or dies).
@@ -18,80 +20,135 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from lagpilot.protocol import ANNOTATION_EPOCH, ANNOTATION_OWNED, format_owned
+from lagpilot.timefmt import rfc3339
+from lagpilot_operator.handoff.observe import LeaseClock, observe
 from lagpilot_operator.handoff.planner import (
     AssignmentDoc,
     Observed,
     WorkerReport,
-    WorkerView,
     balanced_distribution,
     plan_assignment,
 )
 
 pytestmark = pytest.mark.unit
 
+FENCE = 15.0  # a worker that could not renew its Lease for this long stops (its own monotonic clock)
+DURATION = 37.0  # the operator waits this long after it last saw a Lease change (its own clock)
+STALE = 2.0  # how far behind the API server's answer may be
+TARGET_TIMEOUT = 10.0  # a fenced worker's last request may be on the wire this long after the fence
+T0 = 1_800_000_000.0
+
 
 @dataclass
 class SimWorker:
     name: str
+    skew: float = 0.0  # the worker's wall clock minus true time (only its renewTime shows it)
     alive: bool = True  # the process runs
     connected: bool = True  # can reach the API server
     fenced: bool = False  # released everything because it could not renew its Lease
     relist_needed: bool = True  # (re)started or fenced: must write its Lease and re-list the doc first
     owned: frozenset[int] = frozenset()
     applied: int = 0
-    min_epoch: int = 0  # oldest doc it may still apply (set by a fresh LIST)
-    max_received: int = 1 << 30  # docs received before it lost the API server
+    incarnation: int = -1  # index in `docs` of the incarnation its epochs belong to
+    min_doc: int = 0  # oldest doc (index) it may still apply (set by a fresh LIST)
+    max_received: int = 1 << 30  # docs (index) received before it lost the API server
+    last_renew: float = 0.0  # true time of its last successful Lease write
+    on_the_wire: frozenset[int] = frozenset()  # partitions with a request still out after a fence...
+    wire_until: float = 0.0  # ...until this true time (the target timeout bounds it)
     pod_exists: bool = True
     terminating: bool = False
     lease_exists: bool = False
-    lease_expired: bool = False
-    lease_history: list[WorkerReport] = field(default_factory=list)
+    lease_released: bool = False
+    # (resourceVersion, report, renewTime as the worker's clock wrote it, true time of the write)
+    lease_history: list[tuple[int, WorkerReport, float, float]] = field(default_factory=list)
 
 
 class HandoffModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.docs: list[AssignmentDoc] = []
+        self.docs: list[AssignmentDoc] = []  # every document written, in order (all incarnations)
+        self.doc_lost = False  # the ConfigMap was deleted or garbled since the last write
         self.workers: dict[str, SimWorker] = {}
         self.partitions = 1
         self.next_id = 0
+        self.t = T0
+        self.version = 0
+        self.incarnations = 0
+        self.published: int | None = None  # status.assignment.epoch
+        self.clock = LeaseClock(lambda: self.t)
 
     # ---- helpers -------------------------------------------------------------------------------------
     @property
     def doc(self) -> AssignmentDoc | None:
-        return self.docs[-1] if self.docs else None
+        return None if self.doc_lost or not self.docs else self.docs[-1]
 
     @property
     def epoch(self) -> int:
-        return self.doc.epoch if self.doc else 0
+        return self.docs[-1].epoch if self.docs else 0
 
     def names(self) -> list[str]:
         return sorted(self.workers)
 
+    def incarnation_of(self, index: int) -> int:
+        """Docs of one incarnation share it; a rebuilt document starts a new one."""
+        inc = 0
+        for i in range(1, index + 1):
+            if self.docs[i].incarnation != self.docs[i - 1].incarnation:
+                inc = i
+        return inc
+
+    def write_lease(self, w: SimWorker, released: bool = False) -> None:
+        self.version += 1
+        w.lease_exists, w.lease_released = True, released
+        w.lease_history.append((self.version, WorkerReport(w.owned, w.applied), self.t + w.skew, self.t))
+        w.last_renew = self.t
+
+    def lease_object(self, w: SimWorker, back: int) -> dict:
+        version, report, renew, _ = w.lease_history[len(w.lease_history) - 1 - back]
+        holder = "" if w.lease_released and back == 0 else w.name
+        return {"metadata": {"name": w.name, "resourceVersion": str(version),
+                             "annotations": {ANNOTATION_OWNED: format_owned(report.owned),
+                                             ANNOTATION_EPOCH: str(report.epoch)}},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": int(DURATION),
+                         "renewTime": rfc3339(renew)}}
+
     def observe(self, data: st.DataObject | None) -> Observed:
-        views = {}
+        pods, leases = [], []
         for w in self.workers.values():
-            gone = w.lease_expired or (not w.lease_exists and not w.pod_exists)
-            report = None
+            if w.pod_exists:
+                meta = {"name": w.name, "labels": {"lagpilot.io/revision": "r"}}
+                if w.terminating:
+                    meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+                pods.append({"metadata": meta, "status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True"}]}})
             if w.lease_exists and w.lease_history:
+                # Stale reads: the operator may see any of the last few writes made in the last STALE seconds.
                 hist = w.lease_history
-                # Stale reads: the operator may see any report from the last few writes.
-                back = data.draw(st.integers(0, min(3, len(hist) - 1)), label="stale") if data else 0
-                report = hist[len(hist) - 1 - back]
-            if not w.lease_exists and not w.pod_exists:
-                continue  # neither pod nor Lease: the operator does not even see the name
-            views[w.name] = WorkerView(w.name, gone=gone, report=report, terminating=w.terminating)
-        return Observed(self.doc, views, self.partitions)
+                recent = sum(1 for *_, at in hist[-4:-1] if at >= self.t - STALE)
+                back = data.draw(st.integers(0, recent), label="stale") if data else 0
+                leases.append(self.lease_object(w, back))
+        return observe(self.doc, pods, leases, self.partitions, self.clock, DURATION, self.published)
 
     def write(self, doc: AssignmentDoc) -> None:
         if self.doc is None or doc != self.doc:
-            assert self.doc is None or doc.epoch == self.doc.epoch + 1 or doc.grants == self.doc.grants
+            prev = self.docs[-1] if self.docs else None
+            assert (prev is None or doc.incarnation != prev.incarnation or doc.epoch == prev.epoch + 1
+                    or doc.grants == prev.grants)
             self.docs.append(doc)
+            self.doc_lost = False
+        self.published = self.docs[-1].epoch
 
-    def apply_doc(self, w: SimWorker, doc: AssignmentDoc) -> None:
+    def plan(self, observed: Observed, desired: dict) -> AssignmentDoc:
+        self.incarnations += 1
+        return plan_assignment(observed, desired, incarnation=f"i{self.incarnations}")
+
+    def apply_doc(self, w: SimWorker, index: int) -> None:
         # Release first, then start: ownership never includes both the old and the new set.
+        doc = self.docs[index]
         w.owned = doc.grants.get(w.name, frozenset())
         w.applied = doc.epoch
+        w.incarnation = self.incarnation_of(index)
         w.fenced = False
 
     # ---- world ---------------------------------------------------------------------------------------
@@ -99,13 +156,27 @@ class HandoffModel(RuleBasedStateMachine):
     def setup(self, partitions: int, workers: int) -> None:
         self.partitions = partitions
         for _ in range(workers):
-            self.add_worker()
+            self.add_worker(0.0)
 
-    @rule()
-    def add_worker(self) -> None:
+    @rule(skew=st.sampled_from([0.0, -15.0, 15.0]))
+    def add_worker(self, skew: float) -> None:
         name = f"w{self.next_id}"
         self.next_id += 1
-        self.workers[name] = SimWorker(name)
+        self.workers[name] = SimWorker(name, skew=skew, last_renew=self.t)
+
+    @rule(dt=st.sampled_from([0.5, 2.0, 5.0, 14.0, 20.0, 40.0]))
+    def time_passes(self, dt: float) -> None:
+        """Time moves on. Every worker cut off from the API server fences itself FENCE seconds after its last
+        successful renewal (its own timer, which nothing can delay); connected ones keep renewing."""
+        self.t += dt
+        for w in self.workers.values():
+            if not w.alive:
+                continue
+            if w.connected and not w.relist_needed and w.lease_exists:
+                self.write_lease(w)
+            elif not w.connected and self.t - w.last_renew >= FENCE and not w.fenced:
+                w.on_the_wire, w.wire_until = w.owned, w.last_renew + FENCE + TARGET_TIMEOUT
+                w.owned, w.fenced, w.relist_needed = frozenset(), True, True
 
     @rule(data=st.data())
     def operator_reconcile_balanced(self, data: st.DataObject) -> None:
@@ -113,7 +184,7 @@ class HandoffModel(RuleBasedStateMachine):
         eligible = [v.name for v in observed.workers.values() if v.eligible]
         current = self.doc.owner_of() if self.doc else {}
         desired = balanced_distribution(self.partitions, eligible, current)
-        self.write(plan_assignment(observed, desired))
+        self.write(self.plan(observed, desired))
 
     @rule(data=st.data())
     def operator_reconcile_arbitrary(self, data: st.DataObject) -> None:
@@ -121,12 +192,32 @@ class HandoffModel(RuleBasedStateMachine):
         observed = self.observe(data)
         choices = [*sorted(observed.workers), None]
         desired = {p: data.draw(st.sampled_from(choices), label=f"owner{p}") for p in range(self.partitions)}
-        self.write(plan_assignment(observed, desired))
+        self.write(self.plan(observed, desired))
 
     @rule(data=st.data())
     def operator_crashes_before_write(self, data: st.DataObject) -> None:
         observed = self.observe(data)
-        plan_assignment(observed, balanced_distribution(self.partitions, sorted(observed.workers)))
+        self.plan(observed, balanced_distribution(self.partitions, sorted(observed.workers)))
+
+    @rule()
+    def operator_restarts(self) -> None:
+        """A new operator process: what it had observed of the Leases is gone (status and objects stay)."""
+        self.clock = LeaseClock(lambda: self.t)
+
+    @rule()
+    def configmap_deleted_or_garbled(self) -> None:
+        """Someone deletes the assignment ConfigMap (or writes garbage into it): the operator finds no
+        document; workers keep what they have until they see a new one."""
+        if self.docs:
+            self.doc_lost = True
+
+    @rule(data=st.data())
+    def lease_deleted(self, data: st.DataObject) -> None:
+        """Someone deletes a worker's Lease: it is written again at the worker's next renewal."""
+        cands = [w for w in self.workers.values() if w.lease_exists]
+        if cands:
+            w = data.draw(st.sampled_from(cands))
+            w.lease_exists, w.lease_history = False, []
 
     @rule()
     def more_partitions(self) -> None:
@@ -141,37 +232,33 @@ class HandoffModel(RuleBasedStateMachine):
         w = data.draw(st.sampled_from(cands))
         w.connected = True
         w.max_received = 1 << 30
-        if not w.lease_exists:
-            w.lease_exists = True
-            w.lease_history = []
-        w.lease_expired = False
-        w.lease_history.append(WorkerReport(w.owned, w.applied))
-        w.min_epoch = self.epoch
+        self.write_lease(w)
+        w.min_doc = len(self.docs) - 1 if self.docs and not self.doc_lost else len(self.docs)
         w.relist_needed = False
 
     @rule(data=st.data())
     def worker_applies(self, data: st.DataObject) -> None:
-        """Apply some later document it has received (late, possibly skipping epochs)."""
+        """Apply some later document it has received (late, possibly skipping epochs): a later epoch of its
+        incarnation, or any document of a newer incarnation (a rebuilt document)."""
         cands = [w for w in self.workers.values() if w.alive and not w.relist_needed]
         if not cands:
             return
         w = data.draw(st.sampled_from(cands))
         docs = [
-            d for d in self.docs
-            if d.epoch >= w.min_epoch and d.epoch <= w.max_received
-            and (d.epoch > w.applied or (w.fenced and d.epoch >= w.applied))
+            i for i, d in enumerate(self.docs)
+            if w.min_doc <= i <= w.max_received
+            and ((self.incarnation_of(i) == w.incarnation
+                  and (d.epoch > w.applied or (w.fenced and d.epoch >= w.applied)))
+                 or self.incarnation_of(i) > w.incarnation)
         ]
         if docs:
             self.apply_doc(w, data.draw(st.sampled_from(docs)))
 
     @rule(data=st.data())
     def worker_publishes(self, data: st.DataObject) -> None:
-        cands = [w for w in self.workers.values() if w.alive and w.connected and w.lease_exists
-                 and not w.relist_needed]
+        cands = [w for w in self.workers.values() if w.alive and w.connected and not w.relist_needed]
         if cands:
-            w = data.draw(st.sampled_from(cands))
-            w.lease_history.append(WorkerReport(w.owned, w.applied))
-            w.lease_expired = False
+            self.write_lease(data.draw(st.sampled_from(cands)))  # creates it again if it was deleted
 
     @rule(data=st.data())
     def network_partition(self, data: st.DataObject) -> None:
@@ -179,7 +266,7 @@ class HandoffModel(RuleBasedStateMachine):
         if cands:
             w = data.draw(st.sampled_from(cands))
             w.connected = False
-            w.max_received = self.epoch
+            w.max_received = len(self.docs) - 1
 
     @rule(data=st.data())
     def network_heals(self, data: st.DataObject) -> None:
@@ -188,25 +275,6 @@ class HandoffModel(RuleBasedStateMachine):
             w = data.draw(st.sampled_from(cands))
             w.connected = True  # the watch resumes in order from its resourceVersion
             w.max_received = 1 << 30
-
-    @rule(data=st.data())
-    def fence_timeout(self, data: st.DataObject) -> None:
-        cands = [w for w in self.workers.values() if w.alive and not w.connected]
-        if cands:
-            w = data.draw(st.sampled_from(cands))
-            w.owned = frozenset()
-            w.fenced = True
-            w.relist_needed = True
-
-    @rule(data=st.data())
-    def lease_expires(self, data: st.DataObject) -> None:
-        """The lease duration exceeds the fence timeout: by the time the operator can see the Lease
-        expired, the worker has fenced or is dead. A fenced worker that reached the API server again renews
-        its Lease (rule 2 writes it first), so its Lease no longer runs out."""
-        cands = [w for w in self.workers.values()
-                 if w.lease_exists and (not w.alive or (w.fenced and not w.connected))]
-        if cands:
-            data.draw(st.sampled_from(cands)).lease_expired = True
 
     @rule(data=st.data())
     def kill_9(self, data: st.DataObject) -> None:
@@ -225,8 +293,11 @@ class HandoffModel(RuleBasedStateMachine):
             w.alive = True
             w.connected = False
             w.relist_needed = True
+            w.fenced = False
             w.owned = frozenset()
             w.applied = 0
+            w.incarnation = -1
+            w.last_renew = self.t
 
     @rule(data=st.data())
     def pod_deleted(self, data: st.DataObject) -> None:
@@ -236,17 +307,18 @@ class HandoffModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def pod_finishes_termination(self, data: st.DataObject) -> None:
-        """SIGTERM path: drain, report nothing owned, delete the Lease, exit; the pod object disappears."""
+        """SIGTERM path: drain, report nothing owned and release the Lease, exit; the pod object disappears
+        and, with it, its Lease (owned by the pod, garbage-collected)."""
         cands = [w for w in self.workers.values() if w.terminating and w.pod_exists]
         if cands:
             w = data.draw(st.sampled_from(cands))
             w.owned = frozenset()
             if w.alive and w.connected and w.lease_exists:
-                w.lease_history.append(WorkerReport(frozenset(), w.applied))
-                w.lease_exists = w.lease_expired = False
-                w.lease_history = []
+                self.write_lease(w, released=True)
             w.alive = False
             w.pod_exists = False
+            if data.draw(st.booleans(), label="gc"):
+                w.lease_exists, w.lease_history = False, []
 
     # ---- properties ----------------------------------------------------------------------------------
     @invariant()
@@ -256,7 +328,8 @@ class HandoffModel(RuleBasedStateMachine):
             if not w.alive:
                 assert not w.owned
                 continue
-            for p in w.owned:
+            held = w.owned | (w.on_the_wire if self.t < w.wire_until else frozenset())
+            for p in held:
                 holders.setdefault(p, set()).add(w.name)
             if self.doc is not None:
                 for p in self.doc.grants.get(w.name, frozenset()):
@@ -276,39 +349,34 @@ class HandoffModel(RuleBasedStateMachine):
         assert AssignmentDoc.from_json(self.doc.to_json()) == self.doc
 
     def teardown(self) -> None:
-        """Liveness: heal the world, deliver everything, and every partition ends up owned."""
+        """Liveness: heal the world, let time pass, deliver everything, and every partition ends up owned."""
         for w in self.workers.values():
             if w.terminating and w.pod_exists:
                 w.owned, w.alive, w.pod_exists = frozenset(), False, False
                 w.lease_exists, w.lease_history = False, []
-            elif not w.alive and w.lease_exists:
-                w.lease_expired = True
             elif w.alive and not w.connected and not w.fenced:
                 w.connected, w.max_received = True, 1 << 30
-            elif w.alive and w.fenced:
-                w.owned = frozenset()
-                w.relist_needed = True  # healed: a fenced worker writes its Lease and re-LISTs (rule 2)
         if not any(w.alive for w in self.workers.values()):
-            self.add_worker()
+            self.add_worker(0.0)
         desired: dict[int, str] = {}
-        for _ in range(8):
+        for _ in range(10):
+            self.time_passes(DURATION + 1)  # gone workers expire; live ones renew
             observed = self.observe(None)
             eligible = [v.name for v in observed.workers.values() if v.eligible]
             desired = balanced_distribution(self.partitions, eligible, self.doc.owner_of() if self.doc else {})
-            self.write(plan_assignment(observed, desired))
+            self.write(self.plan(observed, desired))
             self.never_two_owners()
             for w in self.workers.values():
                 if not w.alive:
                     continue
                 if w.relist_needed:
                     w.connected, w.relist_needed, w.max_received = True, False, 1 << 30
-                    if not w.lease_exists:
-                        w.lease_exists, w.lease_history = True, []
-                    w.lease_expired = False
-                    w.min_epoch = self.epoch
-                if self.doc is not None and (self.doc.epoch > w.applied or w.fenced):
-                    self.apply_doc(w, self.doc)
-                w.lease_history.append(WorkerReport(w.owned, w.applied))
+                    w.min_doc = len(self.docs) - 1
+                last = len(self.docs) - 1
+                if self.docs and (self.incarnation_of(last) > w.incarnation or self.docs[last].epoch > w.applied
+                                  or w.fenced):
+                    self.apply_doc(w, last)
+                self.write_lease(w)
                 self.never_two_owners()
         assert desired, "some worker is alive and eligible"
         assert self.doc is not None
@@ -318,7 +386,7 @@ class HandoffModel(RuleBasedStateMachine):
 
 
 HandoffModel.TestCase.settings = settings(
-    max_examples=400, stateful_step_count=40, deadline=None, database=None,
+    max_examples=1000, stateful_step_count=50, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_handoff_model = HandoffModel.TestCase
