@@ -436,6 +436,7 @@ class ConsumerRuntime:
         commit of the same offset is still outstanding, so its result is known before unassigning."""
         from confluent_kafka import KafkaException, TopicPartition
 
+        self._advance_idle(parts)
         with self._cond:
             states = [(p, st, st.watermark.commit_offset()) for p, st in self._parts.items()
                       if parts is None or p in parts]
@@ -458,6 +459,28 @@ class ConsumerRuntime:
             for tp in result:
                 if tp.error is None and tp.offset >= 0:
                     self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
+
+    def _advance_idle(self, parts: frozenset[int] | None) -> None:
+        """Partitions whose every fetched record is done commit the consumer's position, which is past any
+        transaction marker (an idle transactional partition otherwise keeps lag 1 forever: a false STALL,
+        and no scale to zero). Only the poll thread consumes, so no record arrives in between."""
+        from confluent_kafka import KafkaException
+
+        with self._cond:
+            idle = [p for p, st in self._parts.items()
+                    if (parts is None or p in parts) and st.watermark.outstanding() == 0]
+        if not idle:
+            return
+        try:
+            positions = self._consumer.position(self._tps(idle))
+        except KafkaException as exc:
+            log.debug("position not read", extra={"error": str(exc)})
+            return
+        with self._cond:
+            for tp in positions:
+                st = self._parts.get(tp.partition)
+                if st is not None and tp.offset >= 0 and st.watermark.outstanding() == 0:
+                    st.watermark.advance_to(tp.offset)
 
     # ---- delivery threads ----------------------------------------------------------------------------------
     def _worker(self) -> None:

@@ -43,6 +43,14 @@ class Watermark:
             return self._pending[0]
         return None if self._last is None else self._last + 1
 
+    def advance_to(self, position: int) -> bool:
+        """Everything fetched is done and the consumer's position is past it (transaction markers, aborted
+        records: offsets the application never sees): commit there. Returns whether the commit moved."""
+        if self._pending or self._last is None or position <= self._last + 1:
+            return False
+        self._last = position - 1
+        return True
+
     def outstanding(self) -> int:
         """How many added offsets are not yet below the watermark (done-but-behind-a-gap included)."""
         return len(self._pending)

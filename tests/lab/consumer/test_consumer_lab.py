@@ -10,6 +10,7 @@ import pytest
 
 from lagpilot.testing.consumer import ConsumerProcess, committed, keyed_records, produce, read_all
 from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
@@ -234,3 +235,39 @@ def test_kafka_group_mode_and_invalid_config(
     bad = run_consumer(*base_args(bootstrap, topic, "g", target, "--threads", "-1"))
     assert bad.proc.wait(30) == 2
     assert "invalid --threads -1" in bad.tail() and len(bad.tail().strip().splitlines()) == 1
+
+
+def test_transactional_topic_commits_past_the_markers_and_lag_reaches_zero(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """Issue 14 item 6: 50 records produced in one transaction (and an aborted one after it) occupy more
+    offsets than records: the commit markers. Once everything fetched is done the worker commits its
+    position, past the markers, so the committed offset reaches the log end (lag 0, no false STALL, and the
+    autoscaler can scale to zero) and nothing is delivered twice or skipped."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    topic = topic_factory(partitions=1, prefix="c-txn")
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(50):
+        producer.produce(topic, key=f"k{i % 5}".encode(), value=f"k{i % 5}:{i}".encode(), partition=0)
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    for _ in range(10):
+        producer.produce(topic, key=b"aborted", value=b"aborted:0", partition=0)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{topic}"})
+    log_end = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    probe.close()
+    assert log_end == 62  # 50 records + commit marker + 10 aborted records + abort marker
+
+    cp = run_consumer(*base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0"))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 50, timeout=60), cp.tail()
+    wait_for(lambda: committed(bootstrap, f"g-{topic}", topic, 1).get(0) == log_end, timeout=30,
+             what=f"committed offset at the log end {log_end}")
+    assert target.accepted_records() == {(0, o) for o in range(50)}  # the aborted ones never arrive
+    assert len(target.accepted()) == 50
+    assert cp.terminate() == 0

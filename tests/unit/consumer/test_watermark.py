@@ -89,3 +89,21 @@ def test_interleaved_adds_and_completions(ops: list[tuple[bool, bool]]) -> None:
         c = w.commit_offset()
         unfinished = [x for x in added if x not in done]
         assert c == (min(unfinished) if unfinished else (added[-1] + 1 if added else None))
+
+
+def test_advance_to_the_position_only_when_everything_fetched_is_done() -> None:
+    """Transaction markers and aborted records take offsets the application never sees: when every fetched
+    offset is done, the consumer's position is the commit (not the last record + 1)."""
+    wm = Watermark()
+    assert wm.advance_to(7) is False and wm.commit_offset() is None  # nothing fetched yet: keep the group's
+    for o in range(0, 3):
+        wm.add(o)
+    wm.done(0)
+    assert wm.advance_to(10) is False and wm.commit_offset() == 1  # 1 and 2 are not done
+    wm.done(1)
+    wm.done(2)
+    assert wm.commit_offset() == 3
+    assert wm.advance_to(4) is True and wm.commit_offset() == 4  # the commit marker at 3 is passed
+    assert wm.advance_to(2) is False and wm.commit_offset() == 4  # never backwards
+    wm.add(4)
+    assert wm.commit_offset() == 4
