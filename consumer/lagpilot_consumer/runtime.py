@@ -254,12 +254,22 @@ class ConsumerRuntime:
         self._report(self._applied_epoch + 1, self._owned())
 
     def _on_lost(self, consumer: Any, tps: list[Any]) -> None:
-        # Lost, not revoked: another member may already own them, so commit nothing.
+        """Lost, not revoked: another member may already own them, so commit nothing and stop at once. A
+        request already on the wire cannot be called back, so wait (at most the target timeout) until it
+        ends before rejoining: if the partitions come back here, a key never runs twice at once."""
+        lost = [tp.partition for tp in tps]
         with self._cond:
-            for p in (tp.partition for tp in tps):
+            for p in lost:
                 self._drop_queued(p)
-                self._parts.pop(p, None)
-        log.warning("partitions lost", extra={"partitions": [tp.partition for tp in tps]})
+                self._parts.pop(p, None)  # running deliveries see it and stop retrying
+        log.warning("partitions lost", extra={"partitions": lost})
+        deadline = time.monotonic() + self.cfg.timeout_seconds + 5
+        while time.monotonic() < deadline:
+            with self._cond:
+                if all(self._sched.pending_in(p) == 0 for p in lost):
+                    break
+            self._heartbeat = time.monotonic()
+            time.sleep(0.02)
         self._report(self._applied_epoch + 1, self._owned())
 
     # ---- assignment (poll-loop thread only) -------------------------------------------------------------

@@ -3,8 +3,11 @@ scenarios run .venv/bin/lagpilot-consumer as a subprocess."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,3 +274,44 @@ def test_transactional_topic_commits_past_the_markers_and_lag_reaches_zero(
     assert target.accepted_records() == {(0, o) for o in range(50)}  # the aborted ones never arrive
     assert len(target.accepted()) == 50
     assert cp.terminate() == 0
+
+
+def same_key_overlaps(arrivals: list[Any]) -> list[str]:
+    """Two requests of one key at the target at the same time (per-key order allows one at a time)."""
+    out = []
+    by_key: dict[tuple[int, bytes | None], list[Any]] = {}
+    for a in arrivals:
+        by_key.setdefault((a.partition, a.key), []).append(a)
+    for (p, key), arrs in by_key.items():
+        arrs.sort(key=lambda a: a.start)
+        for prev, nxt in itertools.pairwise(arrs):
+            if nxt.start < prev.end:
+                out.append(f"p{p} key {key!r}: offset {nxt.offset} started at {nxt.start:.2f} while offset "
+                           f"{prev.offset} ran until {prev.end:.2f}")
+    return out
+
+
+def test_kafka_mode_lost_partitions_never_run_one_key_twice_at_once(
+        bootstrap: str, topic_factory: Callable[..., str], run_consumer: Callable[..., ConsumerProcess],
+        tmp_path: Path) -> None:
+    """Issue 14 item 9: in kafka assignment mode a worker frozen past its session timeout loses its
+    partitions; when they come back, a delivery of the old assignment may still be on the wire. The new
+    assignment must not send a record of that key before it ends."""
+    import signal
+
+    topic = topic_factory(partitions=1, prefix="c-lost")
+    produce(bootstrap, topic, [(0, b"k", b"k:%d" % i) for i in range(6)])
+    props = tmp_path / "kafka.properties"
+    props.write_text("session.timeout.ms=6000\nheartbeat.interval.ms=1000\n")
+    with RecordingTarget(latency_s=20.0) as slow:
+        cp = run_consumer("--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"g-{topic}",
+                          "--target-url", slow.url, "--assignment", "kafka", "--threads", "2",
+                          "--timeout-seconds", "30", "--kafka-config-file", str(props), "--log-format", "json")
+        cp.wait_ready()
+        time.sleep(2)  # the first request is on the wire (it takes 20 s)
+        cp.proc.send_signal(signal.SIGSTOP)
+        time.sleep(9)  # past the session timeout: the broker evicts it
+        cp.proc.send_signal(signal.SIGCONT)
+        assert slow.wait_for(lambda t: len(t.arrivals()) >= 2, timeout=120), cp.tail()
+        assert "partitions lost" in cp.tail(20000)
+        assert same_key_overlaps(slow.arrivals()) == []
