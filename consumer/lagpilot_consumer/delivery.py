@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout
 
 from lagpilot_consumer.config import Config
 from lagpilot_consumer.metrics import Metrics
@@ -58,6 +59,7 @@ class HttpClient:
     new connections); ``per-request``: a new session, hence a new TCP connection, for every request."""
 
     def __init__(self, cfg: Config) -> None:
+        self.timeout = Timeout(total=cfg.timeout_seconds, connect=cfg.timeout_seconds, read=cfg.timeout_seconds)
         self.cfg = cfg
         self.base_headers = [("X-Lagpilot-Worker", cfg.pod_name or f"{socket.gethostname()}-{os.getpid()}"),
                              *cfg.headers]
@@ -89,8 +91,10 @@ class HttpClient:
         session = self._new_session() if per_request else self.session()
         t0 = time.perf_counter()
         try:
+            # A total bound (connect + response), not only per socket operation: a fenced worker's last
+            # request must end within the target timeout the Lease duration allows for.
             resp = session.request(self.cfg.method, self.cfg.target_url, data=rec.value or b"",
-                                   headers=headers, timeout=self.cfg.timeout_seconds)  # type: ignore[arg-type]
+                                   headers=headers, timeout=self.timeout)  # type: ignore[arg-type]
             _ = resp.content  # read the body so the connection goes back to the pool
             return Attempt(resp.status_code, "" if resp.ok else f"HTTP {resp.status_code}",
                            time.perf_counter() - t0, parse_retry_after(resp.headers.get("Retry-After")))

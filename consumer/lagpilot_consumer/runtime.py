@@ -70,6 +70,7 @@ class ConsumerRuntime:
         self._listeners: list[AppliedListener] = []
         self._stop = threading.Event()
         self._abandon_all = False
+        self._fence_now = threading.Event()  # set by fence(); cleared by the poll loop once all is released
         self._workers_exit = False
         self._heartbeat = time.monotonic()
         self._connected = False
@@ -83,7 +84,13 @@ class ConsumerRuntime:
         self._desired.set(partitions, epoch)
 
     def fence(self) -> None:
+        """Stop at once, from the caller's thread: delivery threads start no request and no retry from now
+        on, whatever the poll loop is doing (a blocked commit, a drain); the poll loop then releases every
+        partition. Cancelled records are not done, so they are fetched again from the committed offset."""
+        self._fence_now.set()
         self._desired.fence()
+        with self._cond:
+            self._cond.notify_all()
 
     def add_applied_listener(self, listener: AppliedListener) -> None:
         self._listeners.append(listener)
@@ -280,9 +287,10 @@ class ConsumerRuntime:
 
     def _apply_assignment(self) -> None:
         version, desired, epoch, fenced = self._desired.snapshot()
-        if desired is None and not fenced:
+        fence_pending = self._fence_now.is_set()  # fenced, possibly lifted since: release everything first
+        if desired is None and not fenced and not fence_pending:
             return
-        if fenced:
+        if fenced or fence_pending:
             # The operator may regrant everything once the Lease runs out: stop at once, no drain, including
             # partitions already draining and those not yet asked for.
             now = time.monotonic()
@@ -297,6 +305,8 @@ class ConsumerRuntime:
             self._progress_release(unassign=True)
             if self._releasing():
                 return
+        if fence_pending and not fenced:
+            self._fence_now.clear()  # lifted (a fresh grant after a Lease write): start afresh below
         target = frozenset() if fenced or desired is None else desired
         to_release = self._owned() - target
         if to_release:
@@ -499,17 +509,17 @@ class ConsumerRuntime:
         try:
             while True:
                 with cond:
-                    item = self._sched.take()
+                    item = None if self._fence_now.is_set() else self._sched.take()
                     while item is None:
                         if self._workers_exit:
                             return
                         cond.wait(0.5)
-                        item = self._sched.take()
+                        item = None if self._fence_now.is_set() else self._sched.take()
                 p, gen = item.partition, item.generation
 
                 def cancelled(p: int = p, gen: int = gen) -> bool:
                     st = self._parts.get(p)
-                    if self._abandon_all or st is None or st.generation != gen:
+                    if self._abandon_all or self._fence_now.is_set() or st is None or st.generation != gen:
                         return True
                     return st.release_deadline is not None and time.monotonic() >= st.release_deadline
 

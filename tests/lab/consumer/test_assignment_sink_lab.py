@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,51 @@ def test_fence_cuts_a_drain_short_and_stops_every_partition(bootstrap: str,
         finally:
             rt.request_stop()
             t.join(60)
+
+
+def test_fence_stops_deliveries_at_once_while_the_poll_loop_is_blocked(tmp_path: Path) -> None:
+    """Issue 14 item 4: the fence acts from the caller's thread. Here the poll loop is stuck in a
+    synchronous commit (the broker is frozen, so the group coordinator does not answer) while queued records
+    of another partition are being delivered; fence() stops those deliveries at once -- no request starts
+    after it -- instead of when the poll loop comes back."""
+    import os
+    import signal
+
+    from lagpilot.lab.kafka import create_topic, start_kafka, stop_kafka
+
+    broker = start_kafka(tmp_path / "kafka", heap="512m")
+    try:
+        bootstrap = broker.bootstrap_servers
+        topic = "c-fence-blocked"
+        create_topic(bootstrap, topic, 2)
+        produce(bootstrap, topic, [(p, f"k{p}".encode(), f"k{p}:{i}".encode()) for p in (0, 1) for i in range(150)])
+        with RecordingTarget(latency_s=0.1) as target:
+            cfg = parse(["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", "g-blocked",
+                         "--target-url", target.url, "--assignment", "k8s", "--namespace", "n", "--pod-name",
+                         "w-0", "--assignment-configmap", "cm", "--threads", "2", "--ordering", "partition",
+                         "--drain-seconds", "1", "--timeout-seconds", "5", "--commit-interval-ms", "100000"], {})
+            source = ManualSource()
+            rt = ConsumerRuntime(cfg, source)
+            t = threading.Thread(target=rt.run, daemon=True)
+            t.start()
+            try:
+                source.started.wait(30)
+                rt.set_desired(frozenset({0, 1}), 1)
+                wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2, timeout=60)
+                os.kill(broker.pid, signal.SIGSTOP)  # the coordinator stops answering
+                rt.set_desired(frozenset({1}), 2)  # release 0: drain 1 s, then a sync commit that hangs
+                time.sleep(3)
+                assert source.reports[-1][0] == 1, "the release finished: the poll loop is not blocked"
+                before = len(target.arrivals())
+                rt.fence()
+                fenced_at = time.monotonic()
+                time.sleep(3)
+                late = [a for a in target.arrivals() if a.start > fenced_at + 0.05]
+                assert len(target.arrivals()) > before - 1
+                assert late == [], f"{len(late)} deliveries started after the fence"
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+                rt.request_stop()
+                t.join(60)
+    finally:
+        stop_kafka(broker, remove=True)
