@@ -91,11 +91,24 @@ class HttpClient:
         session = self._new_session() if per_request else self.session()
         t0 = time.perf_counter()
         try:
-            # A total bound (connect + response), not only per socket operation: a fenced worker's last
-            # request must end within the target timeout the Lease duration allows for.
+            # The whole attempt is bounded by the target timeout, not only each socket operation (a target
+            # dripping its answer would otherwise hold it open): a fenced worker's last request must end
+            # within the target timeout that the Lease duration allows for.
             resp = session.request(self.cfg.method, self.cfg.target_url, data=rec.value or b"",
-                                   headers=headers, timeout=self.timeout)  # type: ignore[arg-type]
-            _ = resp.content  # read the body so the connection goes back to the pool
+                                   headers=headers, timeout=self.timeout, stream=True)  # type: ignore[arg-type]
+            deadline = t0 + self.cfg.timeout_seconds
+            try:
+                # Read the body (so the connection goes back to the pool) as it arrives, checking the deadline
+                # between reads; the body itself is not used.
+                while resp.raw.read1(65536):
+                    if time.perf_counter() > deadline:
+                        resp.close()
+                        if not per_request:
+                            self.close()
+                        return Attempt(None, f"ReadTimeout: the answer took longer than "
+                                             f"{self.cfg.timeout_seconds:g} s", time.perf_counter() - t0)
+            finally:
+                resp.close()
             return Attempt(resp.status_code, "" if resp.ok else f"HTTP {resp.status_code}",
                            time.perf_counter() - t0, parse_retry_after(resp.headers.get("Retry-After")))
         except requests.RequestException as exc:

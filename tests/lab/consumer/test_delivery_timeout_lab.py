@@ -1,0 +1,61 @@
+"""Issue 14 item 4 (second half): one delivery attempt is bounded as a whole by the target timeout, not
+per socket operation, so a target that drips its answer cannot keep a fenced worker's request open past
+what the Lease duration allows. A real HTTP server on loopback and the worker's real HTTP client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from lagpilot_consumer.config import parse
+from lagpilot_consumer.delivery import HttpClient, Record
+
+pytestmark = pytest.mark.lab
+
+
+class Dripping(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "20")
+        self.end_headers()
+        for _ in range(20):  # one byte every 0.5 s: each read is quick, the whole answer takes 10 s
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.5)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def dripping() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/slow"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("connection", ["pooled", "per-request"])
+def test_a_dripping_answer_is_cut_at_the_target_timeout(dripping: str, connection: str) -> None:
+    cfg = parse(["--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--group-id", "g", "--target-url",
+                 dripping, "--timeout-seconds", "2", "--connection", connection, "--partitions", "0"], {})
+    client = HttpClient(cfg)
+    started = time.monotonic()
+    attempt = client.send(Record("t", 0, 7, b"k", b"v"))
+    took = time.monotonic() - started
+    client.close()
+    assert attempt.status is None and "2 s" in attempt.error, attempt
+    assert took < 2 + 1.5, f"the attempt took {took:.1f} s against a 2 s target timeout"
