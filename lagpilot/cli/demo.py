@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,9 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
     apply_consumer_group(lab, target["url"], partitions)
     starts = log_ends(lab.bootstrap_servers)
     earlier = sum(starts.values())
-    (lab.workdir / "demo" / "run.json").write_text(json.dumps({"from": {str(p): o for p, o in starts.items()}}))
+    run_id = uuid.uuid4().hex
+    (lab.workdir / "demo" / "run.json").write_text(json.dumps({"id": run_id,
+                                                               "from": {str(p): o for p, o in starts.items()}}))
     producer = Producer(lab.bootstrap_servers, rate, burst, burst_after=10.0)
     producer.start()
     api = lab.control_plane.api_client()
@@ -205,7 +208,9 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
                 with contextlib.suppress(Exception):
                     view = collect(api, NAMESPACE, NAME)
                 with contextlib.suppress(OSError, ValueError):
-                    stats = json.loads(stats_file.read_text())
+                    fresh = json.loads(stats_file.read_text())
+                    if fresh.get("run") == run_id:  # counted against this run's start offsets
+                        stats = fresh
                 parts: list[Any] = [target_panel(stats, producer.produced, earlier)]
                 if view is not None:
                     parts.insert(0, render(view))
@@ -233,7 +238,7 @@ def demo(duration: float, once: bool, rate: float, burst: int, partitions: int, 
     console.print()
     held = f" (the topic already held {earlier} records from earlier runs)" if earlier else ""
     console.print(f"demo summary: produced {producer.produced} this run{held}, delivered {delivered} of them "
-                  f"(distinct records), per-key order violations {violations}")
+                  f"(distinct records), per-key order violations {violations}", soft_wrap=True)
     if keep_lab is None:
         keep_lab = click.confirm("keep the lab running?", default=True) if sys.stdin.isatty() else True
     if keep_lab:

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     while not stop.is_set():
         stats = target.stats()
         try:
-            start = {int(p): int(o) for p, o in json.loads(marks.read_text())["from"].items()}
+            run = json.loads(marks.read_text())
+            start = {int(p): int(o) for p, o in run["from"].items()}
+            stats["run"] = run.get("id")
         except (OSError, ValueError, KeyError):
             start = {}
         stats["this_run_distinct"] = len({(a.partition, a.offset) for a in target.accepted()
