@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX
+from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP
 
 # Longest ConsumerGroup name: "<name>-<10 hex revision>" must stay a 63-character DNS label.
 MAX_NAME_LENGTH = 52
@@ -30,7 +30,7 @@ CANARY_THEN = ("Rolling", "BlueGreen")
 RESERVED_ENV = ("POD_NAME", "POD_NAMESPACE", "POD_IP", "POD_UID")
 RESERVED_ENV_PREFIX = "LAGPILOT_"
 # Label keys the operator uses for selection; template.podLabels may not override them.
-RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", "lagpilot.io/")
+RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
 
 URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -15,6 +15,8 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from lagpilot.protocol import LABEL_REVISION
+
 # Metadata the server owns or other tools add; never compared.
 IGNORED_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields",
                     "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers")
@@ -118,7 +120,7 @@ def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
     status = obj.get("status") or {}
     return DeploymentState(
         name=str(meta.get("name")),
-        revision=(meta.get("labels") or {}).get("lagpilot.io/revision"),
+        revision=(meta.get("labels") or {}).get(LABEL_REVISION),
         replicas=int(spec.get("replicas", 1) or 0),
         ready=int(status.get("readyReplicas") or 0),
         updated=int(status.get("updatedReplicas") or 0),
