@@ -140,12 +140,6 @@ def read_grant(doc_text: str | None, worker: str) -> Grant | None:
     return Grant(doc.incarnation, doc.epoch, doc.grant_of(worker))
 
 
-def grant_for(doc_text: str | None, worker: str) -> tuple[int, frozenset[int]] | None:
-    """(epoch, partitions granted to ``worker``), see :func:`read_grant`."""
-    grant = read_grant(doc_text, worker)
-    return None if grant is None else (grant.epoch, grant.partitions)
-
-
 def format_owned(owned: frozenset[int]) -> str:
     """The ``lagpilot.io/owned`` annotation value."""
     return ",".join(str(p) for p in sorted(owned))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,24 @@ def _read_properties(path: str) -> list[tuple[str, str]]:
     return out
 
 
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_header(name: str, value: str, origin: str) -> None:
+    """Reject at start what would fail every request later (a Secret value with a trailing newline would
+    send every record to the dead-letter topic). The value is never shown: it may be a credential."""
+    if not HEADER_NAME.match(name):
+        raise ConfigError(f"invalid request header name {name!r} (from {origin}): not an HTTP token")
+    if any(ch in value for ch in "\r\n\0"):
+        raise ConfigError(f"invalid value of request header {name!r} (from {origin}): it contains a line break "
+                          "(a Secret value ending in a newline?); the value is not shown")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(f"invalid value of request header {name!r} (from {origin}): only Latin-1 characters "
+                          "can be sent in an HTTP header; the value is not shown") from None
+
+
 def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     ns = vars(build_parser().parse_args(list(argv)))
     values: dict[str, Any] = {}
@@ -199,9 +218,14 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     if not isinstance(hdrs, dict) or not all(isinstance(v, str) for v in hdrs.values()):
         raise bad("headers", "must be a JSON object of string values")
     headers = list(hdrs.items())
+    origins = {name: f"--headers ({sources['headers']})" for name in hdrs}
     for name, value in sorted(env.items()):
         if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX):
-            headers.append((name[len(HEADER_PREFIX):].replace("_", "-"), value))
+            header = name[len(HEADER_PREFIX):].replace("_", "-")
+            headers.append((header, value))
+            origins[header] = name
+    for name, value in headers:
+        check_header(name, value, origins.get(name, "headers"))
     for attr, lo in (("threads", 1), ("max_attempts", 1), ("initial_backoff_ms", 1), ("max_backoff_ms", 1),
                      ("max_inflight", 1), ("max_inflight_bytes", 1), ("commit_interval_ms", 10),
                      ("http_port", 0), ("timeout_seconds", 0.001), ("max_connection_age_seconds", 0),

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -53,6 +54,24 @@ class Attempt:
     retry_after: float | None = None
 
 
+MAX_REDIRECTS = 3  # 307/308 hops followed within the target's origin
+
+
+def same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password (never in logs, errors or dead-letter headers)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 class HttpClient:
     """The HTTP side of one delivery thread. ``pooled``: one keep-alive session, replaced once it is
     older than ``max_connection_age_seconds`` (so an L4 balancer in front of a target being rolled sees
@@ -90,31 +109,48 @@ class HttpClient:
         per_request = self.cfg.connection == "per-request"
         session = self._new_session() if per_request else self.session()
         t0 = time.perf_counter()
+        deadline = t0 + self.cfg.timeout_seconds
+        url = self.cfg.target_url
         try:
-            # The whole attempt is bounded by the target timeout, not only each socket operation (a target
-            # dripping its answer would otherwise hold it open): a fenced worker's last request must end
-            # within the target timeout that the Lease duration allows for.
-            resp = session.request(self.cfg.method, self.cfg.target_url, data=rec.value or b"",
-                                   headers=headers, timeout=self.timeout, stream=True)  # type: ignore[arg-type]
-            deadline = t0 + self.cfg.timeout_seconds
-            try:
-                # Read the body (so the connection goes back to the pool) as it arrives, checking the deadline
-                # between reads; the body itself is not used.
-                while resp.raw.read1(65536):
-                    if time.perf_counter() > deadline:
-                        resp.close()
-                        if not per_request:
-                            self.close()
-                        return Attempt(None, f"ReadTimeout: the answer took longer than "
-                                             f"{self.cfg.timeout_seconds:g} s", time.perf_counter() - t0)
-            finally:
-                resp.close()
-            return Attempt(resp.status_code, "" if resp.ok else f"HTTP {resp.status_code}",
-                           time.perf_counter() - t0, parse_retry_after(resp.headers.get("Retry-After")))
+            for hop in range(MAX_REDIRECTS + 1):
+                # The whole attempt (every hop) is bounded by the target timeout, not only each socket
+                # operation (a target dripping its answer would otherwise hold it open): a fenced worker's
+                # last request must end within the target timeout that the Lease duration allows for.
+                # Redirects are never followed by the HTTP library: a 301/302/303 would re-send the record
+                # as a GET without its body, and a 2xx from there would commit a record never processed.
+                resp = session.request(self.cfg.method, url, data=rec.value or b"", headers=headers,
+                                       timeout=self.timeout, stream=True,  # type: ignore[arg-type]
+                                       allow_redirects=False)
+                try:
+                    # Read the body (so the connection goes back to the pool) as it arrives, checking the
+                    # deadline between reads; the body itself is not used.
+                    while resp.raw.read1(65536):
+                        if time.perf_counter() > deadline:
+                            resp.close()
+                            if not per_request:
+                                self.close()
+                            return Attempt(None, f"ReadTimeout: the answer took longer than "
+                                                 f"{self.cfg.timeout_seconds:g} s", time.perf_counter() - t0)
+                finally:
+                    resp.close()
+                status = resp.status_code
+                if 300 <= status < 400:
+                    target = urljoin(url, resp.headers.get("Location") or "")
+                    if status in (307, 308) and same_origin(target, self.cfg.target_url) and hop < MAX_REDIRECTS:
+                        url = target  # method and body are kept: follow within the same origin
+                        continue
+                    why = ("to another origin, or too many" if status in (307, 308) else
+                           "it would re-send the record as a GET without its body")
+                    return Attempt(status, f"HTTP {status}: redirect to {redact_url(target)} not followed ({why})",
+                                   time.perf_counter() - t0)
+                return Attempt(status, "" if resp.ok else f"HTTP {status}", time.perf_counter() - t0,
+                               parse_retry_after(resp.headers.get("Retry-After")))
+            raise AssertionError("unreachable")  # pragma: no cover
         except requests.RequestException as exc:
             if not per_request:  # a broken pooled connection: start afresh
                 self.close()
-            return Attempt(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - t0)
+            text = str(exc).replace(self.cfg.target_url, redact_url(self.cfg.target_url))
+            return Attempt(None, f"{type(exc).__name__}: {text}"[:300], time.perf_counter() - t0)
         finally:
             if per_request:
                 session.close()
@@ -207,7 +243,12 @@ def deliver(rec: Record, client: HttpClient, cfg: Config, metrics: Metrics,
         if cancelled():
             return "cancelled"
         attempt += 1
-        a = client.send(rec)
+        try:
+            a = client.send(rec)
+        except Exception as exc:  # any failure is a failed attempt, retried in order like the others
+            log.warning("delivery attempt raised", exc_info=True,
+                        extra={"partition": rec.partition, "offset": rec.offset})
+            a = Attempt(None, f"{type(exc).__name__}: {exc}"[:300], 0.0)
         verdict = classify(a.status, cfg.success_codes, cfg.retry_codes)
         if verdict == "success":
             metrics.delivery("success", rec.partition, a.status, a.seconds)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from lagpilot_consumer.config import Config
-from lagpilot_consumer.delivery import DeadLetterWriter, HttpClient, Record, deliver
+from lagpilot_consumer.delivery import DeadLetterWriter, HttpClient, Record, deliver, sleep_unless
 from lagpilot_consumer.metrics import Metrics
 from lagpilot_consumer.partitions import PartitionState
 from lagpilot_consumer.scheduler import Item, Ordering, Scheduler
@@ -523,13 +523,19 @@ class ConsumerRuntime:
                         return True
                     return st.release_deadline is not None and time.monotonic() >= st.release_deadline
 
-                try:
-                    outcome = deliver(Record.from_message(item.payload), client, self.cfg, self.metrics,
-                                      self._dlq, cancelled)
-                except Exception:
-                    log.exception("delivery crashed; the record is not marked done",
-                                  extra={"partition": p, "offset": item.offset})
-                    outcome = "cancelled"
+                while True:
+                    try:
+                        outcome = deliver(Record.from_message(item.payload), client, self.cfg, self.metrics,
+                                          self._dlq, cancelled)
+                        break
+                    except Exception:
+                        # Never complete the lane on a crash: the next record of the key would go first and
+                        # this one would never be done (the commit would freeze). Retry it, in order.
+                        log.exception("delivery crashed; retrying the record",
+                                      extra={"partition": p, "offset": item.offset})
+                        if not sleep_unless(self.cfg.max_backoff_ms / 1000.0, cancelled):
+                            outcome = "cancelled"
+                            break
                 with cond:
                     self._sched.complete(item)
                     self._inflight -= 1

@@ -42,6 +42,20 @@ class ManualSource:
         return bool(self.reports)
 
 
+def start_runtime(bootstrap: str, topic: str, group: str, url: str, *extra: str
+                  ) -> tuple[ConsumerRuntime, ManualSource, threading.Thread]:
+    """A real ConsumerRuntime (k8s assignment) in this process, fed by a ManualSource, its poll loop running."""
+    cfg = parse(["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group, "--target-url", url,
+                 "--assignment", "k8s", "--namespace", "n", "--pod-name", "w-0", "--assignment-configmap", "cm",
+                 *extra], {})
+    source = ManualSource()
+    rt = ConsumerRuntime(cfg, source)
+    t = threading.Thread(target=rt.run, daemon=True)
+    t.start()
+    source.started.wait(30)
+    return rt, source, t
+
+
 def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
                                                           topic_factory: Callable[..., str]) -> None:
     topic = topic_factory(partitions=3, prefix="c-sink")
@@ -98,16 +112,9 @@ def test_fence_cuts_a_drain_short_and_stops_every_partition(bootstrap: str,
     group = f"g-{topic}"
     produce(bootstrap, topic, [(p, f"k{i}".encode(), f"k{i}:0".encode()) for i in range(200) for p in (i % 2,)])
     with RecordingTarget(latency_s=0.2) as target:
-        cfg = parse(["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group, "--target-url",
-                     target.url, "--assignment", "k8s", "--namespace", "n", "--pod-name", "w-0",
-                     "--assignment-configmap", "cm", "--threads", "1", "--ordering", "partition",
-                     "--drain-seconds", "120", "--timeout-seconds", "5"], {})
-        source = ManualSource()
-        rt = ConsumerRuntime(cfg, source)
-        t = threading.Thread(target=rt.run, daemon=True)
-        t.start()
+        rt, source, t = start_runtime(bootstrap, topic, group, target.url, "--threads", "1", "--ordering",
+                                      "partition", "--drain-seconds", "120", "--timeout-seconds", "5")
         try:
-            source.started.wait(30)
             rt.set_desired(frozenset({0, 1}), 1)
             wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2)
             rt.set_desired(frozenset({1}), 2)  # partition 0 drains (100 records at 0.2 s: far beyond 2 s)
@@ -147,16 +154,10 @@ def test_fence_stops_deliveries_at_once_while_the_poll_loop_is_blocked(tmp_path:
         create_topic(bootstrap, topic, 2)
         produce(bootstrap, topic, [(p, f"k{p}".encode(), f"k{p}:{i}".encode()) for p in (0, 1) for i in range(150)])
         with RecordingTarget(latency_s=0.1) as target:
-            cfg = parse(["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", "g-blocked",
-                         "--target-url", target.url, "--assignment", "k8s", "--namespace", "n", "--pod-name",
-                         "w-0", "--assignment-configmap", "cm", "--threads", "2", "--ordering", "partition",
-                         "--drain-seconds", "1", "--timeout-seconds", "5", "--commit-interval-ms", "100000"], {})
-            source = ManualSource()
-            rt = ConsumerRuntime(cfg, source)
-            t = threading.Thread(target=rt.run, daemon=True)
-            t.start()
+            rt, source, t = start_runtime(bootstrap, topic, "g-blocked", target.url, "--threads", "2",
+                                          "--ordering", "partition", "--drain-seconds", "1", "--timeout-seconds",
+                                          "5", "--commit-interval-ms", "100000")
             try:
-                source.started.wait(30)
                 rt.set_desired(frozenset({0, 1}), 1)
                 wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2, timeout=60)
                 os.kill(broker.pid, signal.SIGSTOP)  # the coordinator stops answering

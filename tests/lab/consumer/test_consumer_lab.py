@@ -4,6 +4,7 @@ scenarios run .venv/bin/lagpilot-consumer as a subprocess."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -315,3 +316,85 @@ def test_kafka_mode_lost_partitions_never_run_one_key_twice_at_once(
         assert slow.wait_for(lambda t: len(t.arrivals()) >= 2, timeout=120), cp.tail()
         assert "partitions lost" in cp.tail(20000)
         assert same_key_overlaps(slow.arrivals()) == []
+
+
+class Redirecting:
+    """POST /in answers a redirect to /processed (302 or 307); /processed records the bodies it gets and
+    answers 200 to anything, as a naive endpoint would (so a body-less GET there would look delivered)."""
+
+    def __init__(self, status: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[bytes] = []
+        self.redirected: set[bytes] = set()
+        self.gets = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, code: int, location: str | None = None) -> None:
+                self.send_response(code)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/in":
+                    outer.redirected.add(body)
+                    self._answer(status, "/processed")
+                else:
+                    outer.bodies.append(body)
+                    self._answer(200)
+
+            def do_GET(self) -> None:
+                outer.gets += 1
+                self._answer(200)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_redirecting_target_loses_nothing(bootstrap: str, topic_factory: Callable[..., str],
+                                           run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """Issue 13: a 302 is not followed (it would re-send the POST as a GET without its body): nothing is
+    committed for a body that never reached an endpoint that processes it. A 307 to the same origin keeps
+    method and body and is followed: every body arrives and the commit moves."""
+    topic = topic_factory(partitions=1, prefix="c-redir")
+    produce(bootstrap, topic, [(0, f"k{i}".encode(), f"k{i}:0".encode()) for i in range(20)])
+    found = Redirecting(302)
+    try:
+        cp = run_consumer("--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"g302-{topic}",
+                          "--target-url", found.url, "--partitions", "0", "--max-attempts", "2", "--threads", "32",
+                          "--initial-backoff-ms", "10", "--max-backoff-ms", "200", "--commit-interval-ms", "200")
+        cp.wait_ready()
+        wait_for(lambda: len(found.redirected) == 20, timeout=60, what="every record tried and redirected")
+        time.sleep(2)  # commit interval x 10
+        assert found.bodies == [] and found.gets == 0
+        assert committed(bootstrap, f"g302-{topic}", topic, 1).get(0, 0) == 0
+        assert "redirect to http://127.0.0.1" in cp.tail(20000) and "without its body" in cp.tail(20000)
+        cp.terminate()
+    finally:
+        found.close()
+    temporary = Redirecting(307)
+    try:
+        cp = run_consumer("--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"g307-{topic}",
+                          "--target-url", temporary.url, "--partitions", "0", "--commit-interval-ms", "200")
+        cp.wait_ready()
+        wait_for(lambda: committed(bootstrap, f"g307-{topic}", topic, 1).get(0) == 20, timeout=60,
+                 what="all 20 committed after the 307s were followed")
+        assert sorted(temporary.bodies) == sorted(f"k{i}:0".encode() for i in range(20))
+        cp.terminate()
+    finally:
+        temporary.close()

@@ -77,3 +77,18 @@ def test_invalid_values_name_the_value_and_why(args: list[str], env: dict[str, s
 def test_missing_required() -> None:
     with pytest.raises(ConfigError, match="missing --topic"):
         parse(["--bootstrap-servers", "k:1"], {})
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    pytest.param({"LAGPILOT_HEADER_Authorization": "Bearer s3cret\n"}, "line break", id="secret-trailing-newline"),
+    pytest.param({"LAGPILOT_HEADER_X_Name": "caf\u00e9\u2603"}, "Latin-1", id="not-latin-1"),
+    pytest.param({"LAGPILOT_HEADERS": '{"Bad Name": "v"}'}, "not an HTTP token", id="bad-name"),
+    pytest.param({"LAGPILOT_HEADERS": '{"X-A": "one\\r\\nX-Injected: two"}'}, "line break", id="header-injection"),
+])
+def test_a_header_that_every_request_would_fail_on_is_rejected_at_start(env: dict[str, str], needle: str) -> None:
+    """Issue 13: rejected with a clear line naming the header and where it came from; never the value."""
+    with pytest.raises(ConfigError) as err:
+        parse(BASE, env)
+    text = str(err.value)
+    assert needle in text and "s3cret" not in text and "two" not in text
+    assert "LAGPILOT_HEADER" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lagpilot.protocol import format_owned, grant_for, lease_duration_for
+from lagpilot.protocol import Grant, format_owned, lease_duration_for, read_grant
 from lagpilot.timefmt import parse_rfc3339 as parse_time
 from lagpilot_operator.handoff.observe import (
     LeaseClock,
@@ -111,12 +111,13 @@ def test_figures_from_metrics() -> None:
     assert figures_from_metrics([METRICS], [3]) is None  # no deliveries on those partitions
 
 
-def test_grant_for_and_lease_duration() -> None:
+def test_read_grant_and_lease_duration() -> None:
     doc = AssignmentDoc(7, {"p1": frozenset({1, 4})}, 6).to_json()
-    assert grant_for(doc, "p1") == (7, frozenset({1, 4}))
-    assert grant_for(doc, "p2") == (7, frozenset())
-    assert grant_for('{"epoch": 0, "grants": {}}', "p") == (0, frozenset())
-    assert grant_for("garbage", "p") is None and grant_for(None, "p") is None
+    assert read_grant(doc, "p1") == Grant("", 7, frozenset({1, 4}))
+    assert read_grant(doc, "p2") == Grant("", 7, frozenset())
+    assert read_grant('{"epoch": 0, "grants": {}}', "p") == Grant("", 0, frozenset())
+    assert read_grant('{"epoch": 3, "grants": {}, "incarnation": "i9"}', "p") == Grant("i9", 3, frozenset())
+    assert read_grant("garbage", "p") is None and read_grant(None, "p") is None
     assert format_owned(frozenset({3, 1})) == "1,3"
     assert lease_duration_for(20, 5) > 20 + 5
     # a fenced worker's last HTTP request may still be on the wire for the target timeout
