@@ -33,9 +33,13 @@ def test_demo_once_delivers_in_order_and_prints_lag_table(tmp_path: Path) -> Non
     the topic already held the first run's records (issue 14 item 11)."""
     env = {**os.environ, "LAGPILOT_LAB_DIR": str(tmp_path / "lab")}
     env.pop("KUBECONFIG", None)
-    first, produced, _ = run_demo(env, "--keep-lab")
-    assert "already held" not in first
-    second, _, _ = run_demo(env, "--stop-lab")
+    try:
+        first, produced, _ = run_demo(env, "--keep-lab")
+        assert "already held" not in first
+        second, _, _ = run_demo(env, "--stop-lab")
+    finally:  # a failed run must not leave its lab running
+        subprocess.run([str(Path(sys.executable).parent / "lagpilot"), "lab", "down"], env=env,
+                       capture_output=True, timeout=120, check=False)
     assert "already held" in second, second
     held = int(second.split("already held ")[1].split()[0])
     assert held >= produced  # at least everything the first run produced

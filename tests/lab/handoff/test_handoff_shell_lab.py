@@ -6,6 +6,7 @@ partitions move on."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,13 +46,17 @@ def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_fact
         cluster.target_urls = {"r1": target.url}
         core = client.CoreV1Api(api)
         producer = SteadyProducer(bootstrap, topic, 4, rate=100).start()
+        node = f"harness-{namespace}"[:63]
         try:
             workers = [cluster.start_worker("r1") for _ in range(3)]
+            # The pod objects of the harness's processes, bound to a Node of their own that no kubelet runs
+            # (a pod bound to a Node that does not exist is deleted by the pod GC after 40 s).
+            core.create_node({"metadata": {"name": node}})
             for w in workers:
                 core.create_namespaced_pod(namespace, {
                     "metadata": {"name": w.name, "labels": {"lagpilot.io/consumergroup": "cg",
                                                             "lagpilot.io/revision": "r1"}},
-                    "spec": {"nodeName": "nowhere", "containers": [{"name": "c", "image": "x"}]}})
+                    "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}})
             status: dict = {}
 
             def step() -> object:
@@ -88,11 +93,14 @@ def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_fact
                 time.sleep(0.3)
             assert victim.name not in status["assignment"]["owners"]
             assert result.settled  # type: ignore[attr-defined]
+            producer.stop()
+            target.wait_for(lambda t: len(t.accepted_records()) >= producer.acked, timeout=60)
         finally:
             producer.stop()
-        target.wait_for(lambda t: len(t.accepted_records()) >= producer.acked, timeout=60)
-        cluster.close()
-        api.close()
+            cluster.close()
+            with contextlib.suppress(client.ApiException):
+                core.delete_node(node)
+            api.close()
         assert len(target.accepted_records()) == producer.acked
         assert target.order_violations() == []
         assert overlaps(target.arrivals()) == []
