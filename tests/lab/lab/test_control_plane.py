@@ -75,8 +75,9 @@ def test_deployment_pods_run_as_processes_on_own_ip_and_stop_on_delete(k8s: Any,
             assert resp.read().decode() == f"{p.metadata.name} {namespace} {p.status.pod_ip} from-secret"
         pids.append(int(p.status.container_statuses[0].container_id.removeprefix("lab://")))
     assert all(pid_running(pid) for pid in pids)
-    dep = apps.read_namespaced_deployment("web", namespace)
-    assert dep.status.ready_replicas == 2
+    # The Deployment controller counts the ready pods a moment after the pods report Ready.
+    wait_for(lambda: apps.read_namespaced_deployment("web", namespace).status.ready_replicas == 2, 60,
+             "the Deployment's status to count 2 ready replicas")
 
     apps.delete_namespaced_deployment("web", namespace)
     wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector="app=web").items, 60,
