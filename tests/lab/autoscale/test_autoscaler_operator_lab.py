@@ -230,8 +230,10 @@ def test_stalled_partition_does_not_scale_up_until_exclusion_is_turned_off(
         assert any(e["reason"] == "LagStall" for e in events(k8s, namespace, name))
 
         # A backlog behind the stuck record: far above lagPerWorker, but more workers would not move it.
+        # Partition 1 gets fewer records than lagPerWorker (20): its own lag, however slowly it drains
+        # while a thread is held by the poison key, is never a reason to scale, so only partition 0's counts.
         produce(bootstrap, topic, [(f"b{i % 7}".encode(), 0) for i in range(300)]
-                + [(f"c{i % 7}".encode(), 1) for i in range(60)], delivered)
+                + [(f"c{i % 7}".encode(), 1) for i in range(15)], delivered)
         mark = len(watch.seen)
         wait_seen(watch, lambda s: s.lag["total"] > 300, 30, "the backlog in status.lag")
         polls = metric(operator, "lagpilot_lag_polls_total", namespace=namespace) or 0
@@ -244,7 +246,7 @@ def test_stalled_partition_does_not_scale_up_until_exclusion_is_turned_off(
         big = [s for s in after if s.lag["total"] > 300]
         assert all("on 1 stalled partition" in s.lag["reason"] for s in big), big
         assert not [e for e in events(k8s, namespace, name) if e["reason"] == "ScaledUp"]
-        target.wait_for(lambda t: len({(a.partition, a.offset) for a in t.accepted()}) >= 365, timeout=60)
+        target.wait_for(lambda t: len({(a.partition, a.offset) for a in t.accepted()}) >= 320, timeout=60)
         ok = {(p, o) for p, o in delivered} - {(a.partition, a.offset) for a in target.arrivals()
                                                 if a.key == b"poison"}
         assert target.accepted_records() >= ok  # everything but the poison record is delivered
