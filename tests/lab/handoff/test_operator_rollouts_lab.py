@@ -379,3 +379,29 @@ def test_leases_deleted_while_partitions_move(
         assert len(good.accepted_records()) == producer.acked == producer.sent
         assert first_deliveries_in_key_order(good.arrivals()) == []
         assert overlaps(good.arrivals()) == []
+
+
+def test_a_canary_that_never_comes_up_is_aborted_after_analysis_and_grace(
+        k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """Issue 14 item 5: a canary revision whose workers never start (its headers Secret does not exist, so
+    its containers cannot be created) never takes its partitions; instead of waiting for ever it is aborted
+    analysisSeconds + 60 s in, with a reason, and the stable revision keeps every partition."""
+    topic = topic_factory(partitions=PARTITIONS, prefix="opdead")
+    with RecordingTarget() as good:
+        producer = SteadyProducer(bootstrap, topic, PARTITIONS, rate=30).start()
+        try:
+            apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling"}))
+            first = wait_for(settled_on_new_revision(k8s, namespace, None), timeout=180, what="first revision")
+            canary = {"strategy": "Canary", "canary": {"partitions": [0], "workers": 1, "analysisSeconds": 5}}
+            doc = cg_doc(bootstrap, topic, good.url, canary)
+            doc["spec"]["target"]["headersFromSecret"] = "no-such-secret"
+            apply(k8s, namespace, doc)
+            aborted = wait_for(aborted_and_back_on(k8s, namespace, first["revision"]), timeout=240,
+                               what="canary aborted after analysisSeconds + grace")
+            assert "did not take its partitions" in aborted["rollout"]["message"], aborted["rollout"]
+            assert any(e["reason"] == "RolloutAborted" and "did not take its partitions" in e["message"]
+                       for e in events(k8s, namespace))
+        finally:
+            producer.stop()
+        wait_for(lambda: len(good.accepted_records()) >= producer.acked, timeout=90, what="every record delivered")
+        assert overlaps(good.arrivals()) == []
