@@ -16,7 +16,7 @@ from typing import Any
 logging.getLogger("lagpilot.kafka").addHandler(logging.NullHandler())
 
 
-def _client_key(bootstrap_servers: str, security: Mapping[str, Any]) -> str:
+def connection_key(bootstrap_servers: str, security: Mapping[str, Any]) -> str:
     """Cache key: bootstrap plus security settings, hashed so that passwords never sit in a dict key/log."""
     material = bootstrap_servers + "\0" + "\0".join(f"{k}={v}" for k, v in sorted(security.items()))
     return hashlib.sha256(material.encode()).hexdigest()
@@ -46,7 +46,7 @@ def admin_client(bootstrap_servers: str, security: Mapping[str, Any] | None = No
     from confluent_kafka.admin import AdminClient
 
     security = dict(security or {})
-    key = ("admin", _client_key(bootstrap_servers, security))
+    key = ("admin", connection_key(bootstrap_servers, security))
     with _clients_lock:
         if key not in _clients:
             _clients[key] = AdminClient(_base_conf(bootstrap_servers, security))
@@ -60,7 +60,7 @@ def offsets_client(bootstrap_servers: str, group: str, security: Mapping[str, An
     from confluent_kafka import Consumer
 
     security = dict(security or {})
-    key = ("offsets:" + group, _client_key(bootstrap_servers, security))
+    key = ("offsets:" + group, connection_key(bootstrap_servers, security))
     with _clients_lock:
         if key not in _clients:
             _clients[key] = Consumer({**_base_conf(bootstrap_servers, security), "group.id": group,
@@ -72,7 +72,7 @@ def forget_clients(group: str | None = None, bootstrap_servers: str | None = Non
                    security: Mapping[str, Any] | None = None) -> None:
     """Drop cached clients: all (tests, exit), one group's offsets client, or every client of one
     connection (a broken one, e.g. a bad address or rejected credentials, is rebuilt on next use)."""
-    conn = _client_key(bootstrap_servers, dict(security or {})) if bootstrap_servers is not None else None
+    conn = connection_key(bootstrap_servers, dict(security or {})) if bootstrap_servers is not None else None
     with _clients_lock:
         keys = [k for k in _clients if (group is None or k[0] == "offsets:" + group)
                 and (conn is None or k[1] == conn)]

@@ -3,13 +3,12 @@ AdminClient for that connection (opening clients per call costs a metadata boots
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 
-from lagpilot_operator.brokers import admin_client, forget_clients
+from lagpilot_operator.brokers import admin_client, connection_key, forget_clients
 from lagpilot_operator.workload.status import BROKER_UNREACHABLE, TOPIC_NOT_FOUND, TopicInfo
 
 
@@ -22,25 +21,21 @@ class TopicReader:
         self.cache_seconds = cache_seconds
         self._results: dict[tuple[str, str], tuple[TopicInfo, float]] = {}
 
-    def _key(self, bootstrap: str, security: Mapping[str, str] | None) -> str:
-        blob = repr(sorted((security or {}).items()))
-        return bootstrap + "|" + hashlib.sha256(blob.encode()).hexdigest()
-
     def forget(self, bootstrap: str, security: Mapping[str, str] | None = None) -> None:
         forget_clients(bootstrap_servers=bootstrap, security=security)
 
     def read(self, bootstrap: str, topic: str, security: Mapping[str, str] | None = None) -> TopicInfo:
         """The topic's partition count, answered from a cache younger than `cache_seconds` (bursts of
         reconciles during a rollout do not each wait on the broker)."""
-        key = self._key(bootstrap, security)
+        key = connection_key(bootstrap, dict(security or {}))
         cached = self._results.get((key, topic))
         if cached and time.monotonic() - cached[1] < self.cache_seconds:
             return cached[0]
-        info = self._read(key, bootstrap, topic, security)
+        info = self._read(bootstrap, topic, security)
         self._results[(key, topic)] = (info, time.monotonic())
         return info
 
-    def _read(self, key: str, bootstrap: str, topic: str, security: Mapping[str, str] | None) -> TopicInfo:
+    def _read(self, bootstrap: str, topic: str, security: Mapping[str, str] | None) -> TopicInfo:
         client = admin_client(bootstrap, security)
         try:
             metadata = client.list_topics(topic=topic, timeout=self.timeout)
