@@ -185,6 +185,8 @@ image_node() {
     # Import the images into the node's containerd (as `kind build node-image` does), then commit.
     local cid
     cid=$(docker run -d --privileged --entrypoint /bin/sleep "$final-stage" infinity)
+    # A failed step below exits this (sub)shell: the build container goes with it.
+    trap "docker rm -f '$cid' >/dev/null 2>&1" EXIT
     run node-containerd docker exec "$cid" bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &
       for i in $(seq 100); do [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done
       cat /tmp/containerd.log; exit 1'
@@ -197,7 +199,7 @@ image_node() {
     run node-commit docker commit \
       --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \
       "$cid" "$final"
-    docker rm -f "$cid" >/dev/null
+    docker rm -f "$cid" >/dev/null; trap - EXIT
     docker rmi "$final-stage" "$cni_tag" "${refs[@]}" >/dev/null 2>&1 || true
     rm -rf "$dir"
   }

@@ -1,5 +1,7 @@
 """A recording HTTP target for the e2e tests: every POST is recorded (partition, offset, key, worker from
-the X-Lagpilot-* headers, and the body); GET /records returns them as JSON; GET /healthz answers 200.
+the X-Lagpilot-* headers, the body, and `start`/`end`: when the request arrived and when its answer was
+written, on this process's clock, so overlapping deliveries of one partition can be told apart);
+GET /records returns them as JSON; GET /healthz answers 200.
 
 The same file runs in-process (local mode, `serve_in_thread`) and as a pod (incluster mode, passed to
 `python -c` so no volume is needed); it uses only the standard library."""
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -42,15 +45,19 @@ def make_handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
+            start = time.time()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", "replace")
             h = self.headers
+            entry: dict[str, Any] = {"partition": int(h.get("X-Lagpilot-Partition", -1)),
+                                     "offset": int(h.get("X-Lagpilot-Offset", -1)),
+                                     "key": h.get("X-Lagpilot-Key"), "worker": h.get("X-Lagpilot-Worker"),
+                                     "path": self.path, "body": body, "start": start, "end": None}
             with rec.lock:
-                rec.records.append({"partition": int(h.get("X-Lagpilot-Partition", -1)),
-                                    "offset": int(h.get("X-Lagpilot-Offset", -1)),
-                                    "key": h.get("X-Lagpilot-Key"), "worker": h.get("X-Lagpilot-Worker"),
-                                    "path": self.path, "body": body})
+                rec.records.append(entry)
             self._send(200, b"{}")
+            with rec.lock:
+                entry["end"] = time.time()
 
         def do_GET(self) -> None:
             if self.path.startswith("/records"):

@@ -10,6 +10,7 @@ Environment:
                                lab); incluster: a target pod + Service in the test namespace, read
                                back through the API server's service proxy (kind, real clusters)
   LAGPILOT_E2E_TARGET_IMAGE    incluster mode: an image with python3 (the lagpilot image has it)
+  LAGPILOT_E2E_REQUIRED=1      a missing variable is an error, not a skip (scripts/e2e-kind.sh sets it)
 Without KUBECONFIG and LAGPILOT_E2E_BOOTSTRAP every test here is skipped."""
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     missing = [v for v in REQUIRED if not os.environ.get(v)]
     if not missing:
         return
+    if os.environ.get("LAGPILOT_E2E_REQUIRED") == "1":
+        raise pytest.UsageError(f"LAGPILOT_E2E_REQUIRED=1 but {', '.join(missing)} not set")
     skip = pytest.mark.skip(reason=f"e2e needs {', '.join(missing)} (see tests/e2e/conftest.py)")
     for item in items:
         if HERE in Path(str(item.fspath)).parents:

@@ -12,6 +12,7 @@ from lagpilot.protocol import (
     ANNOTATION_EPOCH,
     ANNOTATION_OWNED,
     LABEL_REVISION,
+    REVOKED_FROM_ALL,
     lease_duration_for,
     parse_epoch,
     parse_owned,
@@ -34,6 +35,7 @@ class LeaseClock:
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self.now = now
         self._seen: dict[str, tuple[str | None, float]] = {}
+        self._released: set[str] = set()
 
     def last_change(self, name: str, version: str | None) -> float:
         """When ``name``'s Lease was first seen as ``version`` (None: no readable Lease), now if new."""
@@ -44,10 +46,22 @@ class LeaseClock:
         self._seen[name] = (version, at)
         return at
 
+    def note_released(self, name: str, released: bool) -> None:
+        """Remember a Lease last seen released, so that its deletion afterwards (garbage collection of a
+        finished pod's Lease) still reads as released rather than as a worker that went silent."""
+        if released:
+            self._released.add(name)
+        else:
+            self._released.discard(name)
+
+    def was_released(self, name: str) -> bool:
+        return name in self._released
+
     def forget_except(self, names: set[str]) -> None:
         for name in list(self._seen):
             if name not in names:
                 del self._seen[name]
+        self._released &= names
 
     def known(self) -> set[str]:
         return set(self._seen)
@@ -87,13 +101,18 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
             partitions: int, clock: LeaseClock, lease_duration: float = DEFAULT_LEASE_SECONDS,
             published_epoch: int | None = None) -> Observed:
-    """Observed state from raw objects. A worker is gone when its Lease was released, or when neither pod
-    nor Lease exists, or when for ``lease_duration`` seconds of the operator's clock (at least; a Lease may
-    declare longer) nothing about its Lease changed: not renewed, or missing or unreadable while its pod
-    exists. A name known only from the document (no pod, no Lease) is gone."""
+    """Observed state from raw objects. A worker is gone when its Lease was released (or was last seen
+    released before it was deleted), or when for ``lease_duration`` seconds of the operator's clock (at
+    least; a Lease may declare longer) nothing about its Lease changed: not renewed, missing, or
+    unreadable. That holds for a name the document still names with neither pod nor Lease: a pod deleted
+    with grace 0 vanishes from the API while its container still runs, and its Lease goes with it by
+    garbage collection, so absence proves nothing until a Lease duration has passed."""
     by_pod = {p["metadata"]["name"]: p for p in pods}
     by_lease = {lease["metadata"]["name"]: lease for lease in leases}
-    names = set(by_pod) | set(by_lease)
+    in_doc: set[str] = set()
+    if doc is not None:
+        in_doc = set(doc.grants) | {r.worker for r in doc.revoked.values() if r.worker != REVOKED_FROM_ALL}
+    names = set(by_pod) | set(by_lease) | in_doc
     clock.forget_except(names)
     now = clock.now()
     views: dict[str, WorkerView] = {}
@@ -104,8 +123,10 @@ def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases
         declared = float(((lease or {}).get("spec") or {}).get("leaseDurationSeconds") or 0)
         changed = clock.last_change(name, lease_version(lease) if lease is not None else None)
         silent = now - changed > max(declared, lease_duration)
-        released = lease is not None and lease_released(lease)
-        gone = released or (lease is None and pod is None) or silent
+        if lease is not None:
+            clock.note_released(name, lease_released(lease))
+        released = clock.was_released(name)
+        gone = released or silent
         revision = ""
         ready = terminating = False
         if pod is not None:

@@ -64,8 +64,42 @@ def test_a_deleted_lease_releases_once_the_duration_has_passed_on_the_operators_
     assert observe(MOVING, [pod("a"), pod("b")], b, 2, lc, DURATION).workers["a"].gone is False
     clock.t += 2
     assert observe(MOVING, [pod("a"), pod("b")], b, 2, lc, DURATION).workers["a"].gone is True
-    # ...and with the pod gone too it is gone at once.
-    assert observe(MOVING, [pod("b")], b, 2, LeaseClock(clock), DURATION).is_gone("a")
+
+
+
+def test_a_force_deleted_pod_whose_lease_was_collected_is_not_gone_before_the_duration() -> None:
+    """`kubectl delete pod --grace-period=0` removes the pod object at once while its container may still
+    run, and the Lease (owned by the pod) goes by garbage collection: a worker the document still names with
+    neither pod nor Lease keeps its partitions for a full Lease duration of the operator's clock. (Seen on
+    kind: treating it as gone at once let the new owner deliver while the killed pod still did.)"""
+    clock = Clock()
+    lc = LeaseClock(clock)
+    b = [lease("b", owned="", epoch="6")]
+    assert observe(MOVING, [pod("a"), pod("b")], b + [lease("a", owned="0", epoch="6")], 2, lc,
+                   DURATION).workers["a"].gone is False
+    clock.t += 1
+    observed = observe(MOVING, [pod("b")], b, 2, lc, DURATION)
+    assert not observed.is_gone("a")
+    doc = plan_assignment(observed, TO_B)
+    assert 0 not in doc.grants.get("b", frozenset()), "granted while the force-deleted pod may still deliver"
+    clock.t += DURATION + 1
+    assert observe(MOVING, [pod("b")], b, 2, lc, DURATION).is_gone("a")
+    # A fresh operator (restarted, empty clock) waits a full duration too.
+    fresh = LeaseClock(clock)
+    assert not observe(MOVING, [pod("b")], b, 2, fresh, DURATION).is_gone("a")
+
+
+def test_a_lease_seen_released_stays_released_after_it_is_deleted() -> None:
+    """A pod that drained and released its Lease, then finished: the Lease is garbage-collected with the
+    pod; the release seen before is not forgotten (the hand-off need not wait a Lease duration)."""
+    clock = Clock()
+    lc = LeaseClock(clock)
+    b = [lease("b", owned="", epoch="6")]
+    released = lease("a", owned="", epoch="6")
+    released["spec"]["holderIdentity"] = ""  # a clean stop empties the holder
+    assert observe(MOVING, [pod("a"), pod("b")], b + [released], 2, lc, DURATION).is_gone("a")
+    clock.t += 1
+    assert observe(MOVING, [pod("b")], b, 2, lc, DURATION).is_gone("a")
 
 
 @pytest.mark.parametrize("skew", [-15.0, 15.0, -3600.0, 3600.0])
@@ -110,5 +144,9 @@ def test_the_clock_forgets_workers_no_longer_seen() -> None:
     clock = Clock()
     lc = LeaseClock(clock)
     observe(MOVING, [pod("a")], [lease("a")], 2, lc, DURATION)
+    # While the document names "a" (partition 0 is revoked from it) the clock keeps timing it...
     observe(MOVING, [], [], 2, lc, DURATION)
+    assert lc.known() == {"a"}
+    # ...and forgets it once nothing names it any more.
+    observe(None, [], [], 2, lc, DURATION)
     assert lc.known() == set()

@@ -8,6 +8,7 @@ import pytest
 from lagpilot.protocol import Grant, format_owned, lease_duration_for, read_grant
 from lagpilot.timefmt import parse_rfc3339 as parse_time
 from lagpilot_operator.handoff.observe import (
+    DEFAULT_LEASE_SECONDS,
     LeaseClock,
     assignment_status,
     figures_from_metrics,
@@ -87,9 +88,16 @@ def test_observe_then_plan_releases_on_gone() -> None:
     doc = AssignmentDoc(5, {"a": frozenset({2})}, 3, {0: Revocation("b", 4), 1: Revocation("x", 4)})
     released = lease("b")
     released["spec"]["holderIdentity"] = ""  # "b" stopped cleanly
-    o = observe(doc, [pod("a"), pod("b")], [lease("a", "2", "5"), released], 3, LeaseClock(Clock(NOW)))
+    clock = Clock(NOW)
+    lc = LeaseClock(clock)
+    o = observe(doc, [pod("a"), pod("b")], [lease("a", "2", "5"), released], 3, lc)
     new = plan_assignment(o, {0: "a", 1: "a", 2: "a"})
-    assert new.grants == {"a": frozenset({0, 1, 2})}
+    # "b" released cleanly: its partition moves at once. "x" (no pod, no Lease) may be a force-deleted pod
+    # still running: its partition waits a Lease duration of the operator's clock.
+    assert new.grants == {"a": frozenset({0, 2})}
+    clock.t += DEFAULT_LEASE_SECONDS + 1
+    o = observe(new, [pod("a")], [lease("a", "0,2", str(new.epoch), version="2")], 3, lc)  # "a" renewed
+    assert plan_assignment(o, {0: "a", 1: "a", 2: "a"}).grants == {"a": frozenset({0, 1, 2})}
 
 
 METRICS = """
