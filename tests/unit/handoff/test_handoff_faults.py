@@ -75,7 +75,7 @@ def test_a_force_deleted_pod_whose_lease_was_collected_is_not_gone_before_the_du
     clock = Clock()
     lc = LeaseClock(clock)
     b = [lease("b", owned="", epoch="6")]
-    assert observe(MOVING, [pod("a"), pod("b")], b + [lease("a", owned="0", epoch="6")], 2, lc,
+    assert observe(MOVING, [pod("a"), pod("b")], [*b, lease("a", owned="0", epoch="6")], 2, lc,
                    DURATION).workers["a"].gone is False
     clock.t += 1
     observed = observe(MOVING, [pod("b")], b, 2, lc, DURATION)
@@ -97,7 +97,7 @@ def test_a_lease_seen_released_stays_released_after_it_is_deleted() -> None:
     b = [lease("b", owned="", epoch="6")]
     released = lease("a", owned="", epoch="6")
     released["spec"]["holderIdentity"] = ""  # a clean stop empties the holder
-    assert observe(MOVING, [pod("a"), pod("b")], b + [released], 2, lc, DURATION).is_gone("a")
+    assert observe(MOVING, [pod("a"), pod("b")], [*b, released], 2, lc, DURATION).is_gone("a")
     clock.t += 1
     assert observe(MOVING, [pod("b")], b, 2, lc, DURATION).is_gone("a")
 
