@@ -77,9 +77,10 @@ run kafka-apply kubectl apply -f "$LOGS/kafka.yaml"
 timed run kafka-ready kubectl -n lagpilot-e2e rollout status deploy/kafka --timeout=300s
 
 step "installing the chart (release $RELEASE in $OPERATOR_NS)"
-timed run helm-install "$HELM" upgrade --install "$RELEASE" charts/lagpilot --namespace "$OPERATOR_NS" --create-namespace \
-  --set image.repository="${LAGPILOT_IMAGE%:*}" --set image.tag="${LAGPILOT_IMAGE##*:}" --set image.pullPolicy=Never \
-  --set logFormat=text --wait --timeout 300s
+HELM_INSTALL="--create-namespace --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text"
+# shellcheck disable=SC2086
+timed run helm-install "$HELM" upgrade --install "$RELEASE" charts/lagpilot --namespace "$OPERATOR_NS" $HELM_INSTALL \
+  --wait --timeout 300s
 kubectl -n "$OPERATOR_NS" get pods -o wide >&2
 
 step "running pytest tests/e2e"
@@ -88,6 +89,8 @@ export LAGPILOT_E2E_TEST_BOOTSTRAP=localhost:30092
 export LAGPILOT_E2E_TARGET_MODE=incluster
 export LAGPILOT_E2E_TARGET_IMAGE=$LAGPILOT_IMAGE
 export LAGPILOT_E2E_REQUIRED=1
+export LAGPILOT_E2E_HELM=$HELM LAGPILOT_E2E_HELM_INSTALL=$HELM_INSTALL LAGPILOT_E2E_HELM_RELEASE=$RELEASE
+export LAGPILOT_E2E_OPERATOR_NAMESPACE=$OPERATOR_NS
 status=0
 # shellcheck disable=SC2086
 "$PY" -m pytest -p no:cacheprovider tests/e2e -m e2e -v ${PYTEST_ARGS:-} || status=$?
