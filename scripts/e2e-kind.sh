@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
-# End-to-end on kind: a 3-node cluster (kind-config.yaml) from a node image built here when none can be
-# pulled, a single-node Kafka in the cluster (tests/e2e/kafka.yaml), the Helm chart, and
-# `pytest tests/e2e` against that kubeconfig. `make test` runs it; it also runs on its own.
-# It starts a Docker engine when none runs (scripts/docker-engine.sh) and stops it again afterwards;
-# the cluster is deleted at the end.
+# End-to-end on kind: scripts/kind-cluster.sh up (Docker engine, offline-built images, a 3-node cluster
+# named lagpilot-e2e, Kafka in it), the Helm chart, and `pytest tests/e2e` against that kubeconfig.
+# `make test` runs it; it also runs on its own. At the end the cluster is deleted and the Docker engine
+# stopped if this run started it.
 #   KEEP_CLUSTER=1   leave the cluster (and the engine) running afterwards
 #   PYTEST_ARGS=...  extra pytest arguments
 # Every step logs to $LOGS/<step>.log; a failed step prints one line naming it and its log.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
-CLUSTER=${LAGPILOT_KIND_CLUSTER:-lagpilot}
-KIND_VERSION=${LAGPILOT_KIND_VERSION:-v0.33.0}
 K8S_VERSION=${LAGPILOT_K8S_VERSION:-v1.34.4}
 CACHE=${LAGPILOT_CACHE_DIR:-$HOME/.cache/lagpilot}
 LOGS=${LAGPILOT_E2E_LOGS:-$CACHE/logs/e2e-kind}
@@ -28,53 +25,22 @@ run() {
 }
 timed() { local t0; t0=$(date +%s); "$@"; step "  ($(( $(date +%s) - t0 ))s)"; }
 
-bash scripts/build-k8s.sh kubernetes >/dev/null 2>&1 || fail "build kubectl" "scripts/build-k8s.sh"
+export LAGPILOT_KIND_CLUSTER=${LAGPILOT_KIND_CLUSTER:-lagpilot-e2e}
+export LAGPILOT_KIND_DIR=$CACHE/e2e-kind
+KUBECONFIG_FILE=$LAGPILOT_KIND_DIR/kubeconfig
 export PATH=$CACHE/kubernetes-$K8S_VERSION/bin:$PATH
-KIND=$CACHE/kind-$KIND_VERSION/bin/kind
-if [ ! -x "$KIND" ]; then
-  step "kind $KIND_VERSION: go install sigs.k8s.io/kind@$KIND_VERSION"
-  run kind-install env GOBIN="$(dirname "$KIND")" CGO_ENABLED=0 GOFLAGS=-mod=mod go install "sigs.k8s.io/kind@$KIND_VERSION"
-fi
-HELM=$(scripts/build-helm.sh)
-
-KUBECONFIG_FILE=$(mktemp -t lagpilot-kind-kubeconfig.XXXXXX)
-export KUBECONFIG=$KUBECONFIG_FILE
-engine=""
 cleanup() {
   local rc=$?
   if [ "${KEEP_CLUSTER:-0}" = 1 ]; then step "cluster kept: KUBECONFIG=$KUBECONFIG_FILE"; exit $rc; fi
-  if [ -n "$engine" ]; then
-    step "deleting cluster $CLUSTER"
-    "$KIND" delete cluster --name "$CLUSTER" > "$LOGS/kind-delete.log" 2>&1 || step "kind delete failed (log: $LOGS/kind-delete.log)"
-  fi
-  rm -f "$KUBECONFIG_FILE"
-  if [ "$engine" = started ]; then bash scripts/docker-engine.sh stop; fi
+  bash scripts/kind-cluster.sh down || true
   step "done in $(( $(date +%s) - t_start ))s"
   exit $rc
 }
 trap cleanup EXIT
-
-step "Docker engine"
-engine=$(bash scripts/docker-engine.sh start)
-
-step "images (built here and cached under $CACHE/images when they cannot be pulled)"
-images=$(bash scripts/images.sh all)
-eval "$images"
-step "  node $NODE_IMAGE, kafka $KAFKA_IMAGE, lagpilot $LAGPILOT_IMAGE"
-
-step "creating kind cluster $CLUSTER (1 control plane, 2 workers)"
-"$KIND" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
-timed run kind-create timeout 600 "$KIND" create cluster --name "$CLUSTER" --config kind-config.yaml \
-  --image "$NODE_IMAGE" --kubeconfig "$KUBECONFIG_FILE" --wait 300s
-run nodes-ready kubectl wait --for=condition=Ready nodes --all --timeout=180s
-
-step "loading images into the nodes"
-timed run kind-load "$KIND" load docker-image --name "$CLUSTER" "$LAGPILOT_IMAGE" "$KAFKA_IMAGE"
-
-step "starting Kafka in the cluster"
-sed "s#image: apache/kafka:.*#image: $KAFKA_IMAGE#" tests/e2e/kafka.yaml > "$LOGS/kafka.yaml"
-run kafka-apply kubectl apply -f "$LOGS/kafka.yaml"
-timed run kafka-ready kubectl -n lagpilot-e2e rollout status deploy/kafka --timeout=300s
+bash scripts/kind-cluster.sh up
+eval "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("LAGPILOT_IMAGE=" + d["images"]["lagpilot"])' "$LAGPILOT_KIND_DIR/state.json")"
+export KUBECONFIG=$KUBECONFIG_FILE
+HELM=$(scripts/build-helm.sh)
 
 step "installing the chart (release $RELEASE in $OPERATOR_NS)"
 HELM_INSTALL="--create-namespace --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text"
