@@ -31,7 +31,11 @@ fail() { printf '[images] FAILED: %s (log: %s)\n' "$1" "$2" >&2; exit 1; }
 run() {
   local name=$1; shift
   local log=$LOGS/$name.log
-  "$@" > "$log" 2>&1 || { tail -n 15 "$log" | sed 's/^/    /' >&2; fail "$name" "$log"; }
+  local rc=0
+  "$@" > "$log" 2>&1 || rc=$?
+  [ $rc = 0 ] && return
+  tail -n 15 "$log" | sed 's/^/    /' >&2
+  fail "$name exited with $rc" "$log"
 }
 
 hash_of() { cat "$@" | sha256sum | cut -c1-10; }
@@ -88,7 +92,7 @@ image_python() {
     local dir; dir=$(context)
     cp scripts/images/python/Dockerfile "$dir/"; mkdir -p "$dir/ca"
     cp "$ca_dir"/*.crt "$dir/ca/" 2>/dev/null || true
-    run python-build docker build --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" -t "$1" "$dir"
+    run python-build docker build --force-rm --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" -t "$1" "$dir"
     rm -rf "$dir"
   }
   cached python "$tag" build_python; echo "$tag"
@@ -104,7 +108,7 @@ image_kafka() {
   build_kafka() {
     local dir; dir=$(context)
     cp -r scripts/images/kafka/. "$dir/"; cp -r "$libs" "$dir/libs"
-    run kafka-build docker build --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" -t "$1" "$dir"
+    run kafka-build docker build --force-rm --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" -t "$1" "$dir"
     rm -rf "$dir"
   }
   cached kafka "$tag" build_kafka; echo "$tag"
@@ -136,7 +140,7 @@ COPY $name $entry
 ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT ["$entry"]
 EOF
-  run "node-component-$name" docker build -t "$ref" "$dir"
+  run "node-component-$name" docker build --force-rm -t "$ref" "$dir"
   rm -rf "$dir"
 }
 
@@ -157,7 +161,7 @@ image_node() {
     local final=$1 dir; dir=$(context)
     # The pod network image, imported into the node below.
     mkdir -p "$dir/cni"; cp scripts/images/kind-cni/* "$dir/cni/"; cp "$kbin/kubectl" "$dir/cni/"
-    run node-cni-build docker build --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" -t "$cni_tag" "$dir/cni"
+    run node-cni-build docker build --force-rm --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" -t "$cni_tag" "$dir/cni"
     # Every image kubeadm asks for, under the exact names it prints.
     local -a refs; mapfile -t refs < <("$kbin/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null)
     [ ${#refs[@]} -gt 0 ] || fail "node: kubeadm config images list printed nothing" "$LOGS/node-binaries.log"
@@ -180,7 +184,7 @@ image_node() {
     cp "$kbin/kubelet" "$kbin/kubeadm" "$kbin/kubectl" "$CACHE/crictl-${LAGPILOT_CRICTL_VERSION:-v1.34.0}/bin/crictl" "$dir/node/bin/"
     sed "s#LAGPILOT_KIND_CNI_IMAGE#$cni_tag#" scripts/images/kind-node/manifests/default-cni.yaml > "$dir/node/manifests/default-cni.yaml"
     cp scripts/images/kind-node/manifests/default-storage.yaml "$dir/node/manifests/"
-    run node-build docker build --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" --build-arg K8S_VERSION="$K8S_VERSION" \
+    run node-build docker build --force-rm --build-arg DEBIAN_IMAGE="$DEBIAN_TAG" --build-arg K8S_VERSION="$K8S_VERSION" \
       --build-arg PAUSE_IMAGE="$pause_ref" -t "$final-stage" "$dir/node"
     # Import the images into the node's containerd (as `kind build node-image` does), then commit.
     local cid
@@ -210,8 +214,8 @@ image_node() {
 image_lagpilot() {
   local py; py=$(image_python)
   local tag=${LAGPILOT_IMAGE:-lagpilot:e2e}
-  step "lagpilot: docker build $tag (PYTHON_IMAGE=$py)"
-  run lagpilot-build docker build --build-arg PYTHON_IMAGE="$py" -t "$tag" .
+  step "lagpilot: docker build --force-rm $tag (PYTHON_IMAGE=$py)"
+  run lagpilot-build docker build --force-rm --build-arg PYTHON_IMAGE="$py" -t "$tag" .
   echo "$tag"
 }
 
