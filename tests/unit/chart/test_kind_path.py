@@ -42,12 +42,22 @@ def test_kafka_external_listener_is_reachable_through_kind_mapping() -> None:
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
+KIND_SCRIPTS = ("e2e-kind.sh", "kind-cluster.sh", "images.sh", "docker-engine.sh", "build-k8s.sh",
+                "images/kafka/run", "images/kind-cni/pod-network")
+
+
+@pytest.mark.parametrize("name", KIND_SCRIPTS)
+def test_kind_scripts_parse(name: str) -> None:
+    subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)], check=True)
+
+
 def test_e2e_script_is_valid_and_matches_the_manifests() -> None:
-    script = ROOT / "scripts" / "e2e-kind.sh"
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    text = script.read_text()
-    for ref in ("kind-config.yaml", "tests/e2e/kafka.yaml", "charts/lagpilot", "scripts/build-helm.sh"):
+    text = (ROOT / "scripts" / "e2e-kind.sh").read_text()
+    cluster = (ROOT / "scripts" / "kind-cluster.sh").read_text()
+    for ref in ("charts/lagpilot", "scripts/build-helm.sh", "scripts/kind-cluster.sh"):
         assert ref in text and (ROOT / ref).exists(), ref
+    for ref in ("kind-config.yaml", "tests/e2e/kafka.yaml", "scripts/docker-engine.sh", "scripts/images.sh"):
+        assert ref in cluster and (ROOT / ref).exists(), ref
     assert "LAGPILOT_E2E_BOOTSTRAP=kafka.lagpilot-e2e.svc.cluster.local:9092" in text
     assert "LAGPILOT_E2E_TEST_BOOTSTRAP=localhost:30092" in text
     assert "pytest tests/e2e" in text
