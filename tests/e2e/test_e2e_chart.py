@@ -21,7 +21,7 @@ import pytest
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.wait import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kind]
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "lagpilot.io", "v1alpha1", "consumergroups"

@@ -18,7 +18,7 @@ from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.handoff import SteadyProducer
 from lagpilot.testing.wait import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kind]
 
 GROUP, VERSION, PLURAL = "lagpilot.io", "v1alpha1", "consumergroups"
 PARTITIONS = 6
