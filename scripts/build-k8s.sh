@@ -15,7 +15,7 @@ build_etcd() {
   local ETCD_VERSION=${1:-$ETCD_VERSION}
   local out=$CACHE/etcd-$ETCD_VERSION
   if [ -x "$out/bin/etcd" ]; then step "etcd $ETCD_VERSION cached at $out"; return; fi
-  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  local work; work=$(mktemp -d); trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   step "etcd $ETCD_VERSION: resolving Go modules (first run only)"
   (cd "$work" && go mod init lagpilot.local/etcd-build >/dev/null 2>&1 \
      && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1)
@@ -31,7 +31,7 @@ build_kubernetes() {
   [ ${#cmds[@]} -gt 0 ] || cmds=(kube-apiserver kube-controller-manager kubectl)
   for cmd in "${cmds[@]}"; do [ -x "$out/bin/$cmd" ] || missing+=("$cmd"); done
   if [ ${#missing[@]} = 0 ]; then step "kubernetes $K8S_VERSION (${cmds[*]}) cached at $out"; return; fi
-  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  local work; work=$(mktemp -d); trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   local minor patch major=1
   minor=$(echo "$K8S_VERSION" | cut -d. -f2); patch=$(echo "$K8S_VERSION" | cut -d. -f3)
   step "kubernetes $K8S_VERSION: resolving Go modules (first run only, several minutes)"
@@ -64,7 +64,7 @@ build_go_tool() {
   local name=$1 version=$2 module=$3 pkg=$4 binary=$5
   local out=$CACHE/$name-$version
   if [ -x "$out/bin/$binary" ]; then step "$name $version cached at $out"; return; fi
-  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  local work; work=$(mktemp -d); trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   step "$name $version: resolving Go modules and compiling (first run only)"
   (cd "$work" && go mod init lagpilot.local/build >/dev/null 2>&1 && go get "$module@$version" >/dev/null 2>&1 \
      && mkdir -p "$out/bin" && go build -trimpath -ldflags '-s -w' -o "$out/bin/$binary.tmp" "$pkg")

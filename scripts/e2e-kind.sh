@@ -17,18 +17,9 @@ OPERATOR_NS=lagpilot-system
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$LOGS"
 t_start=$(date +%s)
-step() { printf '[e2e-kind] %s\n' "$*" >&2; }
-fail() { printf '[e2e-kind] FAILED: %s (log: %s)\n' "$1" "$2" >&2; exit 1; }
-run() {
-  local name=$1; shift
-  local rc=0
-  "$@" > "$LOGS/$name.log" 2>&1 || rc=$?
-  [ $rc = 0 ] && return
-  tail -n 20 "$LOGS/$name.log" | sed 's/^/    /' >&2
-  [ $rc = 124 ] && fail "$name timed out" "$LOGS/$name.log"
-  fail "$name exited with $rc" "$LOGS/$name.log"
-}
-timed() { local t0; t0=$(date +%s); "$@"; step "  ($(( $(date +%s) - t0 ))s)"; }
+STEP_PREFIX=e2e-kind
+# shellcheck source=lib/steps.sh
+source scripts/lib/steps.sh
 
 export LAGPILOT_KIND_CLUSTER=${LAGPILOT_KIND_CLUSTER:-lagpilot-e2e}
 export LAGPILOT_KIND_DIR=$CACHE/e2e-kind

@@ -24,19 +24,9 @@ DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR=${LAGPILOT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 OFFLINE=${LAGPILOT_OFFLINE_IMAGES:-0}
 mkdir -p "$IMAGES" "$LOGS"
-step() { printf '[images] %s\n' "$*" >&2; }
-fail() { printf '[images] FAILED: %s (log: %s)\n' "$1" "$2" >&2; exit 1; }
-
-# run STEP CMD...: the command's output goes to the step's log; on failure, one line and exit.
-run() {
-  local name=$1; shift
-  local log=$LOGS/$name.log
-  local rc=0
-  "$@" > "$log" 2>&1 || rc=$?
-  [ $rc = 0 ] && return
-  tail -n 15 "$log" | sed 's/^/    /' >&2
-  fail "$name exited with $rc" "$log"
-}
+STEP_PREFIX=images
+# shellcheck source=lib/steps.sh
+source scripts/lib/steps.sh
 
 hash_of() { cat "$@" | sha256sum | cut -c1-10; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }

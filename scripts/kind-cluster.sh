@@ -24,18 +24,9 @@ STATE=$DIR/state.json
 LOGS=$DIR/logs
 KUBECONFIG_FILE=$DIR/kubeconfig
 mkdir -p "$LOGS"
-step() { printf '[kind-cluster] %s\n' "$*" >&2; }
-fail() { printf '[kind-cluster] FAILED: %s (log: %s)\n' "$1" "$2" >&2; exit 1; }
-run() {
-  local name=$1; shift
-  local rc=0
-  "$@" > "$LOGS/$name.log" 2>&1 || rc=$?
-  [ $rc = 0 ] && return
-  tail -n 20 "$LOGS/$name.log" | sed 's/^/    /' >&2
-  [ $rc = 124 ] && fail "$name timed out" "$LOGS/$name.log"
-  fail "$name exited with $rc" "$LOGS/$name.log"
-}
-timed() { local t0; t0=$(date +%s); "$@"; step "  ($(( $(date +%s) - t0 ))s)"; }
+STEP_PREFIX=kind-cluster
+# shellcheck source=lib/steps.sh
+source scripts/lib/steps.sh
 export PATH=$CACHE/kubernetes-$K8S_VERSION/bin:$PATH
 KIND=$CACHE/kind-$KIND_VERSION/bin/kind
 

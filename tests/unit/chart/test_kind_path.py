@@ -43,7 +43,7 @@ def test_kafka_external_listener_is_reachable_through_kind_mapping() -> None:
 
 
 KIND_SCRIPTS = ("e2e-kind.sh", "kind-cluster.sh", "images.sh", "docker-engine.sh", "build-k8s.sh",
-                "images/kafka/run", "images/kind-cni/pod-network")
+                "images/kafka/run", "images/kind-cni/pod-network", "lib/steps.sh")
 
 
 @pytest.mark.parametrize("name", KIND_SCRIPTS)
