@@ -237,6 +237,22 @@ def overlaps(arrivals: list[Arrival]) -> list[str]:
     return out
 
 
+def first_deliveries_in_key_order(arrivals: list[Arrival]) -> list[str]:
+    """Across several targets: the first accepted delivery of each record, per (partition, key), in
+    increasing offset order by the time delivery started."""
+    first: dict[tuple[int, int], Any] = {}
+    for a in sorted((a for a in arrivals if a.accepted), key=lambda a: a.start):
+        first.setdefault((a.partition, a.offset), a)
+    last: dict[tuple[int, bytes | None], int] = {}
+    out = []
+    for a in sorted(first.values(), key=lambda a: a.start):
+        k = (a.partition, a.key)
+        if k in last and a.offset < last[k]:
+            out.append(f"p{a.partition} key {a.key!r}: offset {a.offset} after {last[k]}")
+        last[k] = max(a.offset, last.get(k, -1))
+    return out
+
+
 def duplicates(arrivals: list[Arrival]) -> list[tuple[int, int]]:
     seen: set[tuple[int, int]] = set()
     dups = []

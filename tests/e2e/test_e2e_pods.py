@@ -15,7 +15,8 @@ import pytest
 
 from lagpilot.protocol import assignment_configmap_name
 from lagpilot.testing.e2e_target import Target
-from lagpilot.testing.handoff import SteadyProducer
+from lagpilot.testing.handoff import SteadyProducer, first_deliveries_in_key_order, overlaps
+from lagpilot.testing.target import Arrival
 from lagpilot.testing.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kind]
@@ -94,33 +95,21 @@ def phase(c: Cluster) -> str | None:
     return ((c.cg().get("status") or {}).get("rollout") or {}).get("phase")
 
 
+def arrivals(records: list[dict[str, Any]]) -> list[Arrival]:
+    """The in-cluster target's records as the lab's Arrival (it answers 200 to everything)."""
+    return [Arrival(topic="", partition=r["partition"], offset=r["offset"],
+                    key=r["key"].encode() if r["key"] is not None else None, worker=r["worker"] or "",
+                    start=r["start"], end=r["end"] or r["start"], status=200, body=b"", headers={})
+            for r in records]
+
+
 def check_deliveries(records: list[dict[str, Any]], acked: int) -> None:
     """Nothing lost; first deliveries in offset order per key; no partition delivered by two pods at once."""
     delivered = {(r["partition"], r["offset"]) for r in records}
     assert len(delivered) == acked, f"{len(delivered)} distinct records delivered, {acked} produced"
-    first: dict[tuple[int, int], dict[str, Any]] = {}
-    for r in sorted(records, key=lambda r: r["start"]):
-        first.setdefault((r["partition"], r["offset"]), r)
-    last: dict[tuple[int, str], int] = {}
-    disorder = []
-    for r in sorted(first.values(), key=lambda r: r["start"]):
-        k = (r["partition"], r["key"])
-        if k in last and r["offset"] < last[k]:
-            disorder.append(f"p{r['partition']} key {r['key']}: offset {r['offset']} after {last[k]}")
-        last[k] = max(r["offset"], last.get(k, -1))
-    assert disorder == [], disorder[:10]
-    overlapping = []
-    by_part: dict[int, list[dict[str, Any]]] = {}
-    for r in records:
-        by_part.setdefault(r["partition"], []).append(r)
-    for p, rs in by_part.items():
-        rs.sort(key=lambda r: r["start"])
-        last_end: dict[str, float] = {}
-        for r in rs:
-            overlapping += [f"p{p}: {r['worker']} started offset {r['offset']} while {w} was delivering"
-                            for w, end in last_end.items() if w != r["worker"] and end > r["start"]]
-            last_end[r["worker"]] = max(last_end.get(r["worker"], 0.0), r["end"] or r["start"])
-    assert overlapping == [], overlapping[:10]
+    seen = arrivals(records)
+    assert first_deliveries_in_key_order(seen)[:10] == []
+    assert overlaps(seen)[:10] == []
 
 
 @pytest.fixture

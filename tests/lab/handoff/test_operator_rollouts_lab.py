@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lagpilot.testing.handoff import SteadyProducer, duplicates, overlaps
+from lagpilot.testing.handoff import SteadyProducer, duplicates, first_deliveries_in_key_order, overlaps
 from lagpilot.testing.operator import Operator, running_operator
 from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
@@ -154,22 +154,6 @@ def test_rolling_canary_abort_and_blue_green_through_the_operator(
         assert good.order_violations() == []
         assert duplicates(good.arrivals()) == []
         assert overlaps(good.arrivals() + bad.arrivals()) == []
-
-
-def first_deliveries_in_key_order(arrivals: list[Any]) -> list[str]:
-    """Across several targets: the first accepted delivery of each record, per (partition, key), in
-    increasing offset order by the time delivery started."""
-    first: dict[tuple[int, int], Any] = {}
-    for a in sorted((a for a in arrivals if a.accepted), key=lambda a: a.start):
-        first.setdefault((a.partition, a.offset), a)
-    last: dict[tuple[int, bytes | None], int] = {}
-    out = []
-    for a in sorted(first.values(), key=lambda a: a.start):
-        k = (a.partition, a.key)
-        if k in last and a.offset < last[k]:
-            out.append(f"p{a.partition} key {a.key!r}: offset {a.offset} after {last[k]}")
-        last[k] = max(a.offset, last.get(k, -1))
-    return out
 
 
 def test_canary_falling_behind_is_aborted_on_lag_growth(
