@@ -10,7 +10,8 @@ from typing import Any
 
 from lagpilot.protocol import GROUP, PLURAL, VERSION
 
-__all__ = ["GROUP", "PLURAL", "VERSION", "ClusterUnreachable", "api_client", "load", "resolve_kubeconfig"]
+__all__ = ["GROUP", "PLURAL", "VERSION", "ClusterUnreachable", "api_client", "context_namespace", "load",
+           "resolve_kubeconfig"]
 
 
 class ClusterUnreachable(RuntimeError):
@@ -53,15 +54,16 @@ def resolve_kubeconfig(explicit: str | None = None) -> str:
                              "`lagpilot lab up`")
 
 
-def api_client(kubeconfig: str | None = None, check: bool = True) -> Any:
-    """An ApiClient; with `check`, one cheap request proves the API server answers (short timeout)."""
+def api_client(kubeconfig: str | None = None, check: bool = True, context: str | None = None) -> Any:
+    """An ApiClient for the kubeconfig's current context, or `context`; with `check`, one cheap request
+    proves the API server answers (short timeout)."""
     from kubernetes import client, config
 
     path = resolve_kubeconfig(kubeconfig)
     if not Path(path).exists():
         raise ClusterUnreachable(f"kubeconfig {path} does not exist")
     try:
-        api = config.new_client_from_config(config_file=path)
+        api = config.new_client_from_config(config_file=path, context=context)
     except Exception as exc:
         raise ClusterUnreachable(f"cannot load kubeconfig {path}: {exc}") from exc
     if check:
@@ -71,3 +73,15 @@ def api_client(kubeconfig: str | None = None, check: bool = True) -> Any:
             host = api.configuration.host
             raise ClusterUnreachable(f"cluster unreachable at {host}: {type(exc).__name__}") from exc
     return api
+
+
+def context_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace kubectl would use without -n: the (current or named) context's, else "default"."""
+    from kubernetes import config
+
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=resolve_kubeconfig(kubeconfig))
+    except Exception:
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")

@@ -1,17 +1,20 @@
-"""`lagpilot lag`: the operator's per-partition lag table and Burrow-style status, for anyone with a broker
-address, no Kubernetes needed."""
+"""`lagpilot lag`: the operator's per-partition lag table and Burrow-style status, for a ConsumerGroup in
+the cluster, or for anyone with a broker address and a group id (no Kubernetes needed)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from lagpilot.cli.cluster import Cluster, cluster_options
+from lagpilot.kubeclient import ClusterUnreachable
+from lagpilot.protocol import GROUP, PLURAL, VERSION
 from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagReader, LagSnapshot, TopicNotFound
 from lagpilot_operator.autoscale.window import GroupEval, LagStatus, LagWindow, add_snapshot, evaluate
 
@@ -72,21 +75,39 @@ def exit_code(snapshot: LagSnapshot, ev: GroupEval) -> int:
         else EXIT_OK
 
 
-def _fail(code: int, message: str) -> None:
+def _fail(code: int, message: str) -> NoReturn:
     click.echo(f"lagpilot lag: {message}", err=True)
     sys.exit(code)
 
 
+def consumergroup_spec(cluster: Cluster, name: str) -> dict[str, Any]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        cg = client.CustomObjectsApi(cluster.client()).get_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, PLURAL, name)
+    except ClusterUnreachable as exc:
+        _fail(EXIT_UNREACHABLE, str(exc))
+    except ApiException as exc:
+        if exc.status == 404:
+            _fail(EXIT_USAGE, f'consumergroup "{name}" not found in namespace "{cluster.namespace}"')
+        _fail(EXIT_UNREACHABLE, f"cannot read consumergroup: {exc.reason}")
+    return dict(cg.get("spec") or {})
+
+
 @click.command("lag")
-@click.option("--bootstrap-servers", "-b", required=True, envvar="LAGPILOT_BOOTSTRAP_SERVERS",
-              help="Kafka bootstrap servers (env LAGPILOT_BOOTSTRAP_SERVERS).")
-@click.option("--group", "-g", required=True, help="Consumer group id.")
+@click.argument("consumergroup", required=False)
+@cluster_options
+@click.option("--bootstrap-servers", "-b", envvar="LAGPILOT_BOOTSTRAP_SERVERS",
+              help="Kafka bootstrap servers (env LAGPILOT_BOOTSTRAP_SERVERS). Default: the ConsumerGroup's.")
+@click.option("--group", "-g", help="Consumer group id. Default: the ConsumerGroup's.")
 @click.option("--topic", "-t", "topics", multiple=True,
               help="Topic (repeatable). Default: every topic the group has committed offsets on.")
 @click.option("--watch", "-w", is_flag=True, help="Poll every --interval seconds until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds between polls with --watch/--count.")
-@click.option("--count", "-n", type=click.IntRange(min=1), default=None,
+@click.option("--count", "-c", type=click.IntRange(min=1), default=None,
               help="Poll this many times, then exit (implies watching).")
 @click.option("--window", type=click.FloatRange(min=0), default=None,
               help="Evaluation window in seconds. Default: 10 x --interval.")
@@ -97,10 +118,13 @@ def _fail(code: int, message: str) -> None:
 @click.option("-X", "config", multiple=True, metavar="KEY=VALUE",
               help="librdkafka setting, e.g. -X security.protocol=SASL_SSL (repeatable).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def lag(bootstrap_servers: str, group: str, topics: tuple[str, ...], watch: bool, interval: float,
-        count: int | None, window: float | None, reset: str, timeout: float, config: tuple[str, ...],
-        output: str) -> None:
+def lag(consumergroup: str | None, cluster: Cluster, bootstrap_servers: str | None, group: str | None,
+        topics: tuple[str, ...], watch: bool, interval: float, count: int | None, window: float | None,
+        reset: str, timeout: float, config: tuple[str, ...], output: str) -> None:
     """Per-partition lag of a consumer group: log-start, log-end, committed offset, lag and status.
+
+    Name a ConsumerGroup (with -n, --context, --kubeconfig as kubectl) to read its brokers, group id and
+    topic from the cluster, or give --bootstrap-servers and --group to ask Kafka directly.
 
     \b
     Status (over a sliding window of polls, needs --watch or --count to see more than OK):
@@ -114,9 +138,16 @@ def lag(bootstrap_servers: str, group: str, topics: tuple[str, ...], watch: bool
       0  every partition OK
       1  the group is WARN/STALL at the last poll, or committed offsets fell below log-start
          (records deleted by retention before being consumed)
-      2  bad usage: bad option, unknown topic, or no --topic and no committed offsets
-      3  brokers unreachable or not answering within --timeout
+      2  bad usage: bad option, unknown topic or ConsumerGroup, or no --topic and no committed offsets
+      3  brokers (or, with a ConsumerGroup named, the cluster) unreachable or not answering in --timeout
     """
+    if consumergroup:
+        spec = consumergroup_spec(cluster, consumergroup)
+        bootstrap_servers = bootstrap_servers or spec.get("bootstrapServers")
+        group = group or spec.get("groupId") or f"{cluster.namespace}.{consumergroup}"
+        topics = topics or ((spec["topic"],) if spec.get("topic") else ())
+    if not bootstrap_servers or not group:
+        raise click.UsageError("name a ConsumerGroup, or give --bootstrap-servers and --group")
     security: dict[str, str] = {}
     for item in config:
         key, sep, value = item.partition("=")

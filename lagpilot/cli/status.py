@@ -10,40 +10,23 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 
+from lagpilot.cli.cluster import EXIT_NOT_FOUND, EXIT_NOT_OK, EXIT_OK, EXIT_UNREACHABLE, Cluster, cluster_options, fail
 from lagpilot.cli.view import NotFound, collect, list_names, render
-from lagpilot.kubeclient import ClusterUnreachable, api_client
 from lagpilot.protocol import ANNOTATION_ABORT as ABORT
 from lagpilot.protocol import ANNOTATION_PAUSE as PAUSE
 from lagpilot.protocol import ANNOTATION_PROMOTE as PROMOTE
 from lagpilot.protocol import GROUP, PLURAL, VERSION
 from lagpilot.timefmt import rfc3339
 
-EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 ACTIVE_ROLLOUT_PHASES = {"Progressing", "Canary", "Promoting"}
 
 err = Console(stderr=True)
-
-kubeconfig_option = click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
-                                 help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, then the lab's)")
-namespace_option = click.option("-n", "--namespace", default="default", show_default=True)
-
-
-def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)  # one unwrapped line, whatever the terminal width
-    sys.exit(code)
-
-
-def connect(kubeconfig: str | None) -> Any:
-    try:
-        return api_client(kubeconfig)
-    except ClusterUnreachable as exc:
-        fail(EXIT_UNREACHABLE, str(exc))
 
 
 def healthy(view_json: dict[str, Any]) -> bool:
@@ -53,18 +36,17 @@ def healthy(view_json: dict[str, Any]) -> bool:
 
 @click.command()
 @click.argument("name", required=False)
-@namespace_option
+@cluster_options
 @click.option("-A", "--all-namespaces", is_flag=True, help="every ConsumerGroup in the cluster")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option("-w", "--watch", is_flag=True, help="refresh until Ctrl-C")
 @click.option("--interval", default=2.0, show_default=True, help="seconds between refreshes with --watch")
 @click.option("--no-lag", is_flag=True, help="do not read lag from the brokers")
-@kubeconfig_option
-def status(name: str | None, namespace: str, all_namespaces: bool, output: str, watch: bool, interval: float,
-           no_lag: bool, kubeconfig: str | None) -> None:
+def status(name: str | None, cluster: Cluster, all_namespaces: bool, output: str, watch: bool, interval: float,
+           no_lag: bool) -> None:
     """Partitions with their owner worker and lag, workers, deliveries, rollout phase and recent Events.
     Exit 0 when every shown group is Ready and not Degraded, 1 otherwise."""
-    api = connect(kubeconfig)
+    api, namespace = cluster.connect(), cluster.namespace
     try:
         targets = [(namespace, name)] if name else list_names(api, None if all_namespaces else namespace)
     except Exception as exc:  # e.g. the CRD is not installed
@@ -101,12 +83,12 @@ def status(name: str | None, namespace: str, all_namespaces: bool, output: str, 
     sys.exit(EXIT_OK if all(healthy(v.to_json()) for v in views) else EXIT_NOT_OK)
 
 
-def _annotate(kubeconfig: str | None, namespace: str, name: str, annotations: dict[str, str | None],
+def _annotate(cluster: Cluster, name: str, annotations: dict[str, str | None],
               require_rollout: bool) -> dict[str, Any]:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
-    api = connect(kubeconfig)
+    api, namespace = cluster.connect(), cluster.namespace
     custom = client.CustomObjectsApi(api)
     try:
         cg = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -128,42 +110,38 @@ def _stamp() -> str:
 
 @click.command()
 @click.argument("name")
-@namespace_option
-@kubeconfig_option
-def promote(name: str, namespace: str, kubeconfig: str | None) -> None:
+@cluster_options
+def promote(name: str, cluster: Cluster) -> None:
     """Promote the rollout in progress now (skips the rest of the canary analysis or blue/green preview)."""
-    _annotate(kubeconfig, namespace, name, {PROMOTE: _stamp(), ABORT: None}, require_rollout=True)
-    err.print(f"[green]promote requested[/] for {namespace}/{name}")
+    _annotate(cluster, name, {PROMOTE: _stamp(), ABORT: None}, require_rollout=True)
+    err.print(f"[green]promote requested[/] for {cluster.namespace}/{name}")
 
 
 @click.command()
 @click.argument("name")
-@namespace_option
-@kubeconfig_option
-def abort(name: str, namespace: str, kubeconfig: str | None) -> None:
+@cluster_options
+def abort(name: str, cluster: Cluster) -> None:
     """Abort the rollout in progress: partitions move back to the stable revision."""
-    _annotate(kubeconfig, namespace, name, {ABORT: _stamp(), PROMOTE: None}, require_rollout=True)
-    err.print(f"[yellow]abort requested[/] for {namespace}/{name}")
+    _annotate(cluster, name, {ABORT: _stamp(), PROMOTE: None}, require_rollout=True)
+    err.print(f"[yellow]abort requested[/] for {cluster.namespace}/{name}")
 
 
 @click.command()
 @click.argument("name")
-@namespace_option
-@kubeconfig_option
-def pause(name: str, namespace: str, kubeconfig: str | None) -> None:
+@cluster_options
+def pause(name: str, cluster: Cluster) -> None:
     """Freeze rollouts and scaling of a ConsumerGroup (workers keep delivering)."""
-    _annotate(kubeconfig, namespace, name, {PAUSE: "true"}, require_rollout=False)
-    err.print(f"paused {namespace}/{name}")
+    _annotate(cluster, name, {PAUSE: "true"}, require_rollout=False)
+    err.print(f"paused {cluster.namespace}/{name}")
 
 
 @click.command()
 @click.argument("name")
-@namespace_option
-@kubeconfig_option
-def resume(name: str, namespace: str, kubeconfig: str | None) -> None:
+@cluster_options
+def resume(name: str, cluster: Cluster) -> None:
     """Undo `pause`."""
-    _annotate(kubeconfig, namespace, name, {PAUSE: None}, require_rollout=False)
-    err.print(f"resumed {namespace}/{name}")
+    _annotate(cluster, name, {PAUSE: None}, require_rollout=False)
+    err.print(f"resumed {cluster.namespace}/{name}")
 
 
 COMMANDS = [status, promote, abort, pause, resume]

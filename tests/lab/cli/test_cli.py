@@ -131,3 +131,60 @@ def test_lab_status_when_no_lab(tmp_path: Path) -> None:
 def test_usage_error_exit_2() -> None:
     out = run("status", "--output", "yaml")
     assert out.returncode == 2
+
+
+def two_context_kubeconfig(k8s: Any, path: Path, namespace: str) -> str:
+    """A kubeconfig whose current context points at a dead port and whose "lab" context is the lab with
+    `namespace` as its default: only a CLI that honours --context and the context's namespace works."""
+    import yaml
+
+    doc = yaml.safe_load(Path(k8s.kubeconfig).read_text())
+    good_cluster, user = doc["clusters"][0], doc["users"][0]
+    dead = {"name": "dead", "cluster": {**good_cluster["cluster"], "server": "https://127.0.0.1:1"}}
+    doc["clusters"] = [good_cluster, dead]
+    doc["contexts"] = [{"name": "broken", "context": {"cluster": "dead", "user": user["name"]}},
+                       {"name": "lab", "context": {"cluster": good_cluster["name"], "user": user["name"],
+                                                   "namespace": namespace}}]
+    doc["current-context"] = "broken"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_kubectl_plugin_honours_kubeconfig_context_and_namespace(k8s: Any, crd: None, namespace: str,
+                                                                 bootstrap: str, topic_factory: Any,
+                                                                 tmp_path: Path) -> None:
+    from lagpilot import paths
+
+    topic = topic_factory(partitions=2)
+    make_group(k8s, namespace, bootstrap, topic, {"partitions": 2, "workers": 1, "readyWorkers": 1,
+                                                  "conditions": READY})
+    kc = two_context_kubeconfig(k8s, tmp_path / "kubeconfig", namespace)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("KUBECONFIG", None)
+    kubectl = str(paths.kubernetes_bin() / "kubectl")
+
+    def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([kubectl, "lagpilot", *args], capture_output=True, text=True, env=env, timeout=120)
+
+    listed = subprocess.run([kubectl, "plugin", "list"], capture_output=True, text=True, env=env, timeout=60)
+    assert "kubectl-lagpilot" in listed.stdout, listed.stdout + listed.stderr
+
+    # No -n: the "lab" context's namespace. The current context ("broken") would not answer.
+    ok = plugin("status", "cg1", "--kubeconfig", kc, "--context", "lab", "--no-lag", "-o", "json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["name"] == "cg1"
+    dead = plugin("status", "cg1", "--kubeconfig", kc, "--no-lag")
+    assert dead.returncode == 4 and "127.0.0.1:1" in dead.stderr, dead
+    other_ns = plugin("status", "cg1", "--kubeconfig", kc, "--context", "lab", "-n", "default", "--no-lag")
+    assert other_ns.returncode == 3 and 'namespace "default"' in other_ns.stderr, other_ns
+
+    # lag by ConsumerGroup name: brokers, group id and topic come from the resource.
+    lag = plugin("lag", "cg1", "--kubeconfig", kc, "--context", "lab", "-o", "json")
+    assert lag.returncode == 0, lag.stderr
+    doc = json.loads(lag.stdout)
+    assert doc["group"] == f"{namespace}.cg1"
+    assert sorted(p["partition"] for p in doc["partitions"]) == [0, 1]
+    assert {p["topic"] for p in doc["partitions"]} == {topic}
+
+    abort = plugin("abort", "cg1", "--kubeconfig", kc, "--context", "lab")
+    assert abort.returncode == 1 and "no rollout in progress" in abort.stderr, abort
