@@ -2,7 +2,8 @@
 # Everything a fresh machine needs for the lab, the tests and the demo; idempotent and quick when warm.
 #  - Debian packages listed in scripts/apt-packages.txt (and a JDK/Maven/Go if the machine lacks them)
 #  - a Python venv in .venv with lagpilot installed editable plus its test extra
-#  - Kafka jars (Maven Central), etcd + Kubernetes binaries (Go module proxy), helm, into the cache
+#  - Kafka jars (Maven Central), etcd + Kubernetes binaries, helm, kubeconform, kube-state-metrics (Go
+#    module proxy), into the cache
 #    ${LAGPILOT_CACHE_DIR:-~/.cache/lagpilot}, keyed by version
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +44,5 @@ fi
 bash scripts/fetch-kafka.sh
 bash scripts/build-k8s.sh all
 [ -f scripts/build-helm.sh ] && bash scripts/build-helm.sh
+bash scripts/build-go-tools.sh all >/dev/null
 say "ready in $(( $(date +%s) - t0 ))s"
