@@ -83,10 +83,7 @@ def _selection(monitor: Mapping[str, Any], role: str) -> tuple[list[str] | None,
     keep = [{"action": "keep", "source_labels": [_meta_label(role, k)], "regex": re.escape(str(v))}
             for k, v in sorted((selector.get("matchLabels") or {}).items())]
     ns_sel = spec.get("namespaceSelector") or {}
-    if ns_sel.get("any"):
-        names = None
-    else:
-        names = list(ns_sel.get("matchNames") or [monitor["metadata"]["namespace"]])
+    names = None if ns_sel.get("any") else list(ns_sel.get("matchNames") or [monitor["metadata"]["namespace"]])
     return names, keep
 
 
