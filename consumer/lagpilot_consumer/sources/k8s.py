@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from lagpilot import kubeclient
@@ -39,6 +40,26 @@ from lagpilot_consumer.sources.base import AssignmentSink
 
 log = logging.getLogger("lagpilot.consumer.k8s")
 
+
+
+class WatchError(Exception):
+    """An ERROR event in a watch stream (a Status object), e.g. 410 Gone when the resourceVersion expired."""
+
+    def __init__(self, status: Any) -> None:
+        status = status if isinstance(status, dict) else {}
+        self.status = int(status.get("code") or 0)
+        super().__init__(f"watch error {self.status}: {status.get('reason', '')} {status.get('message', '')}".strip())
+
+
+def event_resource_version(event: Mapping[str, Any]) -> str | None:
+    """The resourceVersion a watch event carries. The client deserializes ADDED/MODIFIED/DELETED objects but
+    leaves BOOKMARK (and ERROR) objects raw dicts, so both shapes are read."""
+    obj = event.get("object")
+    if isinstance(obj, dict):
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+    else:
+        rv = getattr(getattr(obj, "metadata", None), "resource_version", None)
+    return str(rv) if rv else None
 
 class K8sPartitionSource:
     subscribe = False
@@ -263,12 +284,13 @@ class K8sPartitionSource:
                                                 _request_timeout=75):
                     if self._stopping.is_set() or self._relist.is_set() or not self._lease_ok.is_set():
                         break
-                    obj = event["object"]
-                    rv = obj.metadata.resource_version or rv
+                    if event["type"] == "ERROR":
+                        raise WatchError(event["object"])
+                    rv = event_resource_version(event) or rv
                     if event["type"] in ("ADDED", "MODIFIED"):
-                        self._handle(obj, fresh=False)
+                        self._handle(event["object"], fresh=False)
                 backoff = 0.5
-            except ApiException as exc:
+            except (ApiException, WatchError) as exc:
                 if exc.status == 410:
                     rv = None  # resourceVersion too old: LIST again
                     continue
