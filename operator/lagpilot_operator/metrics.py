@@ -3,6 +3,7 @@ group's rollout phase and aborted rollouts (the names the chart's alerts and das
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -46,8 +47,13 @@ class OperatorMetrics:
 
     def set_rollout(self, namespace: str, name: str, phase: str | None, aborted: int = 0) -> None:
         """Record one group's rollout phase (None = the group is gone: its series are removed) and count
-        rollouts that were aborted in this reconcile."""
-        if aborted:
+        rollouts that were aborted in this reconcile. The abort counter is exported at 0 from the group's
+        first reconcile: a series that appears already at 1 has no increase() in Prometheus, so the
+        first abort of a group would never fire LagpilotRolloutAborted."""
+        if phase is None and not aborted:
+            with contextlib.suppress(KeyError):
+                self.rollouts_aborted.remove(namespace, name)
+        else:
             self.rollouts_aborted.labels(namespace=namespace, consumergroup=name).inc(aborted)
         for p in ROLLOUT_PHASES:
             if phase is None:

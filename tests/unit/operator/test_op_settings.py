@@ -80,3 +80,15 @@ def test_rollout_phase_gauge_and_aborted_counter() -> None:
     assert 'lagpilot_rollouts_aborted_total{consumergroup="x",namespace="a"} 1.0' in text
     m.set_rollout("a", "x", None)  # the group is gone: no stale phase series
     assert 'lagpilot_rollout_phase{consumergroup="x"' not in generate_latest(reg).decode()
+    assert 'lagpilot_rollouts_aborted_total{consumergroup="x"' not in generate_latest(reg).decode()
+
+
+def test_aborted_counter_exported_at_zero_before_the_first_abort() -> None:
+    """Prometheus' increase() sees nothing in a series that appears already at 1: the first abort of a group
+    would never fire LagpilotRolloutAborted (found by the live Prometheus lab test)."""
+    reg = CollectorRegistry()
+    m = OperatorMetrics(reg)
+    m.set_rollout("a", "y", "Stable")
+    assert 'lagpilot_rollouts_aborted_total{consumergroup="y",namespace="a"} 0.0' in generate_latest(reg).decode()
+    m.set_rollout("a", "y", "Aborted", aborted=1)
+    assert 'lagpilot_rollouts_aborted_total{consumergroup="y",namespace="a"} 1.0' in generate_latest(reg).decode()
