@@ -17,7 +17,7 @@ def _collectors(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge, Count
               (*_GROUP, "partition"), registry=registry),
         Gauge("lagpilot_consumergroup_lag_total", "Records behind the log end, all partitions",
               _GROUP, registry=registry),
-        Gauge("lagpilot_consumergroup_desired_workers", "Worker count the autoscaler wants",
+        Gauge("lagpilot_consumergroup_desired_workers", "Worker count the operator wants: the autoscaler's, else spec.workers",
               _GROUP, registry=registry),
         Counter("lagpilot_scale_events", "Worker count changes made by the autoscaler",
                 (*_GROUP, "direction"), registry=registry),
@@ -33,8 +33,11 @@ LAG, LAG_TOTAL, DESIRED_WORKERS, SCALE_EVENTS, LAG_STATUS = _collectors(REGISTRY
 _published: dict[tuple[str, str], set[str]] = {}
 
 
-def publish(namespace: str, name: str, evaluation: GroupEval, decision: ScaleDecision | None = None) -> None:
-    """Set the gauges from one evaluation (and count a scale event when the decision changes the count)."""
+def publish(namespace: str, name: str, evaluation: GroupEval, decision: ScaleDecision | None = None,
+            workers: int | None = None) -> None:
+    """Set the gauges from one evaluation (and count a scale event when the decision changes the count).
+    Without autoscaling (no decision) the desired count is `workers`, the count the spec asks for, so the
+    dashboard's running-vs-desired panel has a line for every group."""
     parts = {str(p.partition) for p in evaluation.partitions}
     for p in evaluation.partitions:
         LAG.labels(namespace, name, str(p.partition)).set(p.lag)
@@ -46,8 +49,9 @@ def publish(namespace: str, name: str, evaluation: GroupEval, decision: ScaleDec
     _published[(namespace, name)] = parts
     LAG_TOTAL.labels(namespace, name).set(evaluation.total)
     LAG_STATUS.labels(namespace, name).set(int(evaluation.status))
+    if decision is not None or workers is not None:
+        DESIRED_WORKERS.labels(namespace, name).set(decision.desired if decision is not None else workers)
     if decision is not None:
-        DESIRED_WORKERS.labels(namespace, name).set(decision.desired)
         if decision.direction is not None:
             SCALE_EVENTS.labels(namespace, name, decision.direction).inc()
 

@@ -196,7 +196,7 @@ class LagMonitor:
                                     time.time() if now is None else now)
         with self._lock:
             self._states[(namespace, name)] = step.state
-        lag_metrics.publish(namespace, name, step.evaluation, step.decision)
+        lag_metrics.publish(namespace, name, step.evaluation, step.decision, current_workers)
         return step
 
     def state(self, namespace: str, name: str) -> GroupLagState | None:

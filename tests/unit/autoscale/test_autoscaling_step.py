@@ -111,4 +111,9 @@ def test_metrics_published_per_partition_and_removed_when_forgotten() -> None:
     assert _value("lagpilot_consumergroup_desired_workers", namespace=ns, consumergroup=cg) == 2
     lag_metrics.forget(ns, cg)
     assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, partition="0") is None
+    # Without autoscaling there is no decision: the desired count is the spec's (the dashboard plots it).
+    (fixed,) = steps([snap(0.0, [10, 10], [0, 0])], workers=3)
+    lag_metrics.publish(ns, "fixed", fixed.evaluation, None, 3)
+    assert _value("lagpilot_consumergroup_desired_workers", namespace=ns, consumergroup="fixed") == 3
+    lag_metrics.forget(ns, "fixed")
     assert _value("lagpilot_consumergroup_lag_total", namespace=ns, consumergroup=cg) is None
