@@ -2,11 +2,16 @@
 chart's own monitoring objects.
 
 prometheus-operator is not run here; `scrape_configs` translates the ServiceMonitor and PodMonitor the
-chart renders into the scrape configs prometheus-operator generates for them (Kubernetes service
-discovery, the selector and port as `keep` rules, the target labels namespace/service/pod/container/
-endpoint/job, honorLabels, the monitors' own relabelings), so a selector that misses our pods, a port name
-that does not exist or a label clash shows up as a missing or mislabelled series. Only the fields the
-chart uses are translated; anything else is refused rather than ignored."""
+chart renders into the scrape configs prometheus-operator generates for them (the selector and port as
+`keep` rules, the target labels namespace/service/pod/container/endpoint/job, honorLabels, the monitors'
+own relabelings), so a selector that misses our pods, a port name that does not exist or a label clash
+shows up as a missing or mislabelled series. Only the fields the chart uses are translated; anything else
+is refused rather than ignored.
+
+Debian builds Prometheus without Kubernetes service discovery, so `KubeDiscovery` plays that part: it
+lists Services and Pods from the API server every second and writes file_sd target files carrying the
+same `__meta_kubernetes_*` labels Prometheus' own endpoints and pod roles produce; Prometheus then applies
+the generated relabelling itself."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
@@ -87,27 +93,41 @@ def _selection(monitor: Mapping[str, Any], role: str) -> tuple[list[str] | None,
     return names, keep
 
 
-def _job(name: str, endpoint: Mapping[str, Any], names: list[str] | None, kubeconfig: str, role: str,
-         relabel: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Discovery:
+    """What one scrape job discovers: a Kubernetes SD role in some namespaces (None: all), as a file."""
+
+    role: str  # "endpoints" | "pod"
+    namespaces: tuple[str, ...] | None
+    file: Path
+
+
+@dataclass
+class ScrapeSetup:
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    discoveries: list[Discovery] = field(default_factory=list)
+
+
+def _job(setup: ScrapeSetup, sd_dir: Path, name: str, endpoint: Mapping[str, Any], names: list[str] | None,
+         role: str, relabel: list[dict[str, Any]]) -> None:
     unknown = set(endpoint) - SUPPORTED_ENDPOINT_KEYS
     if unknown:
         raise ValueError(f"endpoint fields not translated: {sorted(unknown)}")
-    sd: dict[str, Any] = {"role": role, "kubeconfig_file": kubeconfig}
-    if names is not None:
-        sd["namespaces"] = {"names": names}
+    file = sd_dir / (re.sub(r"[^a-zA-Z0-9_.-]", "_", name) + ".json")
+    setup.discoveries.append(Discovery(role, None if names is None else tuple(names), file))
     job: dict[str, Any] = {"job_name": name, "honor_labels": bool(endpoint.get("honorLabels", False)),
-                           "metrics_path": endpoint.get("path", "/metrics"), "kubernetes_sd_configs": [sd],
+                           "metrics_path": endpoint.get("path", "/metrics"),
+                           "file_sd_configs": [{"files": [str(file)], "refresh_interval": "1s"}],
                            "relabel_configs": relabel + _relabelings(endpoint.get("relabelings") or [])}
     if endpoint.get("interval"):
         job["scrape_interval"] = endpoint["interval"]
     if endpoint.get("scrapeTimeout"):
         job["scrape_timeout"] = endpoint["scrapeTimeout"]
-    return job
+    setup.jobs.append(job)
 
 
-def service_monitor_jobs(sm: Mapping[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
+def service_monitor_jobs(setup: ScrapeSetup, sd_dir: Path, sm: Mapping[str, Any]) -> None:
     names, keep = _selection(sm, "service")
-    jobs = []
     for i, ep in enumerate(sm["spec"]["endpoints"]):
         relabel = [*keep,
                    {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
@@ -119,13 +139,11 @@ def service_monitor_jobs(sm: Mapping[str, Any], kubeconfig: str) -> list[dict[st
                    {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
                    {"target_label": "endpoint", "replacement": ep["port"]}]
         name = f"serviceMonitor/{sm['metadata']['namespace']}/{sm['metadata']['name']}/{i}"
-        jobs.append(_job(name, ep, names, kubeconfig, "endpoints", relabel))
-    return jobs
+        _job(setup, sd_dir, name, ep, names, "endpoints", relabel)
 
 
-def pod_monitor_jobs(pm: Mapping[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
+def pod_monitor_jobs(setup: ScrapeSetup, sd_dir: Path, pm: Mapping[str, Any]) -> None:
     names, keep = _selection(pm, "pod")
-    jobs = []
     ns, mon = pm["metadata"]["namespace"], pm["metadata"]["name"]
     for i, ep in enumerate(pm["spec"]["podMetricsEndpoints"]):
         relabel = [*keep,
@@ -136,20 +154,164 @@ def pod_monitor_jobs(pm: Mapping[str, Any], kubeconfig: str) -> list[dict[str, A
                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                    {"target_label": "job", "replacement": f"{ns}/{mon}"},
                    {"target_label": "endpoint", "replacement": ep["port"]}]
-        jobs.append(_job(f"podMonitor/{ns}/{mon}/{i}", ep, names, kubeconfig, "pod", relabel))
-    return jobs
+        _job(setup, sd_dir, f"podMonitor/{ns}/{mon}/{i}", ep, names, "pod", relabel)
 
 
-def scrape_configs(monitors: Iterable[Mapping[str, Any]], kubeconfig: str) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
+def scrape_configs(monitors: Iterable[Mapping[str, Any]], sd_dir: Path) -> ScrapeSetup:
+    """Scrape jobs for the monitors, and what KubeDiscovery must write for them under `sd_dir`."""
+    setup = ScrapeSetup()
+    sd_dir.mkdir(parents=True, exist_ok=True)
     for m in monitors:
         if m["kind"] == "ServiceMonitor":
-            jobs += service_monitor_jobs(m, kubeconfig)
+            service_monitor_jobs(setup, sd_dir, m)
         elif m["kind"] == "PodMonitor":
-            jobs += pod_monitor_jobs(m, kubeconfig)
+            pod_monitor_jobs(setup, sd_dir, m)
         else:
             raise ValueError(f"not a monitor: {m['kind']}")
-    return jobs
+    return setup
+
+
+# --- Kubernetes service discovery, as file_sd -----------------------------------------------------------
+
+def _labels(prefix: str, labels: Mapping[str, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in (labels or {}).items():
+        key = re.sub(r"[^a-zA-Z0-9_]", "_", k)
+        out[f"{prefix}_label_{key}"] = v
+        out[f"{prefix}_labelpresent_{key}"] = "true"
+    return out
+
+
+def pod_targets(pods: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Prometheus' `pod` role: one target per declared container port of every pod with an IP."""
+    groups = []
+    for pod in pods:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        ip = status.get("podIP")
+        if not ip:
+            continue
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        base = {"__meta_kubernetes_namespace": meta["namespace"], "__meta_kubernetes_pod_name": meta["name"],
+                "__meta_kubernetes_pod_ip": ip, "__meta_kubernetes_pod_phase": status.get("phase", ""),
+                "__meta_kubernetes_pod_ready": str(ready).lower(),
+                **_labels("__meta_kubernetes_pod", meta.get("labels"))}
+        for c in pod["spec"]["containers"]:
+            for port in c.get("ports") or []:
+                groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": {
+                    **base, "__meta_kubernetes_pod_container_name": c["name"],
+                    "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                    "__meta_kubernetes_pod_container_port_number": str(port["containerPort"])}})
+    return groups
+
+
+def endpoints_targets(endpoints: Iterable[Mapping[str, Any]], services: Mapping[tuple[str, str], Mapping[str, Any]],
+                      pods: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Prometheus' `endpoints` role: one target per address and port of every Endpoints object, with the
+    Service's labels and, for addresses backed by a pod, the pod's."""
+    groups = []
+    for ep in endpoints:
+        ns, name = ep["metadata"]["namespace"], ep["metadata"]["name"]
+        svc = services.get((ns, name))
+        base = {"__meta_kubernetes_namespace": ns, "__meta_kubernetes_endpoints_name": name}
+        if svc is not None:
+            base |= {"__meta_kubernetes_service_name": name,
+                     **_labels("__meta_kubernetes_service", svc["metadata"].get("labels"))}
+        for subset in ep.get("subsets") or []:
+            for ready, addresses in (("true", subset.get("addresses") or []),
+                                     ("false", subset.get("notReadyAddresses") or [])):
+                for addr in addresses:
+                    ref = addr.get("targetRef") or {}
+                    pod = pods.get((ns, ref.get("name", ""))) if ref.get("kind") == "Pod" else None
+                    for port in subset.get("ports") or []:
+                        labels = {**base, "__meta_kubernetes_endpoint_port_name": port.get("name", ""),
+                                  "__meta_kubernetes_endpoint_port_protocol": port.get("protocol", "TCP"),
+                                  "__meta_kubernetes_endpoint_ready": ready}
+                        if pod is not None:
+                            labels |= {"__meta_kubernetes_pod_name": pod["metadata"]["name"],
+                                       **_labels("__meta_kubernetes_pod", pod["metadata"].get("labels"))}
+                            serving = [c["name"] for c in pod["spec"]["containers"]
+                                       if any(p.get("containerPort") == port["port"] for p in c.get("ports") or [])]
+                            if serving:
+                                labels["__meta_kubernetes_pod_container_name"] = serving[0]
+                        groups.append({"targets": [f"{addr['ip']}:{port['port']}"], "labels": labels})
+    return groups
+
+
+def service_endpoints(service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Endpoints object the endpoints controller derives for `service`: pods matched by its selector,
+    ready ones as addresses and the rest as notReadyAddresses, ports with named targetPorts resolved.
+    The lab needs this: its pods have loopback IPs, which Endpoints and EndpointSlices may not hold."""
+    meta, spec = service["metadata"], service.get("spec") or {}
+    selector = spec.get("selector") or {}
+    subsets = []
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        ip = (pod.get("status") or {}).get("podIP")
+        if (not selector or pod["metadata"]["namespace"] != meta["namespace"] or not ip
+                or pod["metadata"].get("deletionTimestamp")
+                or any(labels.get(k) != v for k, v in selector.items())):
+            continue
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (pod.get("status") or {}).get("conditions") or [])
+        named = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []
+                 if p.get("name")}
+        ports = []
+        for sp in spec.get("ports") or []:
+            target = sp.get("targetPort", sp["port"])
+            number = named.get(target) if isinstance(target, str) else target
+            if number is not None:
+                ports.append({"name": sp.get("name", ""), "port": int(number), "protocol": sp.get("protocol", "TCP")})
+        address = {"ip": ip, "targetRef": {"kind": "Pod", "name": pod["metadata"]["name"]}}
+        subsets.append({"addresses" if ready else "notReadyAddresses": [address], "ports": ports})
+    return {"metadata": {"namespace": meta["namespace"], "name": meta["name"]}, "subsets": subsets}
+
+
+class KubeDiscovery:
+    """Writes the file_sd files of a ScrapeSetup from the API server every `interval` seconds (a thread).
+    Endpoints are derived from Services and Pods (service_endpoints), as the lab cannot store them."""
+
+    def __init__(self, api: Any, discoveries: Iterable[Discovery], interval: float = 1.0) -> None:
+        self.api, self.discoveries, self.interval = api, list(discoveries), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kube-discovery", daemon=True)
+        self.errors = 0
+
+    def _items(self, kind: str) -> list[dict[str, Any]]:
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api)
+        lister = {"pods": core.list_pod_for_all_namespaces, "services": core.list_service_for_all_namespaces}[kind]
+        return list(self.api.sanitize_for_serialization(lister(_request_timeout=5)).get("items") or [])
+
+    def refresh(self) -> None:
+        pods = self._items("pods")
+        services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in self._items("services")}
+        endpoints = [service_endpoints(svc, pods) for svc in services.values()]
+        by_name = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
+        for d in self.discoveries:
+            def wanted(obj: Mapping[str, Any], d: Discovery = d) -> bool:
+                return d.namespaces is None or obj["metadata"]["namespace"] in d.namespaces
+            groups = (pod_targets([p for p in pods if wanted(p)]) if d.role == "pod"
+                      else endpoints_targets([e for e in endpoints if wanted(e)], services, by_name))
+            tmp = d.file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups, sort_keys=True))
+            tmp.replace(d.file)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.refresh()
+            except Exception:  # the API server may be busy; the next round writes again
+                self.errors += 1
+
+    def start(self) -> KubeDiscovery:
+        self.refresh()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 # --- the server -----------------------------------------------------------------------------------------
@@ -303,3 +465,50 @@ def expand_grafana(expr: str, variables: Mapping[str, str], rate_interval: str =
         raise ValueError(f"unexpanded variable in {expr!r}")
     return expr
 
+
+
+# --- kube-state-metrics ---------------------------------------------------------------------------------
+
+KSM_VERSION = "v2.15.0"  # scripts/build-go-tools.sh
+
+
+def ensure_kube_state_metrics() -> Path:
+    """The pinned kube-state-metrics, built from its Go module on first use (scripts/build-go-tools.sh)."""
+    from lagpilot.paths import cache_dir, project_root
+
+    path = cache_dir() / f"kube-state-metrics-{KSM_VERSION}" / "bin" / "kube-state-metrics"
+    if not path.exists():
+        out = subprocess.run(["bash", str(project_root() / "scripts" / "build-go-tools.sh"), "kube-state-metrics"],
+                             capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0 or out.stdout.strip() != str(path):
+            raise PrometheusMissing(f"scripts/build-go-tools.sh kube-state-metrics failed:\n{out.stderr[-3000:]}")
+    return path
+
+
+@contextlib.contextmanager
+def running_kube_state_metrics(kubeconfig: str, namespaces: Iterable[str], log: Path) -> Iterator[dict[str, Any]]:
+    """kube-state-metrics (pods only) for `namespaces`; yields the scrape job for it (honor_labels, as
+    its own namespace/pod labels must win, the way kube-prometheus scrapes it)."""
+    port, telemetry = free_port(), free_port()
+    argv = [str(ensure_kube_state_metrics()), f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}",
+            "--telemetry-host=127.0.0.1", f"--telemetry-port={telemetry}", "--resources=pods",
+            f"--namespaces={','.join(namespaces)}"]
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    finally:
+        out.close()
+    try:
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"kube-state-metrics exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        wait_for(healthy, 60, what="kube-state-metrics healthy")
+        yield {"job_name": "kube-state-metrics", "honor_labels": True,
+               "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+    finally:
+        stop_pid(proc.pid, grace=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
