@@ -17,7 +17,8 @@ def _collectors(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge, Count
               (*_GROUP, "partition"), registry=registry),
         Gauge("lagpilot_consumergroup_lag_total", "Records behind the log end, all partitions",
               _GROUP, registry=registry),
-        Gauge("lagpilot_consumergroup_desired_workers", "Worker count the operator wants: the autoscaler's, else spec.workers",
+        Gauge("lagpilot_consumergroup_desired_workers",
+              "Worker count the operator wants: the autoscaler's, else spec.workers",
               _GROUP, registry=registry),
         Counter("lagpilot_scale_events", "Worker count changes made by the autoscaler",
                 (*_GROUP, "direction"), registry=registry),
@@ -49,11 +50,11 @@ def publish(namespace: str, name: str, evaluation: GroupEval, decision: ScaleDec
     _published[(namespace, name)] = parts
     LAG_TOTAL.labels(namespace, name).set(evaluation.total)
     LAG_STATUS.labels(namespace, name).set(int(evaluation.status))
-    if decision is not None or workers is not None:
-        DESIRED_WORKERS.labels(namespace, name).set(decision.desired if decision is not None else workers)
-    if decision is not None:
-        if decision.direction is not None:
-            SCALE_EVENTS.labels(namespace, name, decision.direction).inc()
+    desired = decision.desired if decision is not None else workers
+    if desired is not None:
+        DESIRED_WORKERS.labels(namespace, name).set(desired)
+    if decision is not None and decision.direction is not None:
+        SCALE_EVENTS.labels(namespace, name, decision.direction).inc()
 
 
 def forget(namespace: str, name: str) -> None:
