@@ -28,6 +28,7 @@ from lagpilot.protocol import (
     lease_duration_for,
 )
 from lagpilot.testing.consumer import ConsumerProcess
+from lagpilot.testing.history import Produced, concurrent_owners, first_deliveries_out_of_key_order
 from lagpilot.testing.target import Arrival
 from lagpilot_operator.handoff.observe import LeaseClock, observe
 from lagpilot_operator.handoff.planner import Observed
@@ -219,38 +220,9 @@ class LocalCluster:
 # ---- checks over what the target recorded ------------------------------------------------------------
 
 
-def overlaps(arrivals: list[Arrival]) -> list[str]:
-    """Deliveries of one partition by two different workers at overlapping times."""
-    out: list[str] = []
-    by_part: dict[int, list[Arrival]] = {}
-    for a in arrivals:
-        by_part.setdefault(a.partition, []).append(a)
-    for p, arrs in by_part.items():
-        arrs.sort(key=lambda a: a.start)
-        last_end: dict[str, float] = {}
-        for a in arrs:
-            for w, end in last_end.items():
-                if w != a.worker and end > a.start:
-                    out.append(f"partition {p}: {a.worker} started offset {a.offset} at {a.start:.3f} while "
-                               f"{w} was delivering until {end:.3f}")
-            last_end[a.worker] = max(last_end.get(a.worker, 0.0), a.end)
-    return out
-
-
-def first_deliveries_in_key_order(arrivals: list[Arrival]) -> list[str]:
-    """Across several targets: the first accepted delivery of each record, per (partition, key), in
-    increasing offset order by the time delivery started."""
-    first: dict[tuple[int, int], Any] = {}
-    for a in sorted((a for a in arrivals if a.accepted), key=lambda a: a.start):
-        first.setdefault((a.partition, a.offset), a)
-    last: dict[tuple[int, bytes | None], int] = {}
-    out = []
-    for a in sorted(first.values(), key=lambda a: a.start):
-        k = (a.partition, a.key)
-        if k in last and a.offset < last[k]:
-            out.append(f"p{a.partition} key {a.key!r}: offset {a.offset} after {last[k]}")
-        last[k] = max(a.offset, last.get(k, -1))
-    return out
+# The history checker's rules (lagpilot.testing.history), under the names these tests have used.
+overlaps = concurrent_owners
+first_deliveries_in_key_order = first_deliveries_out_of_key_order
 
 
 def duplicates(arrivals: list[Arrival]) -> list[tuple[int, int]]:
@@ -289,12 +261,14 @@ class SteadyProducer:
         self.topic, self.partitions, self.rate, self.keys = topic, partitions, rate, keys
         self.sent = 0
         self.acked = 0
+        self.log: list[Produced] = []  # every acknowledged record, for the history checker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _cb(self, err: object, _msg: object) -> None:
+    def _cb(self, err: object, msg: Any) -> None:
         if err is None:
             self.acked += 1
+            self.log.append(Produced(msg.partition(), msg.offset(), msg.key()))
 
     def _run(self) -> None:
         seq: dict[int, int] = {}

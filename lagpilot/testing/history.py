@@ -1,0 +1,210 @@
+"""The history checker: one verdict over everything a fault test recorded.
+
+Inputs are the target's record of every request (`Arrival`: partition, offset, key, worker, when it
+started and ended, the status answered) and the producer's log of acknowledged records (`Produced`), plus
+the faults injected (`Fault`: when, and optionally each partition's committed offset when it began).
+The verdict reports:
+
+- lost: a record the broker acknowledged that no request delivered with a 2xx;
+- out of key order: per (partition, key), first deliveries whose offsets go backwards in time;
+- duplicates: records delivered with a 2xx more than once, each marked allowed only when it was in
+  flight or uncommitted at a fault (delivered before the fault ended, redelivered after it began, and at
+  or above the partition's committed offset at the fault when that is known) — at-least-once permits
+  those, nothing else;
+- overlap: two workers with requests of one partition open at the same time, and, after a fault began,
+  interleaving: a partition taken over by another worker and then delivered again by the one it was
+  taken from while the new owner goes on (A B A B) — the zombie that resumes after a freeze.
+
+A verdict is `ok` when nothing is lost, out of order or overlapping and every duplicate is allowed.
+`Verdict.summary()` is the one line a fault test prints per run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Request(Protocol):
+    """What the checker needs of one recorded request (lagpilot.testing.target.Arrival has it)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    worker: str
+    start: float
+    end: float
+
+    @property
+    def accepted(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Produced:
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault from `start` until it was healed at `end`; `committed` is each partition's committed offset
+    (the next to read) when it began, if the test read it."""
+
+    name: str
+    start: float
+    end: float
+    committed: Mapping[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    partition: int
+    offset: int
+    deliveries: int
+    allowed: bool
+    why: str
+
+
+@dataclass
+class Verdict:
+    produced: int
+    delivered: int
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    out_of_order: list[str] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+
+    @property
+    def allowed_duplicates(self) -> list[Duplicate]:
+        return [d for d in self.duplicates if d.allowed]
+
+    @property
+    def forbidden_duplicates(self) -> list[Duplicate]:
+        return [d for d in self.duplicates if not d.allowed]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.out_of_order or self.overlaps or self.forbidden_duplicates)
+
+    def summary(self) -> str:
+        return (f"{'OK' if self.ok else 'VIOLATED'}: produced {self.produced}, delivered {self.delivered}, "
+                f"lost {len(self.lost)}, out of key order {len(self.out_of_order)}, overlap {len(self.overlaps)}, "
+                f"duplicates {len(self.duplicates)} ({len(self.allowed_duplicates)} allowed: in flight or "
+                f"uncommitted at a fault)")
+
+    def details(self, limit: int = 10) -> str:
+        """The first violations of each kind, for an assertion message."""
+        lines = [self.summary()]
+        lines += [f"lost p{p}@{o}" for p, o in self.lost[:limit]]
+        lines += [f"order: {x}" for x in self.out_of_order[:limit]]
+        lines += [f"overlap: {x}" for x in self.overlaps[:limit]]
+        lines += [f"duplicate p{d.partition}@{d.offset} x{d.deliveries}: {d.why}"
+                  for d in self.forbidden_duplicates[:limit]]
+        return "\n".join(lines)
+
+
+def _by_partition(requests: Iterable[Request]) -> dict[int, list[Request]]:
+    out: dict[int, list[Request]] = {}
+    for r in requests:
+        out.setdefault(r.partition, []).append(r)
+    for rs in out.values():
+        rs.sort(key=lambda r: (r.start, r.end))
+    return out
+
+
+def lost_records(requests: Iterable[Request], produced: Iterable[Produced]) -> list[tuple[int, int]]:
+    delivered = {(r.partition, r.offset) for r in requests if r.accepted}
+    return sorted({(p.partition, p.offset) for p in produced} - delivered)
+
+
+def first_deliveries_out_of_key_order(requests: Iterable[Request]) -> list[str]:
+    """Per (partition, key), the first accepted delivery of each record, in start order, must have
+    increasing offsets."""
+    first: dict[tuple[int, int], Request] = {}
+    for r in sorted((r for r in requests if r.accepted), key=lambda r: r.start):
+        first.setdefault((r.partition, r.offset), r)
+    last: dict[tuple[int, bytes | None], int] = {}
+    out = []
+    for r in sorted(first.values(), key=lambda r: r.start):
+        k = (r.partition, r.key)
+        if k in last and r.offset < last[k]:
+            out.append(f"p{r.partition} key {r.key!r}: offset {r.offset} first delivered after offset {last[k]}")
+        last[k] = max(r.offset, last.get(k, -1))
+    return out
+
+
+def concurrent_owners(requests: Iterable[Request]) -> list[str]:
+    """Requests of one partition by two workers open at the same time."""
+    out: list[str] = []
+    for p, rs in _by_partition(requests).items():
+        open_until: dict[str, tuple[float, int]] = {}
+        for r in rs:
+            for w, (end, off) in open_until.items():
+                if w != r.worker and end > r.start:
+                    out.append(f"p{p}: {r.worker} opened offset {r.offset} at {r.start:.3f} while {w} held "
+                               f"offset {off} open until {end:.3f}")
+            prev = open_until.get(r.worker)
+            if prev is None or r.end > prev[0]:
+                open_until[r.worker] = (r.end, r.offset)
+    return out
+
+
+def interleavings(requests: Iterable[Request], since: float) -> list[str]:
+    """A partition whose deliveries go A, B, A, B by worker, the return to A at or after `since` (the
+    fault): it was taken over, the old worker delivered it again, and the new one went on — two live
+    owners, even if their requests never overlap in time. A single return (A, B, A: a canary aborted, its
+    partitions back on the stable revision) is a hand-off, not an interleaving."""
+    out = []
+    for p, rs in _by_partition(requests).items():
+        runs: list[tuple[str, float]] = []  # (worker, start of its run)
+        for r in rs:
+            if not runs or runs[-1][0] != r.worker:
+                runs.append((r.worker, r.start))
+        workers = [w for w, _ in runs]
+        for i in range(len(runs) - 3):
+            a, b = workers[i], workers[i + 1]
+            if workers[i + 2] == a and runs[i + 2][1] >= since and b in workers[i + 3:]:
+                out.append(f"p{p}: deliveries interleave between {b} and {a} after the fault "
+                           f"({' > '.join(workers)})")
+                break
+    return out
+
+
+def classify_duplicates(requests: Iterable[Request], faults: Sequence[Fault]) -> list[Duplicate]:
+    accepted: dict[tuple[int, int], list[Request]] = {}
+    for r in requests:
+        if r.accepted:
+            accepted.setdefault((r.partition, r.offset), []).append(r)
+    out = []
+    for (p, o), rs in sorted(accepted.items()):
+        if len(rs) < 2:
+            continue
+        rs.sort(key=lambda r: r.start)
+        first, again = rs[0], rs[1:]
+        why = "delivered again with no fault in between"
+        allowed = False
+        for f in faults:
+            in_flight = first.start <= f.end and all(r.start >= f.start for r in again)
+            uncommitted = f.committed is None or o >= f.committed.get(p, 0)
+            if in_flight and uncommitted:
+                allowed, why = True, f"in flight or uncommitted at {f.name}"
+                break
+            if in_flight:
+                why = f"committed before {f.name} (committed offset {f.committed.get(p) if f.committed else '?'})"
+        out.append(Duplicate(p, o, len(rs), allowed, why))
+    return out
+
+
+def check_history(requests: Sequence[Request], produced: Sequence[Produced],
+                  faults: Sequence[Fault] = ()) -> Verdict:
+    """The verdict over one run (see the module docstring)."""
+    since = min((f.start for f in faults), default=float("inf"))
+    return Verdict(
+        produced=len({(p.partition, p.offset) for p in produced}),
+        delivered=len({(r.partition, r.offset) for r in requests if r.accepted}),
+        lost=lost_records(requests, produced),
+        out_of_order=first_deliveries_out_of_key_order(requests),
+        duplicates=classify_duplicates(requests, faults),
+        overlaps=concurrent_owners(requests) + interleavings(requests, since),
+    )
