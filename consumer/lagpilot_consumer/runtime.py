@@ -71,6 +71,7 @@ class ConsumerRuntime:
         self._stop = threading.Event()
         self._abandon_all = False
         self._fence_now = threading.Event()  # set by fence(); cleared by the poll loop once all is released
+        self._fence_uncommitted = threading.Event()  # set by fence(commit=False): releases do not commit
         self._workers_exit = False
         self._heartbeat = time.monotonic()
         self._connected = False
@@ -83,10 +84,14 @@ class ConsumerRuntime:
     def set_desired(self, partitions: frozenset[int], epoch: int) -> None:
         self._desired.set(partitions, epoch)
 
-    def fence(self) -> None:
+    def fence(self, commit: bool = True) -> None:
         """Stop at once, from the caller's thread: delivery threads start no request and no retry from now
         on, whatever the poll loop is doing (a blocked commit, a drain); the poll loop then releases every
-        partition. Cancelled records are not done, so they are fetched again from the committed offset."""
+        partition. Cancelled records are not done, so they are fetched again from the committed offset.
+        ``commit=False`` (a late fence): the release commits nothing, since a commit from a worker that
+        lost its partitions could move the group's offsets back behind the new owner's."""
+        if not commit:
+            self._fence_uncommitted.set()
         self._fence_now.set()
         self._desired.fence()
         with self._cond:
@@ -307,6 +312,7 @@ class ConsumerRuntime:
                 return
         if fence_pending and not fenced:
             self._fence_now.clear()  # lifted (a fresh grant after a Lease write): start afresh below
+            self._fence_uncommitted.clear()
         target = frozenset() if fenced or desired is None else desired
         to_release = self._owned() - target
         if to_release:
@@ -369,7 +375,12 @@ class ConsumerRuntime:
             finished = [p for p in releasing if self._sched.pending_in(p) == 0]
         if not finished:
             return
-        self._commit(parts=frozenset(finished), sync=True)
+        if self._fence_uncommitted.is_set():
+            log.warning("late fence: releasing without a commit (another worker may own these partitions "
+                        "now); what was delivered since the last commit will be delivered again",
+                        extra={"partitions": sorted(finished)})
+        else:
+            self._commit(parts=frozenset(finished), sync=True)
         if unassign:
             try:
                 self._consumer.incremental_unassign(self._tps(finished))

@@ -58,12 +58,14 @@ class AssignmentSink(Protocol):
         errors and they never deliver); the source should not grant them.
         """
 
-    def fence(self) -> None:
+    def fence(self, commit: bool = True) -> None:
         """Stop processing everything now: release *all* owned partitions exactly as in step 1 of
         :meth:`set_desired` (drain up to ``--drain-seconds``, commit, unassign), then call every applied
         listener with ``(last applied epoch, frozenset())``. The fence holds -- nothing is fetched --
         until the next :meth:`set_desired`, which lifts it and is applied normally (a source calls it
-        once it reaches the API again and has read the current grant)."""
+        once it reaches the API again and has read the current grant). ``commit=False``: release
+        without committing, for a fence noticed too late (the process was frozen past its Lease), when
+        another worker may already own the partitions and have committed further."""
 
     def add_applied_listener(self, listener: AppliedListener) -> None:
         """Register ``listener(epoch, owned)``. It is called on the poll-loop thread after each applied

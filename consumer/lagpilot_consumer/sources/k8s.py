@@ -51,6 +51,15 @@ class WatchError(Exception):
         super().__init__(f"watch error {self.status}: {status.get('reason', '')} {status.get('message', '')}".strip())
 
 
+def fence_is_late(silent_s: float, fence_timeout_s: float, lease_renew_s: float) -> bool:
+    """Whether a fence comes too late to commit. The fence loop checks every fraction of a second, so a
+    timely fence sees a silence just past the fence timeout, long before the operator may re-grant (after
+    the Lease duration, see protocol.lease_duration_for). A silence a renew period or more past it means
+    the process itself was not running (a frozen node, SIGSTOP, a VM pause): the operator may already
+    have granted the partitions to another worker, whose commits a commit now would move back."""
+    return silent_s >= fence_timeout_s + lease_renew_s
+
+
 def event_resource_version(event: Mapping[str, Any]) -> str | None:
     """The resourceVersion a watch event carries. The client deserializes ADDED/MODIFIED/DELETED objects but
     leaves BOOKMARK (and ERROR) objects raw dicts, so both shapes are read."""
@@ -198,6 +207,7 @@ class K8sPartitionSource:
             with self._lock:
                 applied = self._applied
             owned, epoch = (applied[1], applied[0]) if applied else (frozenset(), 0)
+            self._fence_if_silent()
             try:
                 self._write_lease(owned, epoch)
                 self._last_renew = time.monotonic()
@@ -213,19 +223,27 @@ class K8sPartitionSource:
     def _fence_loop(self) -> None:
         """Separate from the renewals so a hung API call cannot delay the fence."""
         while not self._stopping.wait(min(0.5, self.fence_timeout_s / 4)):
-            silent = time.monotonic() - self._last_renew
-            if silent < self.fence_timeout_s:
-                continue
-            with self._lock:
-                if self._fenced:
-                    continue
-                self._fenced = True
-            log.error("Lease not renewed for %.1f s (fence timeout %.1f s): fencing, processing stops",
-                      silent, self.fence_timeout_s)
-            self._lease_ok.clear()
-            self._interrupt_watch()
-            if self._sink is not None:
-                self._sink.fence()
+            self._fence_if_silent()
+
+    def _fence_if_silent(self) -> None:
+        """Fence when the Lease has not been renewed for the fence timeout. Called by the fence loop and by
+        the renew loop before each renewal: after a freeze both wake at once, and a renewal written first
+        would hide the silence from the fence loop while deliveries of lost partitions resume."""
+        silent = time.monotonic() - self._last_renew
+        if silent < self.fence_timeout_s:
+            return
+        with self._lock:
+            if self._fenced:
+                return
+            self._fenced = True
+        late = fence_is_late(silent, self.fence_timeout_s, self.lease_renew_s)
+        log.error("Lease not renewed for %.1f s (fence timeout %.1f s): fencing, processing stops%s",
+                  silent, self.fence_timeout_s,
+                  " (noticed late: the process was not running; releasing without a commit)" if late else "")
+        self._lease_ok.clear()
+        self._interrupt_watch()
+        if self._sink is not None:
+            self._sink.fence(commit=not late)
 
     # ---- the ConfigMap -----------------------------------------------------------------------------
     def _interrupt_watch(self) -> None:

@@ -17,6 +17,7 @@ from kubernetes import client
 from lagpilot.testing.consumer import committed
 from lagpilot.testing.handoff import LocalCluster, SteadyProducer, duplicates, overlaps
 from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
 from lagpilot_operator.handoff.shell import reconcile_handoff
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.resource.spec import parse
@@ -57,6 +58,13 @@ def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_fact
                     "metadata": {"name": w.name, "labels": {"lagpilot.io/consumergroup": "cg",
                                                             "lagpilot.io/revision": "r1"}},
                     "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}})
+            # Like the operator, which reconciles again whenever a Lease appears, start once every worker has
+            # written its Lease: a plan made while only one had (a slow start on a busy machine) settles with
+            # every partition on it, a valid plan but not the balanced one this test checks.
+            coord = client.CoordinationV1Api(api)
+            wait_for(lambda: {w.name for w in workers} <= {
+                lease.metadata.name for lease in coord.list_namespaced_lease(namespace).items}, 60,
+                what="the three workers' Leases")
             status: dict = {}
 
             def step() -> object:
