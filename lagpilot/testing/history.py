@@ -11,15 +11,18 @@ The verdict reports:
   flight or uncommitted at a fault (delivered before the fault ended, redelivered after it began, and at
   or above the partition's committed offset at the fault when that is known) — at-least-once permits
   those, nothing else;
-- overlap: two workers with requests of one partition open at the same time, and, after a fault began,
+- overlap: two workers with requests of one partition open at the same time; after a fault began,
   interleaving: a partition taken over by another worker and then delivered again by the one it was
-  taken from while the new owner goes on (A B A B) — the zombie that resumes after a freeze.
+  taken from while the new owner goes on (A B A B); and records delivered by A, then by B, then by A
+  again — the zombie that resumes after a freeze and delivers what it no longer owns, even when the new
+  owner has nothing more to deliver.
 
 A verdict is `ok` when nothing is lost, out of order or overlapping and every duplicate is allowed.
 `Verdict.summary()` is the one line a fault test prints per run."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -171,7 +174,46 @@ def interleavings(requests: Iterable[Request], since: float) -> list[str]:
     return out
 
 
-def classify_duplicates(requests: Iterable[Request], faults: Sequence[Fault]) -> list[Duplicate]:
+def _first_seen(requests: Iterable[Request]) -> dict[tuple[int, str], float]:
+    """When each worker first delivered each partition."""
+    out: dict[tuple[int, str], float] = {}
+    for r in requests:
+        k = (r.partition, r.worker)
+        out[k] = min(out.get(k, r.start), r.start)
+    return out
+
+
+def _zombie_delivery(deliveries: Sequence[Request], first_seen: Mapping[tuple[int, str], float]) -> bool:
+    """Whether a record was delivered again by a worker that had the partition *before* the worker that
+    delivered it previously: the partition had moved on, and the old owner went back to it and delivered
+    what the new one had already delivered. A redelivery by the next owner (records uncommitted at a
+    fault) is the other way round; a planned hand-back starts after what the interim owner committed."""
+    ds = sorted(deliveries, key=lambda r: r.start)
+    for prev, cur in itertools.pairwise(ds):
+        if cur.worker != prev.worker and (first_seen[(cur.partition, cur.worker)]
+                                          < first_seen[(prev.partition, prev.worker)]):
+            return True
+    return False
+
+
+def zombie_redeliveries(requests: Sequence[Request]) -> list[str]:
+    """Partitions where a worker delivered again what a later owner had delivered (see _zombie_delivery):
+    the resumed zombie, even when the new owner had nothing more to deliver by then."""
+    first_seen = _first_seen(requests)
+    by_record: dict[tuple[int, int], list[Request]] = {}
+    for r in requests:
+        if r.accepted:
+            by_record.setdefault((r.partition, r.offset), []).append(r)
+    parts: dict[int, list[int]] = {}
+    for (p, o), rs in sorted(by_record.items()):
+        if len(rs) > 1 and _zombie_delivery(rs, first_seen):
+            parts.setdefault(p, []).append(o)
+    return [f"p{p}: {len(offs)} records delivered again by a worker that had lost the partition to the one "
+            f"that delivered them (first offset {offs[0]})" for p, offs in sorted(parts.items())]
+
+
+def classify_duplicates(requests: Sequence[Request], faults: Sequence[Fault]) -> list[Duplicate]:
+    first_seen = _first_seen(requests)
     accepted: dict[tuple[int, int], list[Request]] = {}
     for r in requests:
         if r.accepted:
@@ -184,6 +226,11 @@ def classify_duplicates(requests: Iterable[Request], faults: Sequence[Fault]) ->
         first, again = rs[0], rs[1:]
         why = "delivered again with no fault in between"
         allowed = False
+        if _zombie_delivery(rs, first_seen):
+            out.append(Duplicate(p, o, len(rs), False,
+                                 "delivered again by a worker that had lost the partition to the one that "
+                                 "delivered it"))
+            continue
         for f in faults:
             in_flight = first.start <= f.end and all(r.start >= f.start for r in again)
             uncommitted = f.committed is None or o >= f.committed.get(p, 0)
@@ -206,5 +253,5 @@ def check_history(requests: Sequence[Request], produced: Sequence[Produced],
         lost=lost_records(requests, produced),
         out_of_order=first_deliveries_out_of_key_order(requests),
         duplicates=classify_duplicates(requests, faults),
-        overlaps=concurrent_owners(requests) + interleavings(requests, since),
+        overlaps=concurrent_owners(requests) + interleavings(requests, since) + zombie_redeliveries(requests),
     )

@@ -80,6 +80,26 @@ def test_zombie_interleaving_after_a_fault() -> None:
     assert not v.ok and any("interleave between b and a" in x for x in v.overlaps), v.overlaps
 
 
+def test_zombie_redelivering_what_the_new_owner_delivered() -> None:
+    """a froze with 0-1 uncommitted, b redelivered them (allowed), then a resumed and delivered them again
+    although b had taken over: nothing left for b to deliver, so no A-B-A-B, but a zombie all the same."""
+    reqs = [req(0, 0, "a", 1.0), req(0, 1, "a", 2.0), req(0, 0, "b", 20.0), req(0, 1, "b", 21.0),
+            req(0, 0, "a", 40.0), req(0, 1, "a", 41.0)]
+    v = check_history(reqs, produced((0, 0), (0, 1)), [Fault("freeze", 5.0, 30.0)])
+    assert not v.ok
+    assert any("delivered again by a worker that had lost the partition" in x for x in v.overlaps), v.overlaps
+    assert [d.allowed for d in v.duplicates] == [False, False]
+
+
+def test_zombie_delivering_its_fetched_records_after_the_new_owner_did() -> None:
+    """The frozen-worker lab test with the fence disabled: a resumed, delivering from its buffer records
+    b had already delivered during the freeze; every record twice, never three times, no A-B-A-B."""
+    reqs = [req(0, 0, "a", 1.0), req(0, 1, "b", 20.0), req(0, 2, "b", 21.0), req(0, 1, "a", 40.0),
+            req(0, 2, "a", 41.0)]
+    v = check_history(reqs, produced((0, 0), (0, 1), (0, 2)), [Fault("freeze", 5.0, 30.0)])
+    assert not v.ok and v.overlaps and not v.allowed_duplicates, v.details()
+
+
 def test_a_single_return_is_a_hand_off() -> None:
     """A canary aborted: its partition goes back to the stable worker once."""
     reqs = [req(0, 0, "stable", 1.0), req(0, 1, "canary", 10.0), req(0, 2, "stable", 20.0)]
