@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lagpilot_consumer.config import Config
@@ -72,6 +73,7 @@ class ConsumerRuntime:
         self._abandon_all = False
         self._fence_now = threading.Event()  # set by fence(); cleared by the poll loop once all is released
         self._fence_uncommitted = threading.Event()  # set by fence(commit=False): releases do not commit
+        self._may_deliver: Callable[[], bool] = lambda: True  # the source's last-moment ownership check
         self._workers_exit = False
         self._heartbeat = time.monotonic()
         self._connected = False
@@ -96,6 +98,13 @@ class ConsumerRuntime:
         self._desired.fence()
         with self._cond:
             self._cond.notify_all()
+
+    def set_delivery_guard(self, may_deliver: Callable[[], bool]) -> None:
+        """A check made right before every HTTP attempt and every periodic commit (the k8s source: the
+        Lease was renewed within the fence timeout). After a freeze it is false at once, before the fence
+        loop has run, so a delivery thread that resumes between two records cancels instead of sending,
+        and the poll loop does not commit offsets of partitions it may have lost."""
+        self._may_deliver = may_deliver
 
     def add_applied_listener(self, listener: AppliedListener) -> None:
         self._listeners.append(listener)
@@ -181,7 +190,10 @@ class ConsumerRuntime:
                     self._submit(msgs)
                 now = time.monotonic()
                 if now >= next_commit:
-                    self._commit(sync=False)
+                    # Not while ownership is in doubt (a freeze just ended, the fence may not have run yet): a
+                    # commit now could move back the offsets of partitions another worker owns meanwhile.
+                    if self._may_deliver():
+                        self._commit(sync=False)
                     next_commit = now + cfg.commit_interval_ms / 1000.0
                 if now >= next_conn_check:
                     if not self._connected:
@@ -530,7 +542,8 @@ class ConsumerRuntime:
 
                 def cancelled(p: int = p, gen: int = gen) -> bool:
                     st = self._parts.get(p)
-                    if self._abandon_all or self._fence_now.is_set() or st is None or st.generation != gen:
+                    if (self._abandon_all or self._fence_now.is_set() or st is None or st.generation != gen
+                            or not self._may_deliver()):
                         return True
                     return st.release_deadline is not None and time.monotonic() >= st.release_deadline
 

@@ -183,20 +183,25 @@ def _first_seen(requests: Iterable[Request]) -> dict[tuple[int, str], float]:
     return out
 
 
-def _zombie_delivery(deliveries: Sequence[Request], first_seen: Mapping[tuple[int, str], float]) -> bool:
+def _zombie_delivery(deliveries: Sequence[Request], first_seen: Mapping[tuple[int, str], float],
+                     faults: Sequence[Fault] = ()) -> bool:
     """Whether a record was delivered again by a worker that had the partition *before* the worker that
     delivered it previously: the partition had moved on, and the old owner went back to it and delivered
     what the new one had already delivered. A redelivery by the next owner (records uncommitted at a
     fault) is the other way round; a planned hand-back starts after what the interim owner committed."""
     ds = sorted(deliveries, key=lambda r: r.start)
     for prev, cur in itertools.pairwise(ds):
-        if cur.worker != prev.worker and (first_seen[(cur.partition, cur.worker)]
-                                          < first_seen[(prev.partition, prev.worker)]):
+        returned = cur.worker != prev.worker and (first_seen[(cur.partition, cur.worker)]
+                                                  < first_seen[(prev.partition, prev.worker)])
+        # A worker taking a partition back at a fault redelivers what the failed owner left uncommitted:
+        # that delivery began before the fault, the redelivery after it began.
+        explained = any(prev.start < f.start <= cur.start for f in faults)
+        if returned and not explained:
             return True
     return False
 
 
-def zombie_redeliveries(requests: Sequence[Request]) -> list[str]:
+def zombie_redeliveries(requests: Sequence[Request], faults: Sequence[Fault] = ()) -> list[str]:
     """Partitions where a worker delivered again what a later owner had delivered (see _zombie_delivery):
     the resumed zombie, even when the new owner had nothing more to deliver by then."""
     first_seen = _first_seen(requests)
@@ -206,7 +211,7 @@ def zombie_redeliveries(requests: Sequence[Request]) -> list[str]:
             by_record.setdefault((r.partition, r.offset), []).append(r)
     parts: dict[int, list[int]] = {}
     for (p, o), rs in sorted(by_record.items()):
-        if len(rs) > 1 and _zombie_delivery(rs, first_seen):
+        if len(rs) > 1 and _zombie_delivery(rs, first_seen, faults):
             parts.setdefault(p, []).append(o)
     return [f"p{p}: {len(offs)} records delivered again by a worker that had lost the partition to the one "
             f"that delivered them (first offset {offs[0]})" for p, offs in sorted(parts.items())]
@@ -226,7 +231,7 @@ def classify_duplicates(requests: Sequence[Request], faults: Sequence[Fault]) ->
         first, again = rs[0], rs[1:]
         why = "delivered again with no fault in between"
         allowed = False
-        if _zombie_delivery(rs, first_seen):
+        if _zombie_delivery(rs, first_seen, faults):
             out.append(Duplicate(p, o, len(rs), False,
                                  "delivered again by a worker that had lost the partition to the one that "
                                  "delivered it"))
@@ -253,5 +258,5 @@ def check_history(requests: Sequence[Request], produced: Sequence[Produced],
         lost=lost_records(requests, produced),
         out_of_order=first_deliveries_out_of_key_order(requests),
         duplicates=classify_duplicates(requests, faults),
-        overlaps=concurrent_owners(requests) + interleavings(requests, since) + zombie_redeliveries(requests),
+        overlaps=concurrent_owners(requests) + interleavings(requests, since) + zombie_redeliveries(requests, faults),
     )

@@ -117,6 +117,9 @@ class K8sPartitionSource:
         self._core = client.CoreV1Api(self._api_client)
         self._coord = client.CoordinationV1Api(self._api_client)
         sink.add_applied_listener(self._on_applied)
+        guard = getattr(sink, "set_delivery_guard", None)
+        if guard is not None:
+            guard(self.lease_fresh)
         self._last_renew = time.monotonic()
         self._relist.set()
         for target, name in ((self._lease_loop, "lease"), (self._watch_loop, "assignment-watch"),
@@ -219,6 +222,10 @@ class K8sPartitionSource:
                 log.warning("Lease renewal failed: %s", exc)
             self._wake.wait(self.lease_renew_s)
             self._wake.clear()
+
+    def lease_fresh(self) -> bool:
+        """The Lease was renewed within the fence timeout (monotonic clock: a freeze counts)."""
+        return time.monotonic() - self._last_renew < self.fence_timeout_s
 
     def _fence_loop(self) -> None:
         """Separate from the renewals so a hung API call cannot delay the fence."""

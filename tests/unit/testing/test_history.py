@@ -100,6 +100,15 @@ def test_zombie_delivering_its_fetched_records_after_the_new_owner_did() -> None
     assert not v.ok and v.overlaps and not v.allowed_duplicates, v.details()
 
 
+def test_taking_a_partition_back_at_a_fault_may_redeliver_what_was_uncommitted() -> None:
+    """a had p0 first, handed it to b; b froze with 1-2 uncommitted; a took it back and redelivered them."""
+    reqs = [req(0, 0, "a", 1.0), req(0, 1, "b", 3.0), req(0, 2, "b", 4.0), req(0, 1, "a", 20.0),
+            req(0, 2, "a", 21.0)]
+    v = check_history(reqs, produced((0, 0), (0, 1), (0, 2)), [Fault("freeze", 5.0, 30.0)])
+    assert v.ok, v.details()
+    assert len(v.allowed_duplicates) == 2
+
+
 def test_a_single_return_is_a_hand_off() -> None:
     """A canary aborted: its partition goes back to the stable worker once."""
     reqs = [req(0, 0, "stable", 1.0), req(0, 1, "canary", 10.0), req(0, 2, "stable", 20.0)]
