@@ -1,7 +1,10 @@
 """The operator's broker clients, one cache for all of it: one AdminClient per cluster connection
 (bootstrap servers + every security setting, credentials included) shared by every ConsumerGroup and every
-use (topic metadata, lag), plus one offsets-reading Consumer per group. Keys are hashes, so no credential
-sits in a key or a log line; a group with other credentials on the same brokers gets its own client."""
+use (topic metadata, lag), plus one `__consumer_offsets` mirror per connection for every group's committed
+offsets (an offsets-reading Consumer per group serves only one-off reads: the CLI, a canary's analysis).
+A connection's clients are closed when the last group using it goes (`use_connection` / `release_group`).
+Keys are hashes, so no credential sits in a key or a log line; a group with other credentials on the same
+brokers gets its own clients."""
 
 from __future__ import annotations
 
@@ -68,6 +71,76 @@ def offsets_client(bootstrap_servers: str, group: str, security: Mapping[str, An
         return _clients[key]
 
 
+def commit_log(bootstrap_servers: str, security: Mapping[str, Any] | None = None) -> Any:
+    """The connection's `__consumer_offsets` mirror (autoscale.commitlog.CommitLog), shared by every group."""
+    from lagpilot_operator.autoscale.commitlog import CommitLog
+
+    security = dict(security or {})
+    key = ("commit-log", connection_key(bootstrap_servers, security))
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = CommitLog({**_base_conf(bootstrap_servers, security),
+                                       "client.id": "lagpilot-commit-log"})
+        return _clients[key]
+
+
+# Which groups use which connection: the connection's clients are closed when its last group goes.
+_users: dict[str, set[tuple[str, str]]] = {}
+
+
+def use_connection(group: tuple[str, str], bootstrap_servers: str, security: Mapping[str, Any] | None) -> str:
+    """Record that `group` (namespace, name) reads through this connection; a group moving to another
+    connection releases its old one. Returns the connection key."""
+    key = connection_key(bootstrap_servers, dict(security or {}))
+    stale: list[str] = []
+    with _clients_lock:
+        for conn, users in _users.items():
+            if conn != key and group in users:
+                users.discard(group)
+                if not users:
+                    stale.append(conn)
+        _users.setdefault(key, set()).add(group)
+        for conn in stale:
+            del _users[conn]
+    for conn in stale:
+        _close_connection(conn)
+    return key
+
+
+def release_group(group: tuple[str, str]) -> None:
+    """The group is gone: close its connection's clients if no other group uses them."""
+    stale: list[str] = []
+    with _clients_lock:
+        for conn, users in list(_users.items()):
+            if group in users:
+                users.discard(group)
+                if not users:
+                    stale.append(conn)
+                    del _users[conn]
+    for conn in stale:
+        _close_connection(conn)
+
+
+def connection_users(key: str) -> int:
+    with _clients_lock:
+        return len(_users.get(key, ()))
+
+
+def _close_connection(conn: str) -> None:
+    with _clients_lock:
+        keys = [k for k in _clients if k[1] == conn]
+        clients = [_clients.pop(k) for k in keys]
+    _close(clients)
+
+
+def _close(clients: list[Any]) -> None:
+    for client in clients:
+        if hasattr(client, "close"):
+            client.close()
+        else:
+            client.poll(0)
+
+
 def forget_clients(group: str | None = None, bootstrap_servers: str | None = None,
                    security: Mapping[str, Any] | None = None) -> None:
     """Drop cached clients: all (tests, exit), one group's offsets client, or every client of one
@@ -77,11 +150,7 @@ def forget_clients(group: str | None = None, bootstrap_servers: str | None = Non
         keys = [k for k in _clients if (group is None or k[0] == "offsets:" + group)
                 and (conn is None or k[1] == conn)]
         clients = [_clients.pop(k) for k in keys]
-    for client in clients:
-        if hasattr(client, "close"):
-            client.close()
-        else:
-            client.poll(0)
+    _close(clients)
     del clients  # destroyed here, while Python can still run the logger callback
 
 
@@ -90,6 +159,6 @@ def forget_clients(group: str | None = None, bootstrap_servers: str | None = Non
 atexit.register(forget_clients)
 
 
-def cached_client_count() -> int:
+def cached_client_count(conn: str | None = None) -> int:
     with _clients_lock:
-        return len(_clients)
+        return sum(1 for k in _clients if conn is None or k[1] == conn)

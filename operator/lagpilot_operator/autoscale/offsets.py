@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lagpilot_operator.autoscale.commitlog import OFFSETS_TOPIC
 from lagpilot_operator.autoscale.snapshot import (
     REQUESTS_PER_POLL,
     KafkaUnavailable,
@@ -25,7 +26,7 @@ from lagpilot_operator.autoscale.snapshot import (
     build_snapshot,
     compute_lag,
 )
-from lagpilot_operator.brokers import admin_client, offsets_client
+from lagpilot_operator.brokers import admin_client, commit_log, offsets_client
 
 __all__ = ["REQUESTS_PER_POLL", "KafkaUnavailable", "LagReader", "LagSnapshot", "PartitionLag", "ResetPolicy",
            "TopicNotFound", "admin_client", "build_snapshot", "compute_lag", "offsets_client"]
@@ -67,6 +68,7 @@ class LagReader:
     timeout: float = 10.0
     requests_total: int = 0
     polls: int = 0
+    last_partitions: dict[str, int] = field(default_factory=dict)  # partition counts seen by the last round
 
     @property
     def client(self) -> Any:
@@ -116,6 +118,75 @@ class LagReader:
         return build_snapshot(group, taken_at, starts, ends, committed, reset, self.requests_total - before,
                               time.monotonic() - t0)
 
+    def read_groups(self, groups: Mapping[str, Iterable[str]], reset: Mapping[str, ResetPolicy] | None = None,
+                    catch_up_timeout: float | None = None) -> dict[str, LagSnapshot | Exception]:
+        """One lag round for many groups on this connection: one Metadata request for every topic (and
+        `__consumer_offsets`), one log-start and one log-end ListOffsets call for all their partitions
+        (librdkafka batches each per leader), and every group's committed offsets from the connection's
+        `__consumer_offsets` mirror, read up to the log-end taken in this round. The request count grows
+        with brokers and topics, never with groups.
+
+        Per group: a LagSnapshot, or TopicNotFound for a group whose topic is missing. Raises
+        KafkaUnavailable when the brokers do not answer (every group of the round is affected)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        wanted = {g: list(dict.fromkeys(ts)) for g, ts in groups.items()}
+        topics = sorted({t for ts in wanted.values() for t in ts})
+        if not topics:
+            return {}
+        admin = self.client
+        admin.poll(0)
+        t0 = time.monotonic()
+        taken_at = time.time()
+        before = self.requests_total
+        partitions: dict[str, list[int]] = {}
+        missing: set[str] = set()
+        try:
+            self.requests_total += 1
+            futures = admin.describe_topics(TopicCollection([*topics, OFFSETS_TOPIC]), request_timeout=self.timeout)
+            for name, fut in futures.items():
+                try:
+                    desc = fut.result(timeout=self.timeout + 5)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        missing.add(name)
+                        continue
+                    raise
+                partitions[name] = [p.id for p in desc.partitions]
+            tps = [TopicPartition(t, p) for t in topics if t in partitions for p in partitions[t]]
+            log_tps = [TopicPartition(OFFSETS_TOPIC, p) for p in partitions.get(OFFSETS_TOPIC, [])]
+            starts: dict[tuple[str, int], int] = {}
+            ends: dict[tuple[str, int], int] = {}
+            if tps or log_tps:
+                starts, ends = self._log_bounds(admin, tps, OffsetSpec, extra_latest=log_tps)
+        except KafkaException as exc:
+            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
+                                   f"{self.timeout:g}s") from None
+        finally:
+            self.polls += 1
+        mirror = commit_log(self.bootstrap_servers, self.security)
+        log_ends = {p: ends.pop((OFFSETS_TOPIC, p)) for p in partitions.get(OFFSETS_TOPIC, [])}
+        if log_ends and not mirror.caught_up(log_ends, self.timeout if catch_up_timeout is None else catch_up_timeout):
+            raise KafkaUnavailable(f"cannot read committed offsets from {OFFSETS_TOPIC} at {self.bootstrap_servers}"
+                                   f"{': ' + mirror.error if mirror.error else ': not read to its end in time'}")
+        requests = self.requests_total - before
+        out: dict[str, LagSnapshot | Exception] = {}
+        for group, ts in wanted.items():
+            gone = [t for t in ts if t in missing]
+            if gone:
+                out[group] = TopicNotFound(f"topic {gone[0]!r} not found")
+                continue
+            keys = [(t, p) for t in ts for p in partitions.get(t, [])]
+            out[group] = build_snapshot(group, taken_at, {k: starts[k] for k in keys}, {k: ends[k] for k in keys},
+                                        mirror.committed(group, keys), (reset or {}).get(group, "earliest"),
+                                        requests, time.monotonic() - t0)
+        self.last_partitions = {t: len(ps) for t, ps in partitions.items() if t != OFFSETS_TOPIC}
+        return out
+
     def committed_topics(self, group: str) -> list[str]:
         """Topics the group has committed offsets on, for callers that name no topic (the CLI).
 
@@ -146,14 +217,15 @@ class LagReader:
         got = self._retrying(lambda: consumer.committed(wanted, timeout=self.timeout))
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got}
 
-    def _log_bounds(self, admin: Any, tps: list[Any],
-                    offset_spec: Any) -> tuple[dict[tuple[str, int], int], ...]:
+    def _log_bounds(self, admin: Any, tps: list[Any], offset_spec: Any,
+                    extra_latest: list[Any] | None = None) -> tuple[dict[tuple[str, int], int], ...]:
         """Log-start and log-end of every partition: two ListOffsets calls issued together (then awaited),
-        so a poll waits for one round trip, not two."""
+        so a poll waits for one round trip, not two. `extra_latest` partitions get only their log-end."""
 
         def call() -> tuple[dict[tuple[str, int], int], ...]:
-            pending = [admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout)
-                       for spec in (offset_spec.earliest(), offset_spec.latest())]
+            latest = {tp: offset_spec.latest() for tp in [*tps, *(extra_latest or [])]}
+            pending = [admin.list_offsets({tp: offset_spec.earliest() for tp in tps}, request_timeout=self.timeout)
+                       if tps else {}, admin.list_offsets(latest, request_timeout=self.timeout)]
             self.requests_total += 1  # the second call (_retrying counts the first)
             return tuple({(tp.topic, tp.partition): fut.result(timeout=self.timeout + 5).offset
                           for tp, fut in futures.items()} for futures in pending)
