@@ -9,7 +9,8 @@ and lag poll (15 s). After every group has a phase and a warm-up, a measuring wi
 
 - operator CPU share (utime+stime over wall time), peak RSS, peak thread count (from /proc);
 - API writes per minute to what the operator writes (ConsumerGroups and their status, Deployments,
-  ConfigMaps, Events), from the API server's own `apiserver_request_total`;
+  ConfigMaps), from the API server's own `apiserver_request_total`, and the operator's Events per minute
+  (Events the namespace holds from the `kopf` source; the controller-manager's are listed apart);
 - lag polls per group in the window (from the operator's `lagpilot_lag_polls`), and broker requests per lag
   round (`lagpilot_lag_broker_requests_total` / `lagpilot_lag_rounds_total`, when the operator has them);
 - then 20 spec changes (workers 1 -> 2 -> 1 on the active groups): time from the accepted patch to the
@@ -65,6 +66,7 @@ class Figures:
     change_p50_s: float | None = None
     change_p99_s: float | None = None
     load: str = ""
+    event_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def proc_stats(pid: int) -> tuple[float, float, int]:
@@ -155,6 +157,19 @@ class DeploymentWatch:
         self._stop.set()
 
 
+def events_since(core: Any, namespace: str, since: float) -> dict[str, int]:
+    """Events of the namespace last seen after `since`, by source, involved kind and reason. The operator's
+    are those from `kopf` (the controller-manager's about the lab's Services are not the operator's)."""
+    out: dict[str, int] = {}
+    for ev in core.list_namespaced_event(namespace).items:
+        stamp = ev.last_timestamp or ev.event_time or ev.first_timestamp
+        if stamp is not None and stamp.timestamp() >= since:
+            source = (ev.source.component if ev.source else None) or ev.reporting_component or "?"
+            key = f"{source}:{ev.involved_object.kind}/{ev.reason}"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -194,6 +209,7 @@ def measure(variant: str, root: Path, lab: Any, topics: list[str], n: int, windo
         rounds_before = metric_values(port, "lagpilot_lag_rounds_total")
         requests_before = metric_values(port, "lagpilot_lag_broker_requests_total")
         writes_before = read_write_counts(cp.kubectl)
+        wall0 = time.time()
         cpu0, _, _ = proc_stats(pid)
         w0 = time.monotonic()
         peak_rss = peak_threads = 0.0
@@ -208,7 +224,9 @@ def measure(variant: str, root: Path, lab: Any, topics: list[str], n: int, windo
         figures.cpu_share = round((cpu1 - cpu0) / elapsed, 4)
         figures.rss_mb, figures.threads = round(peak_rss, 1), int(peak_threads)
         figures.writes_per_min = {r: round(v * 60 / elapsed, 1) for r, v in writes.items()}
-        figures.events_per_min = figures.writes_per_min.get("events", 0.0)
+        figures.event_reasons = events_since(core, namespace, wall0)
+        figures.events_per_min = round(sum(v for k, v in figures.event_reasons.items() if k.startswith("kopf:"))
+                                       * 60 / elapsed, 1)
         figures.min_lag_polls = min((polls_after.get(g, 0.0) - polls_before.get(g, 0.0) for g in names),
                                     default=0.0)
         figures.expected_lag_polls = round(elapsed / 15.0 - 1, 1)
@@ -312,6 +330,9 @@ def main() -> None:
             stop_lab(lab, remove=True)
     print()
     print(table(results))
+    for r in results:
+        if r.event_reasons:
+            print(f"Events in the window ({r.variant}, N={r.groups}): {r.event_reasons}")
     Path(args.out).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     print(f"\nresults: {args.out}")
 

@@ -16,7 +16,7 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 def write_counts(metrics_text: str) -> Counter[str]:
     """Write requests so far per resource (`resource` or `resource/subresource`), summed over codes."""
-    counts: Counter[str] = Counter()
+    counts: Counter[str] = Counter()  # values are floats in the exposition format
     for line in metrics_text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
@@ -27,7 +27,7 @@ def write_counts(metrics_text: str) -> Counter[str]:
         resource = labels.get("resource", "")
         if labels.get("subresource"):
             resource += "/" + labels["subresource"]
-        counts[resource] += float(value)
+        counts[resource] += int(float(value))
     return counts
 
 

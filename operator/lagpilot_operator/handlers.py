@@ -1,12 +1,20 @@
-"""kopf wiring: every trigger (CR created/changed/resumed, periodic resync, a worker Deployment changed)
-runs the same level-based `reconcile` for the ConsumerGroup, serialised per group by a lock."""
+"""kopf wiring: every trigger (CR created/changed/resumed, a worker Deployment, Lease or pod changed, the
+periodic resync, the hand-off's fast ticks) runs the same level-based `reconcile` for the ConsumerGroup,
+serialised per group by a lock.
+
+Periodic work is not a kopf timer per group: one resync thread walks the operator's group index (fed by
+kopf's watch) and reconciles a group only when `workload.resync.resync_due` says so, or every
+FAST_INTERVAL_SECONDS while its partitions are in motion; lag is read in batched rounds (autoscale.rounds).
+So N idle groups cost no API call and no Event per period."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -14,10 +22,13 @@ import kopf
 from lagpilot.protocol import GROUP, LABEL_CG, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
 from lagpilot_operator.handoff.shell import forget_group
 from lagpilot_operator.handoff.triggers import FAST_INTERVAL_SECONDS, LeaseKey, in_motion, lease_changed
+from lagpilot_operator.index import GroupIndex
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.metrics import metrics
 from lagpilot_operator.settings import Settings
 from lagpilot_operator.workload import reconcile as rec
+from lagpilot_operator.workload import status as st
+from lagpilot_operator.workload.resync import Settled, full_resync_seconds, resync_due
 from lagpilot_operator.workload.topics import TopicReader
 
 log = logging.getLogger("lagpilot.operator")
@@ -28,6 +39,8 @@ class Context:
     settings: Settings
     kube: Kube
     topics: TopicReader
+    index: GroupIndex = field(default_factory=GroupIndex)
+    settled: dict[tuple[str, str], Settled] = field(default_factory=dict)
 
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -64,7 +77,78 @@ def run_reconcile(ctx: Context, body: Any) -> str:
         m.set_phase(namespace, name, result.phase)
         if result.rollout_phase is not None or result.aborted:
             m.set_rollout(namespace, name, result.rollout_phase, result.aborted)
+        ctx.settled[(namespace, name)] = Settled(result.resource_version, result.quiet, result.connection,
+                                                 result.topic, result.partitions, time.monotonic())
         return result.phase
+
+
+class ResyncLoop:
+    """One thread for every group's periodic work: each tick it walks the group index and queues a
+    reconcile for groups whose partitions are in motion (every FAST_INTERVAL_SECONDS) or whose resync is
+    due; reconciles run in a small pool of their own, at most one queued per group."""
+
+    TICK_SECONDS = 0.5
+
+    def __init__(self, ctx: Context, threads: int = 4) -> None:
+        self.ctx = ctx
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="resync")
+        self._queued: set[tuple[str, str]] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        run = contextvars.copy_context().run  # kopf's context: kopf.event works from the reconciles
+        self._thread = threading.Thread(target=run, args=(self._run,), name="resync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.TICK_SECONDS):
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                log.exception("resync scheduling failed")
+
+    def due(self, key: tuple[str, str], body: Any, now: float) -> bool:
+        settings, settled = self.ctx.settings, self.ctx.settled.get(key)
+        if settings.assignment_mode == "k8s" and in_motion(body.get("status")):
+            return settled is None or now - settled.at >= FAST_INTERVAL_SECONDS
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        partitions = self.ctx.topics.known_partitions(settled.connection, settled.topic) if settled else None
+        return resync_due(settled, rv, partitions, now, settings.resync_seconds,
+                          full_resync_seconds(settings.full_resync_seconds, key))
+
+    def tick(self, now: float) -> int:
+        queued = 0
+        for key, body in self.ctx.index.items():
+            if (body.get("metadata") or {}).get("deletionTimestamp") or not self.due(key, body, now):
+                continue
+            with self._guard:
+                if key in self._queued:
+                    continue
+                self._queued.add(key)
+            self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
+            queued += 1
+        return queued
+
+    def _reconcile(self, key: tuple[str, str]) -> None:
+        try:
+            run_reconcile(self.ctx, {"metadata": {"namespace": key[0], "name": key[1]}})
+        except Exception:
+            log.exception("%s/%s: resync failed", *key)
+            # Not quiet: try again after the resync interval.
+            old = self.ctx.settled.get(key)
+            self.ctx.settled[key] = Settled(old.resource_version if old else "", False, None, None, None,
+                                            time.monotonic())
+        finally:
+            with self._guard:
+                self._queued.discard(key)
 
 
 def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
@@ -93,10 +177,42 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     def on_change(body: kopf.Body, **_: Any) -> None:
         run_reconcile(ctx, body)  # returns nothing: kopf would store a result in status.<handler id>
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=ctx.settings.resync_seconds, sharp=False,
-                registry=registry)
-    def resync(body: kopf.Body, **_: Any) -> None:
-        run_reconcile(ctx, body)
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="index", registry=registry)
+    async def index(body: kopf.Body, type: str | None, **_: Any) -> None:
+        """Keep the group index current (async: no thread hop for every watch event)."""
+        ctx.index.observe(type, body)
+
+    resync = ResyncLoop(ctx)
+
+    @kopf.on.startup(registry=registry)
+    async def start_resync(**_: Any) -> None:
+        resync.start()  # copies this context: kopf.event works from the resync's reconciles
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(**_: Any) -> None:
+        resync.stop()
+
+    pod_troubles: dict[tuple[str, str], Any] = {}
+    pod_troubles_guard = threading.Lock()
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT}, id="pod-changed",
+                   registry=registry)
+    def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+        """A worker pod's trouble (crash loop, image pull, unschedulable) began, changed or ended: reconcile
+        now, so the condition follows without waiting for a resync. Other pod updates carry nothing new."""
+        key = (str(body["metadata"]["namespace"]), str(body["metadata"]["name"]))
+        trouble = None if type == "DELETED" else st.pod_trouble(body)
+        with pod_troubles_guard:
+            before = pod_troubles.get(key)
+            if type == "DELETED":
+                pod_troubles.pop(key, None)
+            else:
+                pod_troubles[key] = trouble
+        if trouble == before:
+            return
+        name = body["metadata"]["labels"][LABEL_CG]
+        if ctx.index.get((key[0], name)) is not None:
+            run_reconcile(ctx, {"metadata": {"name": name, "namespace": key[0]}})
 
     @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
                    id="worker-changed", registry=registry)
@@ -104,7 +220,7 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         """A worker Deployment changed (drift, deletion, readiness): reconcile its group now."""
         name = body["metadata"]["labels"][LABEL_CG]
         namespace = body["metadata"]["namespace"]
-        if ctx.kube.get("ConsumerGroup", namespace, name) is not None:
+        if ctx.index.get((namespace, name)) is not None:
             run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
 
     if ctx.settings.assignment_mode == "k8s":
@@ -116,17 +232,18 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         metrics().set_phase(namespace, name, None)
         metrics().set_rollout(namespace, name, None)
         forget_group(namespace, name)
+        ctx.settled.pop((namespace, name), None)
 
-    # Lag reading and autoscaling (operator/lag_handler.py): a daemon per group, sharing the group lock.
+    # Lag reading and autoscaling: batched rounds over the group index, sharing the group lock.
     from lagpilot_operator.autoscale import poller as lag_handler
 
-    lag_handler.register(registry, ctx.kube, ctx.settings, lock=_lock, reconcile=lambda b: run_reconcile(ctx, b))
+    lag_handler.register(registry, ctx.kube, ctx.settings, lock=_lock, reconcile=lambda b: run_reconcile(ctx, b),
+                         index=ctx.index, on_partitions=ctx.topics.note)
 
 
 def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     """Partition hand-offs wait on workers' Lease reports: reconcile the group when a Lease reports
-    something new, and every FAST_INTERVAL_SECONDS while partitions are in motion (no API call otherwise:
-    the check reads kopf's cached status)."""
+    something new (the fast ticks while partitions are in motion are the ResyncLoop's)."""
     seen: dict[tuple[str, str], LeaseKey] = {}
     seen_guard = threading.Lock()
 
@@ -139,11 +256,5 @@ def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) ->
             return
         name = body["metadata"]["labels"][LABEL_CG]
         namespace = body["metadata"]["namespace"]
-        if ctx.kube.get("ConsumerGroup", namespace, name) is not None:
+        if ctx.index.get((namespace, name)) is not None:
             run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
-
-    @kopf.timer(GROUP, VERSION, PLURAL, id="handoff", interval=FAST_INTERVAL_SECONDS, sharp=False,
-                registry=registry)
-    def handoff(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
-        if in_motion(status):
-            run_reconcile(ctx, body)

@@ -149,8 +149,8 @@ class CommitLog:
                         if err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
                             self._error = err.str()
                         continue
-                    part, off = m.partition(), m.offset()
-                    if part is None or off is None:
+                    where, offset = m.partition(), m.offset()
+                    if where is None or offset is None:
                         continue
                     commit = decode_commit(m.key(), m.value())
                     if commit is not None:
@@ -159,7 +159,7 @@ class CommitLog:
                             self._offsets.pop(key, None)
                         else:
                             self._offsets[key] = commit.offset
-                    self._positions[part] = max(self._positions.get(part, 0), off + 1)
+                    self._positions[where] = max(self._positions.get(where, 0), offset + 1)
                 self._lock.notify_all()
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
-"""kopf wiring of the lag reader and autoscaler: one async daemon per ConsumerGroup polls the group's lag
-every `spec.autoscaling.pollSeconds` (15 s by default; lag is reported with autoscaling off too), patches
-`status.lag`, emits the Events, and, when autoscaling may decide, writes the new count to `status.workers`
-and runs the operator's reconcile, which sizes the Deployment from `workers.effective_workers`.
+"""kopf wiring of the lag reader and autoscaler: every `spec.autoscaling.pollSeconds` (15 s by default; lag
+is reported with autoscaling off too) each ConsumerGroup's lag is read in its connection's batched round
+(autoscale.rounds), and `LagPoller.apply` patches `status.lag` when a figure changed, emits the Events, and,
+when autoscaling may decide, writes the new count to `status.workers` and runs the operator's reconcile,
+which sizes the Deployment from `workers.effective_workers`.
 
 Conditions stay the reconcile's: a lag read that fails (brokers unreachable, topic gone) is shown in
 `status.lag.error` and, only when the reconcile's own topic check does not already say so in Degraded, as
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import logging
 import threading
 import time
@@ -26,43 +25,45 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from lagpilot.protocol import GROUP, PLURAL, VERSION
-from lagpilot.timefmt import parse_rfc3339
 from lagpilot_operator.autoscale.decide import ScaleState
-from lagpilot_operator.autoscale.offsets import KafkaUnavailable, TopicNotFound
-from lagpilot_operator.autoscale.step import WINDOW_POLLS, Event, GroupLagState, LagMonitor
+from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagSnapshot, TopicNotFound
+from lagpilot_operator.autoscale.step import Event, GroupLagState, LagMonitor
+from lagpilot_operator.index import GroupIndex
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.resource.conditions import find
 from lagpilot_operator.resource.patch import merge_patch
-from lagpilot_operator.resource.spec import parse
+from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse
 from lagpilot_operator.settings import Settings
 from lagpilot_operator.workload.reconcile import kafka_security
-from lagpilot_operator.workload.sizing import effective_workers, scaling_mode
+from lagpilot_operator.workload.sizing import ScalingMode, effective_workers, scaling_mode
 
 log = logging.getLogger("lagpilot.operator.lag")
 
 DEFAULT_POLL_SECONDS = 15.0
 POLLS = Counter("lagpilot_lag_polls", "Lag polls completed per ConsumerGroup (status.lag is written only on "
                 "change, so this shows that polling goes on)", ("namespace", "consumergroup"))
+LAST_READ = Gauge("lagpilot_lag_last_read_timestamp_seconds", "When the group's lag was last read from the "
+                  "brokers (Unix time)", ("namespace", "consumergroup"))
+ROUNDS = Counter("lagpilot_lag_rounds", "Batched lag rounds (one per connection and poll period)")
+ROUND_REQUESTS = Counter("lagpilot_lag_broker_requests", "Broker client calls made by lag rounds (the commit log's "
+                         "continuous Fetch aside)")
 SCALE_REASONS = ("ScaledUp", "ScaledDown")
 ERROR_REASONS: tuple[tuple[type[Exception], str], ...] = (
     (KafkaUnavailable, "BrokerUnreachable"), (TopicNotFound, "TopicNotFound"))
 
 
-def lag_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any], now: float,
-                refresh_seconds: float) -> bool:
-    """Whether status.lag needs a write: some figure changed, or the stored `updatedAt` is older than
-    `refresh_seconds` (one Burrow window). Unchanged figures are not rewritten every poll, so an idle
-    group's CR does not get a new resourceVersion every pollSeconds (the reconcile's no-spurious-writes
-    rule holds for the whole operator)."""
+def lag_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether status.lag needs a write: some figure changed (or it was never written). Unchanged figures
+    are never rewritten, so an idle group's CR keeps its resourceVersion and nothing is written while
+    nothing changes; `updatedAt` is the read that produced the figures, and how fresh the reads are shows in
+    the `lagpilot_lag_last_read_timestamp_seconds` metric."""
     prev = dict(previous or {})
-    if {k: v for k, v in prev.items() if k != "updatedAt"} != {k: v for k, v in new.items() if k != "updatedAt"}:
+    if "updatedAt" not in prev:
         return True
-    stamp = prev.get("updatedAt")
-    stamped = parse_rfc3339(stamp)
-    return stamped is None or now - stamped >= refresh_seconds
+    return {k: v for k, v in prev.items() if k != "updatedAt"} != {k: v for k, v in new.items() if k != "updatedAt"}
 
 
 def error_reason(exc: Exception) -> str:
@@ -103,8 +104,25 @@ class PollOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One group ready to be read: its body (from the watch index), parsed spec and scaling mode."""
+
+    namespace: str
+    name: str
+    body: Mapping[str, Any]
+    spec: ConsumerGroupSpec
+    mode: ScalingMode
+    current: int
+    sleep: float
+    security: Mapping[str, str]
+
+
 class LagPoller:
-    """One poll of one ConsumerGroup, synchronous (runs in the lag thread pool)."""
+    """One poll of one ConsumerGroup, synchronous (runs in the lag thread pool): `prepare` it from the
+    body the operator's watch holds, read (alone with `poll`, or in a batched round), then `apply` the
+    snapshot. An unchanged group costs no API call: the CR is re-read (under the reconcile's lock) only
+    when there is something to write."""
 
     def __init__(self, kube: Kube, settings: Settings, monitor: LagMonitor,
                  lock: Callable[[str, str], threading.Lock], reconcile: Callable[[Mapping[str, Any]], Any],
@@ -118,51 +136,69 @@ class LagPoller:
         self.emit = emit
         self._errors: dict[tuple[str, str], str] = {}  # last lag-read error reason per group
 
-    def poll(self, namespace: str, name: str) -> PollOutcome:
-        body = self.kube.get("ConsumerGroup", namespace, name)
+    def prepare(self, body: Mapping[str, Any] | None) -> Prepared | None:
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return PollOutcome(DEFAULT_POLL_SECONDS)
+            return None
         spec, problems = parse(body, self.settings.consumer_image)
         if spec is None:
-            return PollOutcome(DEFAULT_POLL_SECONDS)
-        sleep = float(spec.autoscaling.poll_seconds)
+            return None
+        namespace, name = str(body["metadata"]["namespace"]), str(body["metadata"]["name"])
         status = body.get("status") or {}
         mode = scaling_mode(spec, problems, body["metadata"].get("annotations"))
         current = effective_workers(spec, status)
         if mode.decide:
             seed_history(self.monitor, namespace, name, current, self.clock())
-        try:
-            step = self.monitor.poll(
-                namespace, name, bootstrap_servers=spec.bootstrap_servers, group=spec.group_id,
-                topic=spec.topic, autoscaling=replace(spec.autoscaling, enabled=mode.decide),
-                current_workers=current, ready_workers=int(status.get("readyWorkers") or 0),
-                security=kafka_security(spec, self.kube))
-        except (KafkaUnavailable, TopicNotFound) as exc:
-            return self._failed(body, error_reason(exc), str(exc), sleep)
-        self._errors.pop((namespace, name), None)
+        return Prepared(namespace, name, body, spec, mode, current, float(spec.autoscaling.poll_seconds),
+                        kafka_security(spec, self.kube))
 
+    def poll(self, namespace: str, name: str) -> PollOutcome:
+        """Read and apply one group on its own (tests, and the CLI's way of reading one group)."""
+        prep = self.prepare(self.kube.get("ConsumerGroup", namespace, name))
+        if prep is None:
+            return PollOutcome(DEFAULT_POLL_SECONDS)
+        try:
+            snapshot = self.monitor.reader(prep.spec.bootstrap_servers, prep.security).read(
+                prep.spec.group_id, [prep.spec.topic])
+        except (KafkaUnavailable, TopicNotFound) as exc:
+            return self.apply(prep, exc)
+        return self.apply(prep, snapshot)
+
+    def apply(self, prep: Prepared, read: LagSnapshot | Exception) -> PollOutcome:
+        namespace, name, spec, current, sleep = prep.namespace, prep.name, prep.spec, prep.current, prep.sleep
+        if isinstance(read, (KafkaUnavailable, TopicNotFound)):
+            return self._failed(prep.body, error_reason(read), str(read), sleep)
+        if isinstance(read, Exception):
+            raise read
+        status = prep.body.get("status") or {}
+        step = self.monitor.step(namespace, name, read, replace(spec.autoscaling, enabled=prep.mode.decide),
+                                 current, int(status.get("readyWorkers") or 0), self.clock())
+        self._errors.pop((namespace, name), None)
+        POLLS.labels(namespace, name).inc()
+        LAST_READ.labels(namespace, name).set(read.taken_at)
         lag = dict(step.lag_status)
-        if mode.note:
-            lag["reason"] = mode.note
+        if prep.mode.note:
+            lag["reason"] = prep.mode.note
         events = step.events
         written: int | None = None
-        with self.lock(namespace, name):
-            # Re-read under the reconcile's lock: write the count only if no reconcile changed it since we
-            # read it (e.g. autoscaling just turned off); the next poll decides again from the new count.
-            fresh = self.kube.get("ConsumerGroup", namespace, name)
-            if fresh is None:
-                return PollOutcome(sleep)
-            fresh_status = fresh.get("status") or {}
-            fresh_spec, _ = parse(fresh, self.settings.consumer_image)
-            patch: dict[str, Any] = {}
-            if lag_changed(fresh_status.get("lag"), lag, self.clock(), sleep * WINDOW_POLLS):
-                patch["lag"] = merge_patch(fresh_status.get("lag"), lag)
-            if step.workers is not None and fresh_spec is not None and \
-                    effective_workers(fresh_spec, fresh_status) == current:
-                patch["workers"] = written = step.workers
-            if patch:
-                self.kube.patch_status(namespace, name, patch)
-        POLLS.labels(namespace, name).inc()
+        fresh: Mapping[str, Any] = prep.body
+        if step.workers is not None or lag_changed(status.get("lag"), lag):
+            with self.lock(namespace, name):
+                # Re-read under the reconcile's lock: write the count only if no reconcile changed it since we
+                # read it (e.g. autoscaling just turned off); the next poll decides again from the new count.
+                got = self.kube.get("ConsumerGroup", namespace, name)
+                if got is None:
+                    return PollOutcome(sleep)
+                fresh = got
+                fresh_status = fresh.get("status") or {}
+                fresh_spec, _ = parse(fresh, self.settings.consumer_image)
+                patch: dict[str, Any] = {}
+                if lag_changed(fresh_status.get("lag"), lag):
+                    patch["lag"] = merge_patch(fresh_status.get("lag"), lag)
+                if step.workers is not None and fresh_spec is not None and \
+                        effective_workers(fresh_spec, fresh_status) == current:
+                    patch["workers"] = written = step.workers
+                if patch:
+                    self.kube.patch_status(namespace, name, patch)
         if step.workers is not None and written is None:
             events = tuple(e for e in events if e.reason not in SCALE_REASONS)
         for e in events:
@@ -189,8 +225,9 @@ class LagPoller:
     def forget(self, namespace: str, name: str) -> None:
         self._errors.pop((namespace, name), None)
         self.monitor.forget(namespace, name)
-        with contextlib.suppress(KeyError):
-            POLLS.remove(namespace, name)
+        for metric in (POLLS, LAST_READ):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, name)
 
 
 def _kopf_emit(body: Any, e: Event) -> None:
@@ -199,32 +236,30 @@ def _kopf_emit(body: Any, e: Event) -> None:
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings,
              lock: Callable[[str, str], threading.Lock], reconcile: Callable[[Mapping[str, Any]], Any],
+             index: GroupIndex, on_partitions: Callable[[str, Mapping[str, int]], None] = lambda c, p: None,
              monitor: LagMonitor | None = None, threads: int = 4) -> LagPoller:
-    """Attach the lag daemon (and the forget-on-delete handler) to `registry`. `lock` and `reconcile` are
-    the operator's per-group lock and reconcile entry point (handlers.py)."""
+    """Attach the lag rounds (started with the operator, over the group index) and the forget-on-delete
+    handler to `registry`. `lock` and `reconcile` are the operator's per-group lock and reconcile entry
+    point (handlers.py); `on_partitions` receives the partition counts each round saw (the reconcile's topic
+    reader uses them instead of its own metadata reads)."""
+    from lagpilot_operator.autoscale.rounds import LagRounds
+
     poller = LagPoller(kube, settings, monitor or LagMonitor(timeout=max(10.0, settings.broker_timeout_seconds)),
                        lock, reconcile, _kopf_emit)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lag")
+    rounds = LagRounds(poller, index, pool, on_partitions)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, id="lag", cancellation_timeout=5.0, registry=registry)
-    async def lag_daemon(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        if namespace is None:  # the CRD is namespaced; kopf types allow cluster-scoped resources
-            return
-        loop = asyncio.get_running_loop()
-        while not stopped:
-            sleep = DEFAULT_POLL_SECONDS
-            try:
-                # copy_context: kopf.event and the reconcile find kopf's event queue through contextvars.
-                call = functools.partial(contextvars.copy_context().run, poller.poll, namespace, name)
-                sleep = (await loop.run_in_executor(pool, call)).sleep
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s/%s: lag poll failed", namespace, name)
-            await stopped.wait(sleep)
+    @kopf.on.startup(registry=registry)
+    async def start_lag_rounds(**_: Any) -> None:
+        rounds.start()  # copies this context: kopf.event works from the rounds
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_lag_rounds(**_: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, rounds.stop)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="lag-forget", optional=True, registry=registry)
     def lag_forget(namespace: str | None, name: str, **_: Any) -> None:
         poller.forget(namespace or "", name)
+        rounds.forget((namespace or "", name))
 
     return poller

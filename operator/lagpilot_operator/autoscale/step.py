@@ -188,8 +188,13 @@ class LagMonitor:
              now: float | None = None) -> StepResult:
         """Raises offsets.KafkaUnavailable / offsets.TopicNotFound (report as Degraded); ``autoscaling`` comes
         from the parsed spec, already checked."""
-        spec = autoscaling
         snapshot = self.reader(bootstrap_servers, security).read(group, [topic], reset)
+        return self.step(namespace, name, snapshot, autoscaling, current_workers, ready_workers, now)
+
+    def step(self, namespace: str, name: str, snapshot: LagSnapshot, autoscaling: AutoscaleSpec,
+             current_workers: int, ready_workers: int, now: float | None = None) -> StepResult:
+        """Fold a snapshot read elsewhere (a batched lag round) into the group's state, publish metrics."""
+        spec = autoscaling
         with self._lock:
             state = self._states.get((namespace, name), GroupLagState())
         step = run_autoscaling_step(state, snapshot, spec, current_workers, ready_workers,

@@ -16,6 +16,7 @@ from typing import Any
 
 from lagpilot.protocol import LABEL_CG, LABEL_REVISION
 from lagpilot.timefmt import rfc3339
+from lagpilot_operator.brokers import connection_key
 from lagpilot_operator.handoff.rollout import ABORTED
 from lagpilot_operator.handoff.shell import HandoffResult, reconcile_handoff
 from lagpilot_operator.kube import Kube
@@ -40,6 +41,17 @@ class Result:
     status_written: bool = False
     rollout_phase: str | None = None  # status.rollout.phase (assignment mode k8s)
     aborted: int = 0  # rollouts aborted by this reconcile (RolloutAborted events)
+    events: int = 0  # Events emitted
+    degraded: bool = False  # Degraded is True after this reconcile
+    resource_version: str = ""  # of the CR reconciled
+    connection: str | None = None  # broker connection key (lagpilot_operator.brokers)
+    topic: str | None = None
+    partitions: int | None = None  # as read for this reconcile
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing written, nothing emitted, nothing wrong: a resync of an unchanged world can wait."""
+        return not self.actions and not self.status_written and not self.events and not self.degraded
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -89,13 +101,23 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     previous = dict(body.get("status") or {})
     spec, problems = parse(body, settings.consumer_image)
     owner = planner.Owner(name, namespace, uid)
-    result = Result(phase="Pending")
+    result = Result(phase="Pending", resource_version=str(meta.get("resourceVersion") or ""))
+    outer_emit = emit
+
+    def counted_emit(kind: str, reason: str, message: str) -> None:
+        result.events += 1
+        outer_emit(kind, reason, message)
+
+    emit = counted_emit
 
     topic: TopicInfo | None = None
     missing: list[str] = []
     if spec is not None:
         missing = [s for s in referenced_secrets(spec) if kube.get("Secret", namespace, s) is None]
-        topic = topics.read(spec.bootstrap_servers, spec.topic, kafka_security(spec, kube))
+        security = kafka_security(spec, kube)
+        topic = topics.read(spec.bootstrap_servers, spec.topic, security)
+        result.connection = connection_key(spec.bootstrap_servers, security)
+        result.topic, result.partitions = spec.topic, topic.partitions
         if topic.partitions is not None:
             problems += partition_problems(spec, topic.partitions)
 
@@ -165,6 +187,8 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     if coord is not None:
         new_status.update(coord.status_patch(previous))
     result.phase = new_status["phase"]
+    result.degraded = any(c.get("type") == "Degraded" and c.get("status") == "True"
+                          for c in new_status.get("conditions") or [])
     if st.needs_write(new_status, previous):
         result.status_written = kube.patch_status(namespace, name, new_status)
     for action in result.actions:

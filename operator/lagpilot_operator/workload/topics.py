@@ -1,5 +1,6 @@
-"""Partition count of a topic, read from the brokers with a short timeout on the operator's shared
-AdminClient for that connection (opening clients per call costs a metadata bootstrap each time)."""
+"""Partition count of a topic: as the last lag round on that connection saw it, else read from the
+brokers with a short timeout on the operator's shared AdminClient for that connection (opening clients per
+call costs a metadata bootstrap each time)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,25 @@ class TopicReader:
     """Thread-safe partition counts on the operator's shared broker clients (lagpilot_operator.brokers),
     with a short result cache."""
 
-    def __init__(self, timeout: float = 3.0, cache_seconds: float = 5.0) -> None:
+    def __init__(self, timeout: float = 3.0, cache_seconds: float = 5.0, catalog_seconds: float = 45.0) -> None:
         self.timeout = timeout
         self.cache_seconds = cache_seconds
+        self.catalog_seconds = catalog_seconds
         self._results: dict[tuple[str, str], tuple[TopicInfo, float]] = {}
+        self._catalog: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def note(self, connection: str, counts: Mapping[str, int]) -> None:
+        """Partition counts a lag round just read on `connection`: reconciles within `catalog_seconds` use
+        them instead of a metadata request of their own (a count only grows, and a stale lower count only
+        leaves new partitions unassigned until the next round)."""
+        now = time.monotonic()
+        for topic, partitions in counts.items():
+            self._catalog[(connection, topic)] = (partitions, now)
+
+    def known_partitions(self, connection: str | None, topic: str | None) -> int | None:
+        """The latest count a lag round saw, however old (None if never seen)."""
+        entry = self._catalog.get((connection or "", topic or ""))
+        return entry[0] if entry else None
 
     def forget(self, bootstrap: str, security: Mapping[str, str] | None = None) -> None:
         forget_clients(bootstrap_servers=bootstrap, security=security)
@@ -28,6 +44,9 @@ class TopicReader:
         """The topic's partition count, answered from a cache younger than `cache_seconds` (bursts of
         reconciles during a rollout do not each wait on the broker)."""
         key = connection_key(bootstrap, dict(security or {}))
+        seen = self._catalog.get((key, topic))
+        if seen and time.monotonic() - seen[1] < self.catalog_seconds:
+            return TopicInfo(seen[0])
         cached = self._results.get((key, topic))
         if cached and time.monotonic() - cached[1] < self.cache_seconds:
             return cached[0]

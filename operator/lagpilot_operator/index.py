@@ -1,0 +1,41 @@
+"""The operator's in-memory view of every watched ConsumerGroup, fed by kopf's watch stream (one handler
+for all events), so that periodic work (lag rounds, resyncs, the hand-off's fast ticks) looks at the latest
+bodies without an API call per group and per period."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class GroupIndex:
+    """Latest body per ConsumerGroup, thread-safe. Bodies are plain dict copies, never kopf's live views."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        with self._lock:
+            if event_type == "DELETED":
+                self._bodies.pop(key, None)
+            else:
+                self._bodies[key] = copy.deepcopy(dict(body))
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        with self._lock:
+            return self._bodies.get(key)
+
+    def items(self) -> list[tuple[Key, dict[str, Any]]]:
+        with self._lock:
+            return list(self._bodies.items())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._bodies)
