@@ -192,6 +192,11 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     async def stop_resync(**_: Any) -> None:
         resync.stop()
 
+    for group, version, plural in (("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "serviceaccounts"),
+                                   ("rbac.authorization.k8s.io", "v1", "roles"),
+                                   ("rbac.authorization.k8s.io", "v1", "rolebindings")):
+        _register_deleted_trigger(ctx, registry, group, version, plural)
+
     pod_troubles: dict[tuple[str, str], Any] = {}
     pod_troubles_guard = threading.Lock()
 
@@ -239,6 +244,21 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
 
     lag_handler.register(registry, ctx.kube, ctx.settings, lock=_lock, reconcile=lambda b: run_reconcile(ctx, b),
                          index=ctx.index, on_partitions=ctx.topics.note)
+
+
+def _register_deleted_trigger(ctx: Context, registry: kopf.OperatorRegistry, group: str, version: str,
+                              plural: str) -> None:
+    """An object the reconcile owns was deleted (by a person, GitOps, a script): reconcile its group now
+    rather than at the next full resync. Other changes to these objects are the resync's."""
+
+    @kopf.on.event(group, version, plural, labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
+                   id=f"{plural}-deleted", registry=registry)
+    def deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type != "DELETED":
+            return
+        name, namespace = body["metadata"]["labels"][LABEL_CG], body["metadata"]["namespace"]
+        if ctx.index.get((namespace, name)) is not None:
+            run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
 
 
 def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) -> None:

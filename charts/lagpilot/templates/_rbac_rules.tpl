@@ -17,13 +17,14 @@ assignment ConfigMap, replaced over the resourceVersion read (optimistic concurr
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
-# Per-group objects, applied (owned by the ConsumerGroup, so garbage collection deletes them).
+# Per-group objects, applied (owned by the ConsumerGroup, so garbage collection deletes them); watched
+# (labelled ones) so that a deleted one is put back at once rather than at the next full resync.
 - apiGroups: [""]
   resources: [serviceaccounts, services]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 # The assignment ConfigMap (created, then written by the hand-off). Workers get
 # get/list/watch on it; RBAC lets the operator grant only what it holds, hence list/watch here.
 - apiGroups: [""]
