@@ -13,6 +13,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -41,6 +42,8 @@ class Context:
     topics: TopicReader
     index: GroupIndex = field(default_factory=GroupIndex)
     settled: dict[tuple[str, str], Settled] = field(default_factory=dict)
+    on_first_event: list[Callable[[], None]] = field(default_factory=list)  # periodic loops to start
+    loops_started: bool = False
 
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -177,16 +180,20 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     def on_change(body: kopf.Body, **_: Any) -> None:
         run_reconcile(ctx, body)  # returns nothing: kopf would store a result in status.<handler id>
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, id="index", registry=registry)
-    async def index(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """Keep the group index current (async: no thread hop for every watch event)."""
-        ctx.index.observe(type, body)
-
     resync = ResyncLoop(ctx)
 
-    @kopf.on.startup(registry=registry)
-    async def start_resync(**_: Any) -> None:
-        resync.start()  # copies this context: kopf.event works from the resync's reconciles
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="index", registry=registry)
+    async def index(body: kopf.Body, type: str | None, **_: Any) -> None:
+        """Keep the group index current (async: no thread hop for every watch event). The periodic loops
+        start from here, in a resource handler's context: kopf.event needs kopf's event queue, which kopf
+        sets only for resource handlers (not for startup handlers)."""
+        ctx.index.observe(type, body)
+        if not ctx.loops_started:
+            ctx.loops_started = True
+            for start in ctx.on_first_event:
+                start()
+
+    ctx.on_first_event.append(resync.start)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(**_: Any) -> None:
@@ -243,7 +250,7 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     from lagpilot_operator.autoscale import poller as lag_handler
 
     lag_handler.register(registry, ctx.kube, ctx.settings, lock=_lock, reconcile=lambda b: run_reconcile(ctx, b),
-                         index=ctx.index, on_partitions=ctx.topics.note)
+                         index=ctx.index, on_partitions=ctx.topics.note, on_first_event=ctx.on_first_event)
 
 
 def _register_deleted_trigger(ctx: Context, registry: kopf.OperatorRegistry, group: str, version: str,

@@ -26,10 +26,11 @@ LEAVES = {"lagpilot.protocol", "lagpilot.timefmt"}
 PURE = LEAVES | {
     "lagpilot_operator.resource.spec", "lagpilot_operator.resource.conditions", "lagpilot_operator.resource.patch",
     "lagpilot_operator.workload.plan", "lagpilot_operator.workload.diff", "lagpilot_operator.workload.status",
-    "lagpilot_operator.workload.sizing",
+    "lagpilot_operator.workload.sizing", "lagpilot_operator.workload.resync",
     "lagpilot_operator.handoff.planner", "lagpilot_operator.handoff.rollout", "lagpilot_operator.handoff.observe",
     "lagpilot_operator.handoff.triggers",
     "lagpilot_operator.autoscale.snapshot", "lagpilot_operator.autoscale.window", "lagpilot_operator.autoscale.decide",
+    "lagpilot_operator.autoscale.schedule", "lagpilot_operator.autoscale.commits",
     "lagpilot_consumer.scheduler", "lagpilot_consumer.watermark", "lagpilot_consumer.policy",
     "lagpilot_consumer.partitions",
 }

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lagpilot_operator.autoscale.commitlog import OFFSETS_TOPIC
+from lagpilot_operator.autoscale.commits import OFFSETS_TOPIC
 from lagpilot_operator.autoscale.snapshot import (
     REQUESTS_PER_POLL,
     KafkaUnavailable,
@@ -32,6 +32,7 @@ __all__ = ["REQUESTS_PER_POLL", "KafkaUnavailable", "LagReader", "LagSnapshot", 
            "TopicNotFound", "admin_client", "build_snapshot", "compute_lag", "offsets_client"]
 
 T = TypeVar("T")
+_FALLBACK_WARNED: set[str] = set()  # connections whose per-group fallback was logged (once each)
 
 
 
@@ -69,6 +70,7 @@ class LagReader:
     requests_total: int = 0
     polls: int = 0
     last_partitions: dict[str, int] = field(default_factory=dict)  # partition counts seen by the last round
+    fallback_reason: str = ""  # why committed offsets are read per group (no access to __consumer_offsets)
 
     @property
     def client(self) -> Any:
@@ -142,6 +144,7 @@ class LagReader:
         before = self.requests_total
         partitions: dict[str, list[int]] = {}
         missing: set[str] = set()
+        denied: str | None = None  # why __consumer_offsets cannot be read (no ACL): per-group reads then
         try:
             self.requests_total += 1
             futures = admin.describe_topics(TopicCollection([*topics, OFFSETS_TOPIC]), request_timeout=self.timeout)
@@ -150,8 +153,12 @@ class LagReader:
                     desc = fut.result(timeout=self.timeout + 5)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
-                    if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    code = err.code() if isinstance(err, KafkaError) else None
+                    if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
                         missing.add(name)
+                        continue
+                    if name == OFFSETS_TOPIC and code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                        denied = err.str() if isinstance(err, KafkaError) else str(exc)
                         continue
                     raise
                 partitions[name] = [p.id for p in desc.partitions]
@@ -168,11 +175,32 @@ class LagReader:
                                    f"{self.timeout:g}s") from None
         finally:
             self.polls += 1
-        mirror = commit_log(self.bootstrap_servers, self.security)
         log_ends = {p: ends.pop((OFFSETS_TOPIC, p)) for p in partitions.get(OFFSETS_TOPIC, [])}
-        if log_ends and not mirror.caught_up(log_ends, self.timeout if catch_up_timeout is None else catch_up_timeout):
-            raise KafkaUnavailable(f"cannot read committed offsets from {OFFSETS_TOPIC} at {self.bootstrap_servers}"
-                                   f"{': ' + mirror.error if mirror.error else ': not read to its end in time'}")
+        committed_of: Callable[[str, list[tuple[str, int]]], Mapping[tuple[str, int], int | None]]
+        if denied is None:
+            mirror = commit_log(self.bootstrap_servers, self.security)
+            wait = self.timeout if catch_up_timeout is None else catch_up_timeout
+            if log_ends and not mirror.caught_up(log_ends, wait):
+                denied = mirror.error
+                if denied is None:
+                    raise KafkaUnavailable(f"cannot read committed offsets from {OFFSETS_TOPIC} at "
+                                           f"{self.bootstrap_servers}: not read to its end within {wait:g}s")
+            committed_of = mirror.committed
+        if denied is not None:
+            if self.bootstrap_servers not in _FALLBACK_WARNED:
+                _FALLBACK_WARNED.add(self.bootstrap_servers)
+                log.warning("%s: cannot read %s (%s): reading each group's committed offsets on its own; grant "
+                            "the operator Describe and Read on that topic to batch them", self.bootstrap_servers,
+                            OFFSETS_TOPIC, denied)
+            self.fallback_reason = denied
+
+            def committed_of(group: str, keys: list[tuple[str, int]]) -> Mapping[tuple[str, int], int | None]:
+                from confluent_kafka import TopicPartition as Tp
+
+                try:
+                    return self._committed(group, [Tp(t, p) for t, p in keys])
+                except KafkaException as exc:
+                    raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
         requests = self.requests_total - before
         out: dict[str, LagSnapshot | Exception] = {}
         for group, ts in wanted.items():
@@ -181,9 +209,14 @@ class LagReader:
                 out[group] = TopicNotFound(f"topic {gone[0]!r} not found")
                 continue
             keys = [(t, p) for t in ts for p in partitions.get(t, [])]
+            try:
+                committed = committed_of(group, keys)
+            except KafkaUnavailable as exc:
+                out[group] = exc
+                continue
             out[group] = build_snapshot(group, taken_at, {k: starts[k] for k in keys}, {k: ends[k] for k in keys},
-                                        mirror.committed(group, keys), (reset or {}).get(group, "earliest"),
-                                        requests, time.monotonic() - t0)
+                                        committed, (reset or {}).get(group, "earliest"), requests,
+                                        time.monotonic() - t0)
         self.last_partitions = {t: len(ps) for t, ps in partitions.items() if t != OFFSETS_TOPIC}
         return out
 

@@ -237,11 +237,13 @@ def _kopf_emit(body: Any, e: Event) -> None:
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings,
              lock: Callable[[str, str], threading.Lock], reconcile: Callable[[Mapping[str, Any]], Any],
              index: GroupIndex, on_partitions: Callable[[str, Mapping[str, int]], None] = lambda c, p: None,
-             monitor: LagMonitor | None = None, threads: int = 4) -> LagPoller:
+             on_first_event: list[Callable[[], None]] | None = None, monitor: LagMonitor | None = None,
+             threads: int = 4) -> LagPoller:
     """Attach the lag rounds (started with the operator, over the group index) and the forget-on-delete
     handler to `registry`. `lock` and `reconcile` are the operator's per-group lock and reconcile entry
     point (handlers.py); `on_partitions` receives the partition counts each round saw (the reconcile's topic
-    reader uses them instead of its own metadata reads)."""
+    reader uses them instead of its own metadata reads). The rounds start with the first watch event
+    (`on_first_event`, run by the index handler in kopf's resource context, which kopf.event needs)."""
     from lagpilot_operator.autoscale.rounds import LagRounds
 
     poller = LagPoller(kube, settings, monitor or LagMonitor(timeout=max(10.0, settings.broker_timeout_seconds)),
@@ -249,9 +251,8 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings,
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lag")
     rounds = LagRounds(poller, index, pool, on_partitions)
 
-    @kopf.on.startup(registry=registry)
-    async def start_lag_rounds(**_: Any) -> None:
-        rounds.start()  # copies this context: kopf.event works from the rounds
+    if on_first_event is not None:
+        on_first_event.append(rounds.start)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_lag_rounds(**_: Any) -> None:

@@ -2,8 +2,8 @@
 (`LagReader.read_groups`), then each group's step applied. Replaces a daemon and a read per group: with
 1 000 groups the brokers see a handful of requests per round, not 4 000.
 
-`select_due` is the pure part (who is read now); `LagRounds` is the thin shell: a scheduler thread over
-the operator's group index, and the rounds themselves in the lag thread pool.
+`autoscale.schedule.select_due` is the pure part (who is read now); `LagRounds` is the thin shell: a
+scheduler thread over the operator's group index, and the rounds themselves in the lag thread pool.
 """
 
 from __future__ import annotations
@@ -15,35 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from lagpilot_operator import brokers
 from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagSnapshot
 from lagpilot_operator.autoscale.poller import ROUND_REQUESTS, ROUNDS, LagPoller, Prepared
+from lagpilot_operator.autoscale.schedule import Slot, select_due
 from lagpilot_operator.index import GroupIndex, Key
 
 log = logging.getLogger("lagpilot.operator.lag")
 TICK_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Slot:
-    """When a group is read next, how often, and through which connection (None before its first read)."""
-
-    next_at: float
-    period: float
-    connection: str | None
-
-
-def select_due(slots: Mapping[Key, Slot], known: list[Key], now: float) -> list[Key]:
-    """Groups to read now: every group whose time has come (and every group never read), plus, on a
-    connection that has a round anyway, every group due within half its period. So groups on one
-    connection fall into one round after their first reads, and none is read later than its period."""
-    due = [k for k in known if k not in slots or slots[k].next_at <= now]
-    conns = {slots[k].connection for k in due if k in slots}
-    early = [k for k in known if k in slots and k not in due and slots[k].connection in conns
-             and math.isfinite(slots[k].next_at) and slots[k].next_at - now <= slots[k].period / 2]
-    return due + early
 
 
 def connection_rounds(prepared: list[Prepared]) -> dict[str, list[Prepared]]:

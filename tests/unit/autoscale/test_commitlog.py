@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lagpilot_operator.autoscale.commitlog import Commit, decode_commit
+from lagpilot_operator.autoscale.commits import Commit, decode_commit
 
 
 def kstr(s: str) -> bytes:

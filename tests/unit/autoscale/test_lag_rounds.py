@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lagpilot_operator.autoscale.rounds import Slot, select_due
+from lagpilot_operator.autoscale.schedule import Slot, select_due
 
 pytestmark = pytest.mark.unit
 A, B, C = ("ns", "a"), ("ns", "b"), ("ns", "c")
