@@ -182,7 +182,7 @@ def measure(variant: str, root: Path, lab: Any, topics: list[str], n: int, windo
     cp = lab.control_plane
     api = cp.api_client()
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    namespace = f"bench-{variant}-{n}-{os.getpid() % 10000}"
+    namespace = f"bench-{''.join(c if c.isalnum() else '-' for c in variant.lower())}-{n}-{os.getpid() % 10000}"
     core.create_namespace({"metadata": {"name": namespace}})
     names = [f"cg-{i:04d}" for i in range(n)]
     for i, name in enumerate(names):

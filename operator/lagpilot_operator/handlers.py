@@ -195,6 +195,16 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
 
     ctx.on_first_event.append(resync.start)
 
+    @kopf.daemon(GROUP, VERSION, PLURAL, id="served", cancellation_timeout=5.0, registry=registry)
+    async def served(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        """A token, not a loop: the group is in the periodic loops' view while kopf runs this daemon."""
+        key = (namespace or "", name)
+        ctx.index.serve(key, True)
+        try:
+            await stopped.wait()
+        finally:
+            ctx.index.serve(key, False)
+
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(**_: Any) -> None:
         resync.stop()

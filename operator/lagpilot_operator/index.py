@@ -17,7 +17,18 @@ class GroupIndex:
 
     def __init__(self) -> None:
         self._bodies: dict[Key, dict[str, Any]] = {}
+        self._served: set[Key] = set()
         self._lock = threading.Lock()
+
+    def serve(self, key: Key, on: bool) -> None:
+        """Whether kopf currently serves this group in this process (its daemon runs): kopf stops daemons
+        when peering pauses the operator (another one has priority) and when the group is being deleted,
+        so the periodic loops never act on a group another operator serves."""
+        with self._lock:
+            if on:
+                self._served.add(key)
+            else:
+                self._served.discard(key)
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -33,8 +44,9 @@ class GroupIndex:
             return self._bodies.get(key)
 
     def items(self) -> list[tuple[Key, dict[str, Any]]]:
+        """The groups this process serves, with their latest bodies."""
         with self._lock:
-            return list(self._bodies.items())
+            return [(k, b) for k, b in self._bodies.items() if k in self._served]
 
     def __len__(self) -> int:
         with self._lock:

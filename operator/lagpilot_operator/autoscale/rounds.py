@@ -23,7 +23,7 @@ from lagpilot_operator.autoscale.schedule import Slot, select_due
 from lagpilot_operator.index import GroupIndex, Key
 
 log = logging.getLogger("lagpilot.operator.lag")
-TICK_SECONDS = 1.0
+TICK_SECONDS = 0.5
 
 
 def connection_rounds(prepared: list[Prepared]) -> dict[str, list[Prepared]]:
@@ -103,11 +103,14 @@ class LagRounds:
                 self._busy.add(conn)
                 for p in preps:
                     self._slots[(p.namespace, p.name)] = Slot(math.inf, p.sleep, conn)
-            self.pool.submit(contextvars.copy_context().run, self.run_round, conn, preps)
+            self.pool.submit(contextvars.copy_context().run, self.run_round, conn, preps, now)
             submitted += 1
         return submitted
 
-    def run_round(self, conn: str, preps: list[Prepared]) -> None:
+    def run_round(self, conn: str, preps: list[Prepared], started: float | None = None) -> None:
+        """One round; the groups' next reads are due one period after `started` (the tick that chose
+        them), so a round's own duration does not stretch the period."""
+        started = self.clock() if started is None else started
         try:
             first = preps[0]
             reader = self.poller.monitor.reader(first.spec.bootstrap_servers, first.security)
@@ -134,13 +137,12 @@ class LagRounds:
                 except Exception:
                     log.exception("%s/%s: lag poll failed", p.namespace, p.name)
         finally:
-            done = self.clock()
             with self._lock:
                 self._busy.discard(conn)
                 for p in preps:
                     key = (p.namespace, p.name)
                     if key in self._slots:
-                        self._slots[key] = Slot(done + p.sleep, p.sleep, conn)
+                        self._slots[key] = Slot(started + p.sleep, p.sleep, conn)
 
 
 def _only(snapshot: LagSnapshot, topic: str) -> LagSnapshot:
