@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ACTIVE = 20
 GROUPS_PER_TOPIC = 10
 PARTITIONS = 6
+OPERATOR_ENV: dict[str, str] = {}  # --operator-env KEY=VALUE (e.g. an experiment with MALLOC_ARENA_MAX)
 
 
 @dataclass
@@ -101,12 +102,14 @@ def group_body(name: str, topic: str, bootstrap: str, workers: int) -> dict[str,
 
 
 @contextlib.contextmanager
-def operator_process(variant_root: Path, kubeconfig: str, namespace: str, log: Path) -> Iterator[tuple[int, int]]:
+def operator_process(variant_root: Path, kubeconfig: str, namespace: str, log: Path,
+                     extra_env: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
     """`python -m lagpilot_operator.main` from `variant_root` (this checkout or a baseline worktree)."""
     port = free_port()
     env = {**os.environ, "KUBECONFIG": kubeconfig, "LAGPILOT_WATCH_NAMESPACES": namespace,
            "LAGPILOT_CONSUMER_IMAGE": "lagpilot:lab",
-           "PYTHONPATH": os.pathsep.join(str(variant_root / p) for p in ("operator", ".", "consumer"))}
+           "PYTHONPATH": os.pathsep.join(str(variant_root / p) for p in ("operator", ".", "consumer")),
+           **(extra_env or {})}
     argv = [sys.executable, "-m", "lagpilot_operator.main", "--standalone", "--metrics-port", str(port),
             "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
     with open(log, "ab") as out:
@@ -191,7 +194,8 @@ def measure(variant: str, root: Path, lab: Any, topics: list[str], n: int, windo
                                                           lab.kafka.bootstrap_servers, 1 if i < ACTIVE else 0))
     figures = Figures(variant, n)
     print(f"  [{variant} N={n}] {n} ConsumerGroups created; starting the operator", flush=True)
-    with operator_process(root, cp.kubeconfig, namespace, logs / f"operator-{variant}-{n}.log") as (pid, port):
+    with operator_process(root, cp.kubeconfig, namespace, logs / f"operator-{variant}-{n}.log",
+                          OPERATOR_ENV) as (pid, port):
         t0 = time.monotonic()
         while True:
             items = custom.list_namespaced_custom_object("lagpilot.io", "v1alpha1", namespace,
@@ -300,7 +304,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=120.0)
     ap.add_argument("--warmup", type=float, default=60.0)
     ap.add_argument("--out", default=str(ROOT / "bench/operator/results.json"))
+    ap.add_argument("--operator-env", action="append", default=[], help="KEY=VALUE for the operator process")
     args = ap.parse_args()
+    OPERATOR_ENV.update(kv.split("=", 1) for kv in args.operator_env)
     sizes = [int(x) for x in args.groups.split(",") if x]
     baseline_sizes = [int(x) for x in args.baseline_groups.split(",") if x] if args.baseline else []
     print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",

@@ -29,8 +29,9 @@ class Settings:
     priority: int = 0
     resync_seconds: float = 30.0
     # A group that is idle, healthy and unchanged is reconciled again only this often (spread per group):
-    # every change it depends on in the API server arrives as a watch event anyway.
-    full_resync_seconds: float = 600.0
+    # every change it depends on in the API server arrives as a watch event anyway. (controller-runtime's
+    # default SyncPeriod is 10 hours; an hour keeps the safety net at ~3% of a core for 1 000 groups.)
+    full_resync_seconds: float = 3600.0
     broker_timeout_seconds: float = 3.0
     fence_timeout_seconds: int = 15
     # How workers get partitions: "k8s" (the operator's hand-off grants them) or "kafka" (group rebalancing,
@@ -81,7 +82,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         peering=env.get("LAGPILOT_PEERING", "").strip() or "auto",
         priority=_int(env, "LAGPILOT_PEERING_PRIORITY", 0),
         resync_seconds=_float(env, "LAGPILOT_RESYNC_SECONDS", 30.0),
-        full_resync_seconds=_float(env, "LAGPILOT_FULL_RESYNC_SECONDS", 600.0),
+        full_resync_seconds=_float(env, "LAGPILOT_FULL_RESYNC_SECONDS", 3600.0),
         broker_timeout_seconds=_float(env, "LAGPILOT_BROKER_TIMEOUT_SECONDS", 3.0),
         fence_timeout_seconds=_int(env, "LAGPILOT_FENCE_TIMEOUT_SECONDS", 15),
         assignment_mode=mode if mode in ASSIGNMENT_MODES else "k8s",
