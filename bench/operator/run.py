@@ -266,6 +266,13 @@ def measure(variant: str, root: Path, lab: Any, topics: list[str], n: int, windo
         if missed:
             print(f"  [{variant} N={n}] {missed} spec changes never reached their Deployment within 60 s")
         figures.load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    # The operator is stopped: remove this phase's workers, so that the next phase does not share the two
+    # cores (and the API server) with them.
+    apps = client.AppsV1Api(api)
+    apps.delete_collection_namespaced_deployment(namespace)
+    deadline = time.monotonic() + 120
+    while core.list_namespaced_pod(namespace).items and time.monotonic() < deadline:
+        time.sleep(2)
     api.close()
     return figures
 
