@@ -110,11 +110,8 @@ class LagReader:
             starts, ends = self._log_bounds(admin, tps, OffsetSpec)
             # 4. the group's committed offsets on exactly these partitions: one OffsetFetch.
             committed = self._committed(group, tps)
-        except KafkaException as exc:
-            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
-        except TimeoutError:
-            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
-                                   f"{self.timeout:g}s") from None
+        except (KafkaException, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
         finally:
             self.polls += 1
         return build_snapshot(group, taken_at, starts, ends, committed, reset, self.requests_total - before,
@@ -168,11 +165,8 @@ class LagReader:
             ends: dict[tuple[str, int], int] = {}
             if tps or log_tps:
                 starts, ends = self._log_bounds(admin, tps, OffsetSpec, extra_latest=log_tps)
-        except KafkaException as exc:
-            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
-        except TimeoutError:
-            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
-                                   f"{self.timeout:g}s") from None
+        except (KafkaException, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
         finally:
             self.polls += 1
         log_ends = {p: ends.pop((OFFSETS_TOPIC, p)) for p in partitions.get(OFFSETS_TOPIC, [])}
@@ -200,7 +194,7 @@ class LagReader:
                 try:
                     return self._committed(group, [Tp(t, p) for t, p in keys])
                 except KafkaException as exc:
-                    raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
+                    raise self._unavailable(exc) from None
         requests = self.requests_total - before
         out: dict[str, LagSnapshot | Exception] = {}
         for group, ts in wanted.items():
@@ -234,12 +228,16 @@ class LagReader:
             res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                     request_timeout=self.timeout)[group].result(
                 timeout=self.timeout + 5)
-        except KafkaException as exc:
-            raise KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout)) from None
-        except TimeoutError:
-            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
-                                   f"{self.timeout:g}s") from None
+        except (KafkaException, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
         return sorted({tp.topic for tp in res.topic_partitions or []} - {"__lagpilot_probe"})
+
+    def _unavailable(self, exc: Exception) -> KafkaUnavailable:
+        """A broker error or a timeout of this reader, as the KafkaUnavailable callers report."""
+        if isinstance(exc, TimeoutError):
+            return KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: no answer within "
+                                    f"{self.timeout:g}s")
+        return KafkaUnavailable(_describe_error(exc, self.bootstrap_servers, self.timeout))
 
     def _committed(self, group: str, tps: list[Any]) -> dict[tuple[str, int], int | None]:
         from confluent_kafka import TopicPartition
