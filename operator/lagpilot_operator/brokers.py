@@ -121,11 +121,6 @@ def release_group(group: tuple[str, str]) -> None:
         _close_connection(conn)
 
 
-def connection_users(key: str) -> int:
-    with _clients_lock:
-        return len(_users.get(key, ()))
-
-
 def _close_connection(conn: str) -> None:
     with _clients_lock:
         keys = [k for k in _clients if k[1] == conn]

@@ -47,7 +47,3 @@ class GroupIndex:
         """The groups this process serves, with their latest bodies."""
         with self._lock:
             return [(k, b) for k, b in self._bodies.items() if k in self._served]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._bodies)
