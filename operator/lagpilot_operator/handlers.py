@@ -34,6 +34,8 @@ from lagpilot_operator.workload.topics import TopicReader
 
 log = logging.getLogger("lagpilot.operator")
 
+KOPF_WORKER_LIMIT = 64  # per watched resource kind; see `configure`
+
 
 @dataclass
 class Context:
@@ -44,6 +46,12 @@ class Context:
     settled: dict[tuple[str, str], Settled] = field(default_factory=dict)
     on_first_event: list[Callable[[], None]] = field(default_factory=list)  # periodic loops to start
     loops_started: bool = False
+    resync: ResyncLoop | None = None  # set by `register`
+
+    def request(self, namespace: str, name: str) -> None:
+        """Something the group depends on changed: reconcile it soon, coalesced with other requests."""
+        if self.resync is not None and self.index.get((namespace, name)) is not None:
+            self.resync.request((namespace, name))
 
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -88,7 +96,12 @@ def run_reconcile(ctx: Context, body: Any) -> str:
 class ResyncLoop:
     """One thread for every group's periodic work: each tick it walks the group index and queues a
     reconcile for groups whose partitions are in motion (every FAST_INTERVAL_SECONDS) or whose resync is
-    due; reconciles run in a small pool of their own, at most one queued per group."""
+    due. Reconciles run in a small pool of their own, coalesced per group like controller-runtime's work
+    queue: at most one queued and one running per group, and a request while one runs makes it run once
+    more after (it may have read the world before the change). The watch triggers (a worker Deployment,
+    pod or Lease changed, an owned object deleted) request here too, rather than reconciling in kopf's
+    handler threads: a worker starting sent five or six events for its group, each holding one of kopf's
+    threads on that group's lock, and a spec change of another group then waited seconds for a thread."""
 
     TICK_SECONDS = 0.5
 
@@ -96,6 +109,8 @@ class ResyncLoop:
         self.ctx = ctx
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="resync")
         self._queued: set[tuple[str, str]] = set()
+        self._running: set[tuple[str, str]] = set()
+        self._again: set[tuple[str, str]] = set()
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,8 +139,10 @@ class ResyncLoop:
             return settled is None or now - settled.at >= FAST_INTERVAL_SECONDS
         rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
         partitions = self.ctx.topics.known_partitions(settled.connection, settled.topic) if settled else None
+        served_at = self.ctx.index.served_at(key)
         return resync_due(settled, rv, partitions, now, settings.resync_seconds,
-                          full_resync_seconds(settings.full_resync_seconds, key))
+                          full_resync_seconds(settings.full_resync_seconds, key),
+                          now if served_at is None else served_at)
 
     def tick(self, now: float) -> int:
         queued = 0
@@ -133,14 +150,31 @@ class ResyncLoop:
             if (body.get("metadata") or {}).get("deletionTimestamp") or not self.due(key, body, now):
                 continue
             with self._guard:
-                if key in self._queued:
-                    continue
+                if key in self._queued or key in self._running:
+                    continue  # a due resync needs no second run
                 self._queued.add(key)
             self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
             queued += 1
         return queued
 
+    def request(self, key: tuple[str, str]) -> bool:
+        """Reconcile `key` soon; False when that was already arranged (queued, or a rerun marked), or the
+        operator is stopping."""
+        with self._guard:
+            if self._stop.is_set() or key in self._queued:
+                return False
+            if key in self._running:
+                new = key not in self._again
+                self._again.add(key)
+                return new
+            self._queued.add(key)
+        self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
+        return True
+
     def _reconcile(self, key: tuple[str, str]) -> None:
+        with self._guard:
+            self._queued.discard(key)
+            self._running.add(key)
         try:
             run_reconcile(self.ctx, {"metadata": {"namespace": key[0], "name": key[1]}})
         except Exception:
@@ -151,7 +185,13 @@ class ResyncLoop:
                                             time.monotonic())
         finally:
             with self._guard:
-                self._queued.discard(key)
+                self._running.discard(key)
+                again = key in self._again and not self._stop.is_set()
+                self._again.discard(key)
+                if again:
+                    self._queued.add(key)
+            if again:
+                self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
 
 
 def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
@@ -168,6 +208,13 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 270
         settings.execution.max_workers = 8
+        # At most this many groups in kopf's hands at once: unbounded, a start with 1 000 groups had every
+        # group's body, diff and pending handler call alive together (5 M Python objects at the peak,
+        # 545 MB RSS that fragmentation then kept) while the 8 handler threads worked through them. A worker
+        # holds its slot until idle for `idle_timeout`, so that is shortened too; 64 slots of (handler time
+        # + 1 s) still keep the 8 handler threads busy.
+        settings.queueing.worker_limit = KOPF_WORKER_LIMIT
+        settings.queueing.idle_timeout = 1.0
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -180,7 +227,7 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     def on_change(body: kopf.Body, **_: Any) -> None:
         run_reconcile(ctx, body)  # returns nothing: kopf would store a result in status.<handler id>
 
-    resync = ResyncLoop(ctx)
+    resync = ctx.resync = ResyncLoop(ctx)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id="index", registry=registry)
     async def index(body: kopf.Body, type: str | None, **_: Any) -> None:
@@ -219,7 +266,7 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT}, id="pod-changed",
                    registry=registry)
-    def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         """A worker pod's trouble (crash loop, image pull, unschedulable) began, changed or ended: reconcile
         now, so the condition follows without waiting for a resync. Other pod updates carry nothing new."""
         key = (str(body["metadata"]["namespace"]), str(body["metadata"]["name"]))
@@ -232,18 +279,13 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
                 pod_troubles[key] = trouble
         if trouble == before:
             return
-        name = body["metadata"]["labels"][LABEL_CG]
-        if ctx.index.get((key[0], name)) is not None:
-            run_reconcile(ctx, {"metadata": {"name": name, "namespace": key[0]}})
+        ctx.request(key[0], body["metadata"]["labels"][LABEL_CG])
 
     @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
                    id="worker-changed", registry=registry)
-    def worker_changed(body: kopf.Body, **_: Any) -> None:
-        """A worker Deployment changed (drift, deletion, readiness): reconcile its group now."""
-        name = body["metadata"]["labels"][LABEL_CG]
-        namespace = body["metadata"]["namespace"]
-        if ctx.index.get((namespace, name)) is not None:
-            run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
+    async def worker_changed(body: kopf.Body, **_: Any) -> None:
+        """A worker Deployment changed (drift, deletion, readiness): reconcile its group soon."""
+        ctx.request(body["metadata"]["namespace"], body["metadata"]["labels"][LABEL_CG])
 
     if ctx.settings.assignment_mode == "k8s":
         _register_handoff_triggers(ctx, registry)
@@ -270,12 +312,9 @@ def _register_deleted_trigger(ctx: Context, registry: kopf.OperatorRegistry, gro
 
     @kopf.on.event(group, version, plural, labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
                    id=f"{plural}-deleted", registry=registry)
-    def deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
-        if type != "DELETED":
-            return
-        name, namespace = body["metadata"]["labels"][LABEL_CG], body["metadata"]["namespace"]
-        if ctx.index.get((namespace, name)) is not None:
-            run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
+    async def deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            ctx.request(body["metadata"]["namespace"], body["metadata"]["labels"][LABEL_CG])
 
 
 def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) -> None:
@@ -286,12 +325,8 @@ def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) ->
 
     @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={LABEL_CG: kopf.PRESENT}, id="lease-changed",
                    registry=registry)
-    def lease_changed_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def lease_changed_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
         with seen_guard:
             news = lease_changed(seen, type, body)
-        if not news:
-            return
-        name = body["metadata"]["labels"][LABEL_CG]
-        namespace = body["metadata"]["namespace"]
-        if ctx.index.get((namespace, name)) is not None:
-            run_reconcile(ctx, {"metadata": {"name": name, "namespace": namespace}})
+        if news:
+            ctx.request(body["metadata"]["namespace"], body["metadata"]["labels"][LABEL_CG])

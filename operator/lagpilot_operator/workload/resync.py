@@ -33,17 +33,20 @@ def full_resync_seconds(base: float, key: tuple[str, str]) -> float:
 
 
 def resync_due(settled: Settled | None, resource_version: str, partitions: int | None, now: float,
-               interval: float, full_every: float) -> bool:
+               interval: float, full_every: float, served_at: float = float("-inf")) -> bool:
     """Whether the periodic resync should reconcile the group now.
 
-    - never reconciled in this process: yes;
+    - never reconciled in this process: only once it has been served for `interval` (since `served_at`)
+      without a reconcile. kopf's resume/create handler reconciles every group it starts serving; a resync
+      queued beside it doubled the start-up work (1 000 groups reconciled twice) and the memory held by
+      the backlog;
     - reconciled less than `interval` ago (by any trigger): no;
     - the last reconcile was not quiet (it wrote, emitted, or left the group Degraded), or the CR changed
       since (its resourceVersion), or the lag rounds saw another partition count: yes;
     - otherwise only once `full_every` has passed since it: the safety net against a missed event.
     """
     if settled is None:
-        return True
+        return now - served_at >= interval
     age = now - settled.at
     if age < interval:
         return False

@@ -43,3 +43,20 @@ def test_stored_bodies_are_copies() -> None:
     idx.observe(None, raw)
     raw["status"]["phase"] = "Changed"  # type: ignore[index]
     assert idx.items()[0][1]["status"]["phase"] == "Idle"
+
+
+def test_managed_fields_are_not_kept_and_serving_is_timed() -> None:
+    now = [100.0]
+    idx = GroupIndex(clock=lambda: now[0])
+    raw = body("a", "1")
+    raw["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]  # type: ignore[index]
+    idx.observe(None, raw)
+    assert "managedFields" not in idx.get(("ns", "a"))["metadata"]  # type: ignore[index]
+    assert "managedFields" in raw["metadata"]  # type: ignore[operator]  # the caller's body is untouched
+    assert idx.served_at(("ns", "a")) is None
+    idx.serve(("ns", "a"), True)
+    now[0] = 130.0
+    idx.serve(("ns", "a"), True)  # kopf restarting the daemon keeps the first time
+    assert idx.served_at(("ns", "a")) == 100.0
+    idx.serve(("ns", "a"), False)
+    assert idx.served_at(("ns", "a")) is None

@@ -13,7 +13,7 @@ QUIET = Settled("100", True, "conn", "orders", 6, at=1000.0)
 
 
 @pytest.mark.parametrize(("settled", "rv", "partitions", "now", "due"), [
-    (None, "100", None, 0.0, True),  # never reconciled here
+    (None, "100", None, 0.0, True),  # never reconciled here, served since ever
     (QUIET, "100", 6, 1010.0, False),  # within the interval: no
     (QUIET, "100", 6, 1031.0, False),  # quiet and unchanged: waits for the full resync
     (QUIET, "101", 6, 1031.0, True),  # the CR changed
@@ -37,6 +37,15 @@ def test_never_more_often_than_the_interval_and_never_rarer_than_the_full_period
         assert not due
     if age >= 600.0:
         assert due
+
+
+@pytest.mark.parametrize(("served_at", "now", "due"), [
+    (1000.0, 1000.0, False),  # just served: kopf's resume/create handler is reconciling it
+    (1000.0, 1029.0, False),
+    (1000.0, 1030.0, True),  # no reconcile within the interval (the handler keeps failing): the resync steps in
+])
+def test_a_group_never_reconciled_waits_for_kopfs_first_reconcile(served_at: float, now: float, due: bool) -> None:
+    assert resync_due(None, "1", 6, now, interval=30.0, full_every=600.0, served_at=served_at) is due
 
 
 def test_full_resync_is_spread_over_a_stable_band() -> None:
