@@ -143,18 +143,35 @@ class DeploymentWatch:
         self._thread.start()
 
     def _run(self) -> None:
+        """Watch from the current resourceVersion and resume from the last one seen. (A watch started
+        without one first replays every Deployment as ADDED: with 1 000 groups that is 1 000 objects
+        deserialized in this process before the change of interest shows, which the first runs did every
+        5 s and then counted as operator latency.)"""
         from kubernetes import client, watch
+        from kubernetes.client.exceptions import ApiException
 
         apps = client.AppsV1Api(self.api)
+
+        def current() -> str:
+            return str(apps.list_namespaced_deployment(self.namespace, limit=1).metadata.resource_version)
+
+        rv = current()
         while not self._stop.is_set():
             w = watch.Watch()
-            with contextlib.suppress(Exception):
-                for ev in w.stream(apps.list_namespaced_deployment, self.namespace, timeout_seconds=5):
+            try:
+                for ev in w.stream(apps.list_namespaced_deployment, self.namespace, resource_version=rv,
+                                   timeout_seconds=30):
                     d = ev["object"]
+                    rv = str(d.metadata.resource_version)
                     self.seen.setdefault(d.metadata.labels.get("lagpilot.io/consumergroup", ""), []).append(
                         (time.monotonic(), int(d.spec.replicas or 0)))
                     if self._stop.is_set():
                         break
+            except ApiException as exc:
+                if exc.status == 410:  # too old: start again from now (changes are sent after `after`)
+                    rv = current()
+            except Exception:
+                time.sleep(0.2)
 
     def first_time(self, group: str, replicas: int, after: float, timeout: float = 60) -> float | None:
         deadline = time.monotonic() + timeout

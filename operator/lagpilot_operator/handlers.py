@@ -29,6 +29,7 @@ from lagpilot_operator.metrics import metrics
 from lagpilot_operator.settings import Settings
 from lagpilot_operator.workload import reconcile as rec
 from lagpilot_operator.workload import status as st
+from lagpilot_operator.workload.applied import AppliedCache
 from lagpilot_operator.workload.resync import Settled, full_resync_seconds, resync_due
 from lagpilot_operator.workload.topics import TopicReader
 
@@ -47,6 +48,7 @@ class Context:
     on_first_event: list[Callable[[], None]] = field(default_factory=list)  # periodic loops to start
     loops_started: bool = False
     resync: ResyncLoop | None = None  # set by `register`
+    applied: AppliedCache | None = None  # set by `register`
 
     def request(self, namespace: str, name: str) -> None:
         """Something the group depends on changed: reconcile it soon, coalesced with other requests."""
@@ -79,7 +81,8 @@ def run_reconcile(ctx: Context, body: Any) -> str:
             result = rec.reconcile(
                 fresh, ctx.kube, ctx.topics, ctx.settings,
                 emit=lambda kind, reason, message: kopf.event(cast(Any, fresh), type=kind, reason=reason,
-                                                              message=message[:1000]))
+                                                              message=message[:1000]),
+                applied=ctx.applied)
         except Exception:
             m.reconcile_errors.inc()
             raise
@@ -114,11 +117,21 @@ class ResyncLoop:
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._base: contextvars.Context | None = None
 
     def start(self) -> None:
-        run = contextvars.copy_context().run  # kopf's context: kopf.event works from the reconciles
-        self._thread = threading.Thread(target=run, args=(self._run,), name="resync", daemon=True)
+        # kopf's context as the loops start (kopf.event needs kopf's posting queue from it). Every reconcile
+        # runs in a copy of this one, never of the requester's: a watch handler's context holds kopf's whole
+        # cause for its event (body, diff, patch, logger), and a thousand queued requests each holding one
+        # were most of the operator's memory while 1 000 groups started.
+        self._base = contextvars.copy_context()
+        self._thread = threading.Thread(target=self._base.copy().run, args=(self._run,), name="resync",
+                                        daemon=True)
         self._thread.start()
+
+    def _submit(self, key: tuple[str, str]) -> None:
+        base = self._base if self._base is not None else contextvars.copy_context()
+        self.pool.submit(base.copy().run, self._reconcile, key)
 
     def stop(self) -> None:
         self._stop.set()
@@ -153,7 +166,7 @@ class ResyncLoop:
                 if key in self._queued or key in self._running:
                     continue  # a due resync needs no second run
                 self._queued.add(key)
-            self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
+            self._submit(key)
             queued += 1
         return queued
 
@@ -168,7 +181,7 @@ class ResyncLoop:
                 self._again.add(key)
                 return new
             self._queued.add(key)
-        self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
+        self._submit(key)
         return True
 
     def _reconcile(self, key: tuple[str, str]) -> None:
@@ -191,7 +204,7 @@ class ResyncLoop:
                 if again:
                     self._queued.add(key)
             if again:
-                self.pool.submit(contextvars.copy_context().run, self._reconcile, key)
+                self._submit(key)
 
 
 def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
@@ -228,6 +241,8 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
         run_reconcile(ctx, body)  # returns nothing: kopf would store a result in status.<handler id>
 
     resync = ctx.resync = ResyncLoop(ctx)
+    if ctx.applied is None:
+        ctx.applied = AppliedCache(ttl=ctx.settings.full_resync_seconds)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id="index", registry=registry)
     async def index(body: kopf.Body, type: str | None, **_: Any) -> None:
@@ -256,10 +271,11 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
     async def stop_resync(**_: Any) -> None:
         resync.stop()
 
-    for group, version, plural in (("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "serviceaccounts"),
-                                   ("rbac.authorization.k8s.io", "v1", "roles"),
-                                   ("rbac.authorization.k8s.io", "v1", "rolebindings")):
-        _register_deleted_trigger(ctx, registry, group, version, plural)
+    for group, version, plural, kind in (("", "v1", "configmaps", "ConfigMap"), ("", "v1", "services", "Service"),
+                                         ("", "v1", "serviceaccounts", "ServiceAccount"),
+                                         ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+                                         ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")):
+        _register_deleted_trigger(ctx, registry, group, version, plural, kind)
 
     pod_troubles: dict[tuple[str, str], Any] = {}
     pod_troubles_guard = threading.Lock()
@@ -306,15 +322,19 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
 
 
 def _register_deleted_trigger(ctx: Context, registry: kopf.OperatorRegistry, group: str, version: str,
-                              plural: str) -> None:
+                              plural: str, kind: str) -> None:
     """An object the reconcile owns was deleted (by a person, GitOps, a script): reconcile its group now
-    rather than at the next full resync. Other changes to these objects are the resync's."""
+    rather than at the next full resync. Any other change only makes the next reconcile of the group read
+    the object back (it is no longer known to match its plan: `AppliedCache`)."""
 
     @kopf.on.event(group, version, plural, labels={LABEL_MANAGED_BY: MANAGER, LABEL_CG: kopf.PRESENT},
                    id=f"{plural}-deleted", registry=registry)
     async def deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
+        meta = body["metadata"]
+        if ctx.applied is not None:
+            ctx.applied.forget(kind, str(meta["namespace"]), str(meta["name"]))
         if type == "DELETED":
-            ctx.request(body["metadata"]["namespace"], body["metadata"]["labels"][LABEL_CG])
+            ctx.request(meta["namespace"], meta["labels"][LABEL_CG])
 
 
 def _register_handoff_triggers(ctx: Context, registry: kopf.OperatorRegistry) -> None:

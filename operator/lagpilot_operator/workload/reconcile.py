@@ -24,6 +24,7 @@ from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse, partition_
 from lagpilot_operator.settings import Settings
 from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload import status as st
+from lagpilot_operator.workload.applied import AppliedCache
 from lagpilot_operator.workload.diff import deployment_state, differences, stale_deployments
 from lagpilot_operator.workload.status import TopicInfo
 from lagpilot_operator.workload.topics import TopicReader
@@ -93,8 +94,8 @@ def _lag_reader(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], dict[int, i
 
 
 def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings: Settings,
-              emit: EventSink, desired_workers: Callable[..., int] = planner.desired_workers
-              ) -> Result:
+              emit: EventSink, desired_workers: Callable[..., int] = planner.desired_workers,
+              applied: AppliedCache | None = None) -> Result:
     meta = body.get("metadata") or {}
     name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta["uid"])
     generation = int(meta.get("generation") or 0)
@@ -131,11 +132,16 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         desired = planner.plan(spec, owner, workers, settings.fence_timeout_seconds, settings.assignment_mode)
         revision, deployment_name = desired.revision, desired.deployment_name
         for obj in desired.applied:
+            fresh, token = applied.check(obj) if applied is not None else (False, 0)
+            if fresh:
+                continue
             current = kube.get(obj["kind"], namespace, obj["metadata"]["name"])
             if current is None or differences(obj, current):
                 kube.apply(obj)
                 result.actions.append(f"{'created' if current is None else 'updated'} {obj['kind']} "
                                       f"{obj['metadata']['name']}")
+            if applied is not None:
+                applied.remember(obj, token)
         if settings.assignment_mode == "k8s":
             # The hand-off owns the per-revision Deployments (it leaves them alone while
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.
