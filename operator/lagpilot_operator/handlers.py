@@ -162,24 +162,23 @@ class ResyncLoop:
         for key, body in self.ctx.index.items():
             if (body.get("metadata") or {}).get("deletionTimestamp") or not self.due(key, body, now):
                 continue
-            with self._guard:
-                if key in self._queued or key in self._running:
-                    continue  # a due resync needs no second run
-                self._queued.add(key)
-            self._submit(key)
-            queued += 1
+            queued += self._enqueue(key, rerun_if_running=False)  # a due resync needs no second run
         return queued
 
     def request(self, key: tuple[str, str]) -> bool:
         """Reconcile `key` soon; False when that was already arranged (queued, or a rerun marked), or the
         operator is stopping."""
+        return self._enqueue(key, rerun_if_running=True)
+
+    def _enqueue(self, key: tuple[str, str], rerun_if_running: bool) -> bool:
         with self._guard:
             if self._stop.is_set() or key in self._queued:
                 return False
             if key in self._running:
-                new = key not in self._again
+                if not rerun_if_running or key in self._again:
+                    return False
                 self._again.add(key)
-                return new
+                return True
             self._queued.add(key)
         self._submit(key)
         return True
@@ -284,7 +283,7 @@ def register(ctx: Context, registry: kopf.OperatorRegistry) -> None:
                    registry=registry)
     async def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
         """A worker pod's trouble (crash loop, image pull, unschedulable) began, changed or ended: reconcile
-        now, so the condition follows without waiting for a resync. Other pod updates carry nothing new."""
+        soon, so the condition follows without waiting for a resync. Other pod updates carry nothing new."""
         key = (str(body["metadata"]["namespace"]), str(body["metadata"]["name"]))
         trouble = None if type == "DELETED" else st.pod_trouble(body)
         with pod_troubles_guard:
