@@ -159,7 +159,8 @@ def test_fence_stops_deliveries_at_once_while_the_poll_loop_is_blocked(tmp_path:
                                           "5", "--commit-interval-ms", "100000")
             try:
                 rt.set_desired(frozenset({0, 1}), 1)
-                wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2, timeout=60)
+                # A fresh broker: its group coordinator may still be loading on a loaded machine.
+                wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2, timeout=150)
                 os.kill(broker.pid, signal.SIGSTOP)  # the coordinator stops answering
                 rt.set_desired(frozenset({1}), 2)  # release 0: drain 1 s, then a sync commit that hangs
                 time.sleep(3)
