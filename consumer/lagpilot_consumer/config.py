@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, CodeSet
+from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, DEFAULT_UNAVAILABLE, CodeSet
 from lagpilot_consumer.sources.static import parse_partitions
 
 
@@ -43,6 +43,9 @@ class Config:
     max_backoff_ms: int = 30_000
     success_codes: CodeSet = field(default_factory=lambda: CodeSet.parse(DEFAULT_SUCCESS))
     retry_codes: CodeSet = field(default_factory=lambda: CodeSet.parse(DEFAULT_RETRY))
+    unavailable_codes: CodeSet = field(default_factory=lambda: CodeSet.parse(DEFAULT_UNAVAILABLE))
+    max_requests_per_second: float = 0.0
+    max_outstanding_per_partition: int = 50_000
     dead_letter_topic: str = ""
     max_inflight: int = 1000
     max_inflight_bytes: int = 64 * 1024 * 1024
@@ -72,7 +75,8 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
     "connection": (("pooled", "per-request"), "pooled", "keep-alive pool per thread, or a new "
                    "one per request"),
     "max-connection-age-seconds": (float, 60.0, "recycle pooled connections after this age (0 = never)"),
-    "threads": (int, 8, "delivery threads"),
+    "threads": (int, 8, "most HTTP requests on the wire at once (the limit adapts down while the target "
+                "is unavailable); a record waiting for its retry holds none"),
     "ordering": (("key", "partition", "none"), "key", "what must be delivered one at a time, in order"),
     "assignment": (("static", "kafka", "k8s"), None, "partition source (default: static if --partitions, "
                    "else kafka)"),
@@ -82,6 +86,11 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
     "max-backoff-ms": (int, 30_000, "largest backoff cap"),
     "success-codes": (str, DEFAULT_SUCCESS, "status codes that mean delivered, e.g. 200-299"),
     "retry-codes": (str, DEFAULT_RETRY, "status codes that are retried; other non-success codes are fatal"),
+    "unavailable-codes": (str, DEFAULT_UNAVAILABLE, "retry codes meaning the target as a whole is "
+                          "unavailable: retried without using up --max-attempts, and fewer requests at once"),
+    "max-requests-per-second": (float, 0.0, "cap on requests per second to the target (0 = none)"),
+    "max-outstanding-per-partition": (int, 50_000, "offsets of a partition fetched and not yet committable "
+                                      "(behind a record still retrying) before that partition stops fetching"),
     "dead-letter-topic": (str, "", "topic for records that cannot be delivered (empty: retry forever)"),
     "max-inflight": (int, 1000, "records fetched but not done before fetching pauses"),
     "max-inflight-bytes": (int, 64 * 1024 * 1024, "bytes of record values fetched but not done before "
@@ -229,7 +238,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     for attr, lo in (("threads", 1), ("max_attempts", 1), ("initial_backoff_ms", 1), ("max_backoff_ms", 1),
                      ("max_inflight", 1), ("max_inflight_bytes", 1), ("commit_interval_ms", 10),
                      ("http_port", 0), ("timeout_seconds", 0.001), ("max_connection_age_seconds", 0),
-                     ("drain_seconds", 0), ("fence_timeout_seconds", 0.1), ("lease_renew_seconds", 0.1)):
+                     ("drain_seconds", 0), ("fence_timeout_seconds", 0.1), ("lease_renew_seconds", 0.1),
+                     ("max_requests_per_second", 0), ("max_outstanding_per_partition", 1)):
         if values[attr] < lo:
             raise bad(attr, f"must be >= {lo}")
     if values["http_port"] > 65535:
@@ -237,7 +247,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     if values["max_backoff_ms"] < values["initial_backoff_ms"]:
         raise bad("max_backoff_ms", f"must be >= --initial-backoff-ms ({values['initial_backoff_ms']})")
     codes: dict[str, CodeSet] = {}
-    for attr in ("success_codes", "retry_codes"):
+    for attr in ("success_codes", "retry_codes", "unavailable_codes"):
         try:
             codes[attr] = CodeSet.parse(values[attr])
         except ValueError as exc:
@@ -286,7 +296,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         ordering=values["ordering"], assignment=assignment, partitions=partitions,
         max_attempts=values["max_attempts"], initial_backoff_ms=values["initial_backoff_ms"],
         max_backoff_ms=values["max_backoff_ms"], success_codes=codes["success_codes"],
-        retry_codes=codes["retry_codes"], dead_letter_topic=values["dead_letter_topic"],
+        retry_codes=codes["retry_codes"], unavailable_codes=codes["unavailable_codes"],
+        max_requests_per_second=values["max_requests_per_second"],
+        max_outstanding_per_partition=values["max_outstanding_per_partition"],
+        dead_letter_topic=values["dead_letter_topic"],
         max_inflight=values["max_inflight"], max_inflight_bytes=values["max_inflight_bytes"],
         drain_seconds=values["drain_seconds"], commit_interval_ms=values["commit_interval_ms"],
         http_port=values["http_port"], bind=bind, log_format=values["log_format"],

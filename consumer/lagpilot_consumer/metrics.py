@@ -44,6 +44,21 @@ class Metrics:
         self.abandoned = Counter("lagpilot_abandoned_deliveries", "Deliveries given up on because their "
                                  "partition was released or the process stopped (not committed: the next "
                                  "owner re-delivers them)", registry=r)
+        self.concurrency_limit = Gauge("lagpilot_concurrency_limit", "Requests allowed on the wire at once "
+                                       "now (adaptive: halved while the target is unavailable)", registry=r)
+        self.requests_on_wire = Gauge("lagpilot_requests_on_wire", "HTTP requests being sent or answered",
+                                      registry=r)
+        self.retries_parked = Gauge("lagpilot_retries_parked", "Records waiting on a timer for their next "
+                                    "attempt (they hold no request slot; their key waits behind them)",
+                                    registry=r)
+        self.rate_limited_seconds = Counter("lagpilot_rate_limited_seconds", "Time requests waited for "
+                                            "--max-requests-per-second", registry=r)
+        self.outstanding_offsets = Gauge("lagpilot_outstanding_offsets", "Offsets fetched and not yet "
+                                         "committable, per partition (done ones behind an undone one "
+                                         "included); at --max-outstanding-per-partition the partition "
+                                         "stops fetching", ["partition"], registry=r)
+        self.fetch_held = Gauge("lagpilot_partition_fetch_held", "1 while a partition stops fetching "
+                                "because of --max-outstanding-per-partition", ["partition"], registry=r)
         self._deliv: dict[tuple[str, int], Counter] = {}
         self._hist: dict[tuple[str, int], Histogram] = {}
         self._cons: dict[int, Counter] = {}

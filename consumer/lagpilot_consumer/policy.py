@@ -40,6 +40,7 @@ class CodeSet:
 
 DEFAULT_SUCCESS = "200-299"
 DEFAULT_RETRY = "408,429,500-599"
+DEFAULT_UNAVAILABLE = "429,502,503,504"
 
 
 def classify(status: int | None, success: CodeSet, retry: CodeSet) -> Verdict:
@@ -131,3 +132,47 @@ def record_headers(topic: str, partition: int, offset: int, key: bytes | None, t
     if encoded_names:
         h["X-Lagpilot-Base64-Headers"] = ",".join(encoded_names)
     return h
+
+
+Action = Literal["done", "retry", "dead_letter", "hold"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do with a record after one attempt. ``counted``: the attempt used up one of
+    ``--max-attempts``; ``overload``: the answer says the target as a whole is overloaded or away (the
+    concurrency limit is cut); ``delay``: seconds until the next attempt (retry and hold)."""
+
+    action: Action
+    verdict: Verdict
+    counted: bool = False
+    overload: bool = False
+    delay: float = 0.0
+
+
+def next_step(status: int | None, retry_after: float | None, attempt: int, counted: int, *,
+              success: CodeSet, retry: CodeSet, unavailable: CodeSet, max_attempts: int,
+              initial_ms: int, max_ms: int, dead_letter: bool, rng: random.Random | None = None) -> Step:
+    """The retry rules, in one place. ``attempt`` counts every attempt of the record so far (this one
+    included), ``counted`` those that used up an attempt before this one.
+
+    - success: done.
+    - "the target is unavailable" (no answer, or a code in ``unavailable``: 429/502/503/504 by default):
+      retried with backoff, **never** counted, so an outage or a restart of the target dead-letters
+      nothing; it also cuts the concurrency limit.
+    - another retryable code (500, 408, ...): counted; after ``max_attempts`` of them the record is final.
+    - anything else (4xx, a redirect not followed): final at once.
+    - final: dead-lettered, or, without a dead-letter topic, held: retried at the max backoff for ever."""
+    verdict = classify(status, success, retry)
+    if verdict == "success":
+        return Step("done", verdict)
+    if status is None or (verdict == "retry" and status in unavailable):
+        return Step("retry", "retry", counted=False, overload=True,
+                    delay=backoff_seconds(attempt, initial_ms, max_ms, rng, retry_after))
+    if verdict == "retry" and counted + 1 < max_attempts:
+        return Step("retry", verdict, counted=True,
+                    delay=backoff_seconds(counted + 1, initial_ms, max_ms, rng, retry_after))
+    if dead_letter:
+        return Step("dead_letter", verdict, counted=verdict == "retry")
+    delay = max(backoff_seconds(1, max_ms, max_ms, rng, retry_after), max_ms / 1000.0)
+    return Step("hold", verdict, counted=verdict == "retry", delay=delay)

@@ -1,7 +1,7 @@
 """The consumer runtime: one poll-loop thread owning the ``confluent_kafka.Consumer`` (it is not
-thread-safe, so assign/pause/resume/commit happen only there) and N delivery threads fed by the ordering
-scheduler. Shared state (scheduler, watermarks, in-flight counters) lives under one condition lock; the
-HTTP work happens outside it."""
+thread-safe, so assign/pause/resume/commit happen only there) and the delivery engine's event-loop thread
+(:mod:`lagpilot_consumer.engine`) fed by the ordering scheduler. Shared state (scheduler, watermarks,
+in-flight counters) lives under one condition lock; the HTTP work happens outside it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lagpilot_consumer.config import Config
-from lagpilot_consumer.delivery import DeadLetterWriter, HttpClient, Record, deliver, sleep_unless
+from lagpilot_consumer.delivery import DeadLetterWriter
+from lagpilot_consumer.engine import DeliveryEngine
 from lagpilot_consumer.metrics import Metrics
 from lagpilot_consumer.partitions import PartitionState
 from lagpilot_consumer.scheduler import Item, Ordering, Scheduler
@@ -74,13 +75,14 @@ class ConsumerRuntime:
         self._fence_now = threading.Event()  # set by fence(); cleared by the poll loop once all is released
         self._fence_uncommitted = threading.Event()  # set by fence(commit=False): releases do not commit
         self._may_deliver: Callable[[], bool] = lambda: True  # the source's last-moment ownership check
-        self._workers_exit = False
         self._heartbeat = time.monotonic()
         self._connected = False
         self._running = False
         self._consumer: Any = None
         self._dlq: DeadLetterWriter | None = None
-        self._workers: list[threading.Thread] = []
+        self._engine: DeliveryEngine | None = None
+        self._held: set[int] = set()  # partitions not fetching: too many offsets outstanding
+        self._next_gauges = 0.0
 
     # ---- AssignmentSink ----------------------------------------------------------------------------
     def set_desired(self, partitions: frozenset[int], epoch: int) -> None:
@@ -98,6 +100,8 @@ class ConsumerRuntime:
         self._desired.fence()
         with self._cond:
             self._cond.notify_all()
+        if self._engine is not None:
+            self._engine.wake()
 
     def set_delivery_guard(self, may_deliver: Callable[[], bool]) -> None:
         """A check made right before every HTTP attempt and every periodic commit (the k8s source: the
@@ -155,10 +159,8 @@ class ConsumerRuntime:
         self._consumer = Consumer(consumer_conf(cfg, on_commit=self._on_commit, error_cb=self._on_error))
         if cfg.dead_letter_topic:
             self._dlq = DeadLetterWriter(cfg, self.metrics)
-        for i in range(cfg.threads):
-            t = threading.Thread(target=self._worker, name=f"deliver-{i}", daemon=True)
-            t.start()
-            self._workers.append(t)
+        self._engine = DeliveryEngine(cfg, self.metrics, self, self._dlq)
+        self._engine.start()
         self._check_connection()
         if self.subscribe:
             self._consumer.subscribe([cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -214,11 +216,8 @@ class ConsumerRuntime:
             if self._releasing():
                 time.sleep(0.02)
         self._abandon_all = True
-        with self._cond:
-            self._workers_exit = True
-            self._cond.notify_all()
-        for t in self._workers:
-            t.join(timeout=5)
+        if self._engine is not None:
+            self._engine.stop()
         self._report(self._applied_epoch, frozenset())
         try:
             self.source.stop()
@@ -433,6 +432,33 @@ class ConsumerRuntime:
                 self._consumer.resume(self._tps(active))
             self.metrics.paused.set(0)
             log.debug("fetch resumed", extra={"inflight": n, "inflight_bytes": b})
+        self._hold_stuck_partitions()
+
+    def _hold_stuck_partitions(self) -> None:
+        """Bound the memory behind a record that keeps failing: the offsets of its partition done after
+        it cannot be committed and stay in the watermark. At ``--max-outstanding-per-partition`` that
+        partition stops fetching (others go on); below half the limit it fetches again."""
+        limit = self.cfg.max_outstanding_per_partition
+        with self._cond:
+            outstanding = {p: st.watermark.outstanding() for p, st in self._parts.items() if not st.releasing}
+        hold = {p for p, n in outstanding.items() if n >= limit and p not in self._held}
+        free = {p for p in self._held if outstanding.get(p, 0) <= limit // 2}
+        if hold:
+            self._consumer.pause(self._tps(sorted(hold)))
+            log.warning("partition stops fetching: too many offsets outstanding behind an undelivered record",
+                        extra={"partitions": sorted(hold), "limit": limit})
+        if free:
+            alive = [p for p in free if p in outstanding]
+            if alive and not (self._paused and self.subscribe):
+                self._consumer.resume(self._tps(alive))
+            log.info("partition fetches again", extra={"partitions": sorted(free)})
+        self._held = (self._held | hold) - free
+        now = time.monotonic()
+        if hold or free or now >= self._next_gauges:
+            self._next_gauges = now + 1.0
+            for p, n in outstanding.items():
+                self.metrics.outstanding_offsets.labels(str(p)).set(n)
+                self.metrics.fetch_held.labels(str(p)).set(1 if p in self._held else 0)
 
     def _submit(self, msgs: list[Any]) -> None:
         from confluent_kafka import KafkaError
@@ -467,8 +493,8 @@ class ConsumerRuntime:
                 self._inflight_bytes += size
                 counts[p] = counts.get(p, 0) + 1
                 added += 1
-            if added:
-                self._cond.notify(min(added, self.cfg.threads))
+        if added and self._engine is not None:
+            self._engine.wake()
         self._connected = True
         for p, n in counts.items():
             self.metrics.consumed_records(p, n)
@@ -525,49 +551,32 @@ class ConsumerRuntime:
                 if st is not None and tp.offset >= 0 and st.watermark.outstanding() == 0:
                     st.watermark.advance_to(tp.offset)
 
-    # ---- delivery threads ----------------------------------------------------------------------------------
-    def _worker(self) -> None:
-        client = HttpClient(self.cfg)
-        cond = self._cond
-        try:
-            while True:
-                with cond:
-                    item = None if self._fence_now.is_set() else self._sched.take()
-                    while item is None:
-                        if self._workers_exit:
-                            return
-                        cond.wait(0.5)
-                        item = None if self._fence_now.is_set() else self._sched.take()
-                p, gen = item.partition, item.generation
+    # ---- the engine's work queue (called on the engine's loop thread) --------------------------------------
+    def take(self) -> Item | None:
+        """The next record that may be delivered now (its lane's head), or None; none while fenced."""
+        with self._cond:
+            return None if self._fence_now.is_set() else self._sched.take()
 
-                def cancelled(p: int = p, gen: int = gen) -> bool:
-                    st = self._parts.get(p)
-                    if (self._abandon_all or self._fence_now.is_set() or st is None or st.generation != gen
-                            or not self._may_deliver()):
-                        return True
-                    return st.release_deadline is not None and time.monotonic() >= st.release_deadline
+    def cancelled(self, item: Item) -> bool:
+        """Checked right before every attempt: the partition released (or its drain deadline passed), a
+        fence, stopping, or ownership in doubt (the source's last-moment check)."""
+        st = self._parts.get(item.partition)
+        if (self._abandon_all or self._fence_now.is_set() or st is None or st.generation != item.generation
+                or not self._may_deliver()):
+            return True
+        return st.release_deadline is not None and time.monotonic() >= st.release_deadline
 
-                while True:
-                    try:
-                        outcome = deliver(Record.from_message(item.payload), client, self.cfg, self.metrics,
-                                          self._dlq, cancelled)
-                        break
-                    except Exception:
-                        # Never complete the lane on a crash: the next record of the key would go first and
-                        # this one would never be done (the commit would freeze). Retry it, in order.
-                        log.exception("delivery crashed; retrying the record",
-                                      extra={"partition": p, "offset": item.offset})
-                        if not sleep_unless(self.cfg.max_backoff_ms / 1000.0, cancelled):
-                            outcome = "cancelled"
-                            break
-                with cond:
-                    self._sched.complete(item)
-                    self._inflight -= 1
-                    self._inflight_bytes -= item.size
-                    st = self._parts.get(p)
-                    if outcome != "cancelled" and st is not None and st.generation == gen:
-                        st.watermark.done(item.offset)
-                    else:
-                        self.metrics.abandoned.inc()
-        finally:
-            client.close()
+    def finish(self, item: Item, outcome: str) -> None:
+        """The record's delivery ended: done (success, dead letter) or cancelled (not done: the next
+        owner, or this one after a re-fetch, delivers it again)."""
+        with self._cond:
+            self._sched.complete(item)
+            self._inflight -= 1
+            self._inflight_bytes -= item.size
+            st = self._parts.get(item.partition)
+            if outcome != "cancelled" and st is not None and st.generation == item.generation:
+                st.watermark.done(item.offset)
+            else:
+                self.metrics.abandoned.inc()
+            if self._paused:
+                self._cond.notify_all()

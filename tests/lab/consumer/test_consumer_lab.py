@@ -115,12 +115,13 @@ def test_rejected_and_exhausted_records_go_to_the_dead_letter_topic(
         run_consumer: Callable[..., ConsumerProcess]) -> None:
     topic = topic_factory(partitions=3, prefix="c-dlq")
     dlq = topic_factory(partitions=1, prefix="c-dlq-dead")
-    # partition 0: a poison record (400), then one that always gets 503 (+Retry-After), then normal ones.
+    # partition 0: a poison record (400), then one that always gets 500 (+Retry-After), then normal ones.
+    # (A 503 would not use up attempts: it says the target is unavailable, not that the record is bad.)
     records = [(0, b"poison", b"poison:0"), (0, b"flaky", b"flaky:0")]
     records += [(i % 3, f"k{i % 30}".encode(), f"k{i % 30}:{i // 30}".encode()) for i in range(600)]
     produce(bootstrap, topic, records, headers=[("trace", b"t-1")])
     target.reject_keys([b"poison"], status=400)
-    target.reject_keys([b"flaky"], status=503, retry_after=1)
+    target.reject_keys([b"flaky"], status=500, retry_after=1)
     cp = run_consumer(*base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0,1,2",
                                  "--threads", "4", "--max-attempts", "3", "--initial-backoff-ms", "10",
                                  "--dead-letter-topic", dlq))
@@ -133,7 +134,7 @@ def test_rejected_and_exhausted_records_go_to_the_dead_letter_topic(
     assert by_key[b"poison"]["lagpilot-status"] == b"400"
     assert by_key[b"poison"]["lagpilot-attempts"] == b"1"
     assert by_key[b"flaky"]["lagpilot-reason"] == b"attempts-exhausted"
-    assert by_key[b"flaky"]["lagpilot-status"] == b"503"
+    assert by_key[b"flaky"]["lagpilot-status"] == b"500"
     assert by_key[b"flaky"]["lagpilot-attempts"] == b"3"
     for h in by_key.values():
         assert h["lagpilot-original-topic"] == topic.encode()
