@@ -22,7 +22,7 @@ FETCH_PC = ROOT / "scripts" / "fetch-parallel-consumer.sh"
 NGINX = "/usr/sbin/nginx"
 ECHO_MODULE_CANDIDATES = (Path("/usr/lib/nginx/modules/ngx_http_echo_module.so"),
                           Path("/usr/share/nginx/modules/ngx_http_echo_module.so"))
-LOCATIONS = ("fast", "slow")
+LOCATIONS = ("fast", "slow", "stuck")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -118,6 +118,14 @@ http {{
             echo_read_request_body;
             echo_sleep 0.02;
             echo ok;
+        }}
+        # 400 for one key (the bench's stuck key), 200 at once for every other
+        location = /stuck {{
+            access_log {prefix}/count-stuck.log lp_count;
+            if ($http_x_lagpilot_key = "key-7") {{
+                return 400 "rejected\n";
+            }}
+            return 200 "ok\n";
         }}
         location = /nginx_status {{
             stub_status;

@@ -343,13 +343,45 @@ class ConsumerRuntime:
             for p in parts:
                 self._gen_counter += 1
                 self._parts[p] = PartitionState(self._gen_counter)
-        self._consumer.incremental_assign(self._tps(parts))
+        self._consumer.incremental_assign(self._starting_offsets(parts))
         # librdkafka keeps a partition's pause flag across unassign/assign: set it explicitly.
         if self._paused and self.subscribe:
             self._consumer.pause(self._tps(parts))
         else:
             self._consumer.resume(self._tps(parts))
         log.info("partitions assigned", extra={"partitions": sorted(parts)})
+
+    def _starting_offsets(self, parts: frozenset[int], attempts: int = 6) -> list[Any]:
+        """Where each partition starts: its committed offset, read here and given to ``assign``. Left to
+        librdkafka, the offset fetch can hang for ever: a request-level NOT_COORDINATOR answer (a fresh
+        broker loading ``__consumer_offsets``, a coordinator that moved) leaves the partition waiting with
+        no retry and the fetcher never starts (librdkafka#5586; seen here on a fresh lab broker).
+        ``committed()`` is retried instead; a partition without a committed offset starts where
+        ``auto.offset.reset`` says. If the coordinator stays unreachable, librdkafka is left to it."""
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
+
+        tps = self._tps(parts)
+        reset = dict(consumer_conf(self.cfg)).get("auto.offset.reset", "earliest")
+        fresh = OFFSET_END if str(reset) in ("latest", "largest", "end") else OFFSET_BEGINNING
+        why = ""
+        for attempt in range(attempts):
+            self._heartbeat = time.monotonic()
+            try:
+                got = self._consumer.committed(tps, timeout=10)
+            except KafkaException as exc:
+                why = str(exc)
+            else:
+                bad = [tp for tp in got if tp.error is not None]
+                if not bad:
+                    for tp in got:
+                        if tp.offset < 0:
+                            tp.offset = fresh
+                    return list(got)
+                why = str(bad[0].error)
+            log.warning("committed offsets not read yet, retrying", extra={"error": why, "attempt": attempt + 1})
+            time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        log.warning("committed offsets not readable: librdkafka fetches them itself", extra={"error": why})
+        return tps
 
     def _drop_queued(self, p: int) -> None:
         for item in self._sched.drop_queued(p):
