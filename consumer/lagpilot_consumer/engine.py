@@ -38,7 +38,7 @@ from lagpilot_consumer.delivery import Attempt, DeadLetterWriter, Record, redact
 from lagpilot_consumer.http1 import HttpError, Origin, Pool
 from lagpilot_consumer.limits import ConcurrencyLimit, RateLimit
 from lagpilot_consumer.metrics import Metrics
-from lagpilot_consumer.policy import header_name, header_value, next_step
+from lagpilot_consumer.policy import backoff_seconds, header_name, header_value, next_step
 from lagpilot_consumer.scheduler import Item
 
 log = logging.getLogger("lagpilot.consumer.delivery")
@@ -68,7 +68,28 @@ class Job:
         self.due = 0.0
 
     def record(self) -> Record:
-        return Record.from_message(self.item.payload)
+        """The record for its dead letter. A part that cannot be read (what made the delivery crash)
+        is left out rather than keeping the record from its dead-letter topic."""
+        msg = self.item.payload
+        try:
+            return Record.from_message(msg)
+        except Exception:
+            def part(name: str) -> Any:
+                try:
+                    return getattr(msg, name)()
+                except Exception:
+                    return None
+
+            ts = part("timestamp") or (0, 0)
+            return Record(self.item_topic(msg), self.item.partition, self.item.offset, part("key"),
+                          part("value"), ts[1] if ts[0] else None, part("headers"))
+
+    @staticmethod
+    def item_topic(msg: Any) -> str:
+        try:
+            return str(msg.topic())
+        except Exception:
+            return ""
 
 
 class RequestBuilder:
@@ -261,10 +282,10 @@ class DeliveryEngine:
                 except asyncio.CancelledError:
                     self.work.finish(job.item, "cancelled")
                     raise
-                except Exception:  # never complete a lane on a crash: park it like a failed attempt
+                except Exception as exc:  # never complete a lane on a crash: a failed attempt, in order
                     log.exception("delivery crashed; retrying the record",
                                   extra={"partition": job.item.partition, "offset": job.item.offset})
-                    self._park(job, self.cfg.max_backoff_ms / 1000.0)
+                    await self._crashed(job, exc)
                 job = self._next_job() if self._busy <= self.limit.allowed() else None
         finally:
             self._busy -= 1
@@ -313,6 +334,23 @@ class DeliveryEngine:
         else:
             self.metrics.delivery("retry", p, a.status, a.seconds)
         self._park(job, step.delay)
+
+    async def _crashed(self, job: Job, exc: Exception) -> None:
+        """An exception while delivering (hostile input, a bug) counts as a failed attempt of this
+        record: retried with backoff, dead-lettered after ``--max-attempts`` when there is a topic for
+        it, never completed unfinished (its key's next record would overtake it, the commit would
+        freeze)."""
+        cfg = self.cfg
+        job.counted += 1
+        a = Attempt(None, f"{type(exc).__name__}: {exc}"[:300], 0.0)
+        self.metrics.delivery("retry", job.item.partition, None, 0.0)
+        if self.dlq is not None and job.counted >= cfg.max_attempts:
+            try:
+                await self._dead_letter(job, a, "retry")
+                return
+            except Exception:
+                log.exception("dead-lettering a crashed record failed; retrying it")
+        self._park(job, backoff_seconds(job.counted, cfg.initial_backoff_ms, cfg.max_backoff_ms))
 
     async def _send(self, msg: Any) -> Attempt:
         """One attempt, every 307/308 hop within the origin included, bounded as a whole by the timeout.

@@ -8,7 +8,6 @@ import email.utils
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -105,33 +104,6 @@ def header_name(name: str) -> str:
     """A Kafka header name made into a valid HTTP token (invalid characters become ``_``)."""
     return _TOKEN_BAD.sub("_", name) or "_"
 
-
-def record_headers(topic: str, partition: int, offset: int, key: bytes | None, timestamp_ms: int | None,
-                   kafka_headers: Sequence[tuple[str, bytes | None]] | None,
-                   base: Iterable[tuple[str, str]] = ()) -> dict[str, str | bytes]:
-    """All request headers for one record: configured ones first, then ``X-Lagpilot-*`` and
-    ``X-Kafka-Header-<name>`` (which win over configured ones of the same name)."""
-    h: dict[str, str | bytes] = dict(base)
-    h["X-Lagpilot-Topic"] = topic
-    h["X-Lagpilot-Partition"] = str(partition)
-    h["X-Lagpilot-Offset"] = str(offset)
-    if timestamp_ms is not None:
-        h["X-Lagpilot-Timestamp"] = str(timestamp_ms)
-    if key is not None:
-        v, encoded = header_value(key)
-        h["X-Lagpilot-Key"] = v
-        if encoded:
-            h["X-Lagpilot-Key-Encoding"] = "base64"
-    encoded_names: list[str] = []
-    for name, value in kafka_headers or ():
-        hn = header_name(name)
-        v, encoded = header_value(value or b"")
-        h[f"X-Kafka-Header-{hn}"] = v
-        if encoded:
-            encoded_names.append(hn)
-    if encoded_names:
-        h["X-Lagpilot-Base64-Headers"] = ",".join(encoded_names)
-    return h
 
 
 Action = Literal["done", "retry", "dead_letter", "hold"]

@@ -46,6 +46,33 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     target: RecordingTarget
 
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.open_sockets: set[Any] = set()
+        self.sockets_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        """Close every open keep-alive connection, as a target process that goes away does."""
+        import socket
+
+        with self.sockets_lock:
+            socks = list(self.open_sockets)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
@@ -132,9 +159,12 @@ class RecordingTarget:
         return self
 
     def stop(self) -> None:
+        """Stop listening and close open connections (a target that goes away); :meth:`start` again
+        listens on the same port."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.cut_connections()
             self._server = None
 
     def __enter__(self) -> RecordingTarget:
@@ -170,6 +200,12 @@ class RecordingTarget:
         """Always answer ``status`` (with ``Retry-After`` if given) for records with these keys."""
         with self._lock:
             self._reject.update({k: (status, retry_after) for k in keys})
+
+    def forgive_keys(self, keys: Iterable[bytes]) -> None:
+        """Stop rejecting these keys (see :meth:`reject_keys`)."""
+        with self._lock:
+            for k in keys:
+                self._reject.pop(k, None)
 
     def set_latency(self, seconds: float) -> None:
         self.latency_s = seconds

@@ -1,9 +1,10 @@
 """Issue 14 item 4 (second half): one delivery attempt is bounded as a whole by the target timeout, not
 per socket operation, so a target that drips its answer cannot keep a fenced worker's request open past
-what the Lease duration allows. A real HTTP server on loopback and the worker's real HTTP client."""
+what the Lease duration allows. A real HTTP server on loopback and the engine's real HTTP client."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from lagpilot_consumer.config import parse
-from lagpilot_consumer.delivery import HttpClient, Record
+from lagpilot_consumer.engine import DeliveryEngine
+from lagpilot_consumer.metrics import Metrics
 
 pytestmark = pytest.mark.lab
 
@@ -38,6 +40,26 @@ class Dripping(BaseHTTPRequestHandler):
         pass
 
 
+class FakeMessage:
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 7
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
 @pytest.fixture
 def dripping() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
@@ -52,10 +74,14 @@ def dripping() -> Iterator[str]:
 def test_a_dripping_answer_is_cut_at_the_target_timeout(dripping: str, connection: str) -> None:
     cfg = parse(["--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--group-id", "g", "--target-url",
                  dripping, "--timeout-seconds", "2", "--connection", connection, "--partitions", "0"], {})
-    client = HttpClient(cfg)
-    started = time.monotonic()
-    attempt = client.send(Record("t", 0, 7, b"k", b"v"))
-    took = time.monotonic() - started
-    client.close()
+    engine = DeliveryEngine(cfg, Metrics(), None, None)  # type: ignore[arg-type]  # no queue: one send
+    engine.start()
+    try:
+        assert engine.loop is not None
+        started = time.monotonic()
+        attempt = asyncio.run_coroutine_threadsafe(engine._send(FakeMessage()), engine.loop).result(30)
+        took = time.monotonic() - started
+    finally:
+        engine.stop()
     assert attempt.status is None and "2 s" in attempt.error, attempt
     assert took < 2 + 1.5, f"the attempt took {took:.1f} s against a 2 s target timeout"

@@ -1,0 +1,153 @@
+"""Issue 13, the delivery engine against the real lab broker and a real local target: a record waiting
+for its retry holds no request slot (other keys flow past two keys retrying for ever with two slots), an
+outage of the target dead-letters nothing, and the offsets kept behind a record that keeps failing are
+bounded (its partition stops fetching, the others go on)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lagpilot.testing.consumer import ConsumerProcess, committed, keyed_records, produce, read_all
+from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def target() -> Iterator[RecordingTarget]:
+    with RecordingTarget() as t:
+        yield t
+
+
+@pytest.fixture
+def run_consumer(tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
+    procs: list[ConsumerProcess] = []
+
+    def start(*args: str) -> ConsumerProcess:
+        cp = ConsumerProcess(list(args), tmp_path / f"consumer-{len(procs)}.log")
+        procs.append(cp)
+        return cp
+
+    yield start
+    for cp in procs:
+        cp.close()
+
+
+def args(bootstrap: str, topic: str, target: RecordingTarget, *extra: str) -> list[str]:
+    return ["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"g-{topic}", "--target-url",
+            target.url, "--commit-interval-ms", "200", "--log-format", "json", *extra]
+
+
+def first_values_in_order(target: RecordingTarget) -> dict[bytes, list[int]]:
+    seen: set[tuple[int, int]] = set()
+    out: dict[bytes, list[int]] = {}
+    for a in target.accepted():
+        if (a.partition, a.offset) not in seen:
+            seen.add((a.partition, a.offset))
+            key, _, seq = a.body.decode().partition(":")
+            out.setdefault(key.encode(), []).append(int(seq))
+    return out
+
+
+def test_two_keys_retrying_for_ever_do_not_hold_the_two_slots(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """``--threads 2`` and two keys answered 503 with Retry-After: 600. With the backoff slept on a
+    delivery thread (before the engine), 0 of the other records arrived in 30 s; now every one does,
+    in key order, while the two wait on their timers (one attempt each so far)."""
+    topic = topic_factory(partitions=3, prefix="e-slots")
+    stuck = [(0, b"stuck-a", b"stuck-a:0"), (1, b"stuck-b", b"stuck-b:0")]
+    others = keyed_records(300, 3, 30)
+    produce(bootstrap, topic, stuck + others)
+    target.reject_keys([b"stuck-a", b"stuck-b"], status=503, retry_after=600)
+    cp = run_consumer(*args(bootstrap, topic, target, "--partitions", "0-2", "--threads", "2"))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 300, timeout=90), cp.tail()
+    assert sorted(len(v) for v in first_values_in_order(target).values()) == [10] * 30
+    assert all(v == list(range(10)) for v in first_values_in_order(target).values())
+    tried = [a for a in target.arrivals() if a.key in (b"stuck-a", b"stuck-b")]
+    assert sorted(a.key for a in tried) == [b"stuck-a", b"stuck-b"], "each waits on its timer, 1 attempt"
+    wait_for(lambda: cp.metric("lagpilot_retries_parked") == 2, timeout=10, what="two records parked")
+    assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 0
+    # The commit does not pass a record that is not done (partitions 0 and 1 start with one).
+    wait_for(lambda: committed(bootstrap, f"g-{topic}", topic, 3).get(2) == 100, timeout=20,
+             what="partition 2 committed to its end")
+    offsets = committed(bootstrap, f"g-{topic}", topic, 3)
+    assert offsets.get(0, 0) == 0 and offsets.get(1, 0) == 0
+    assert cp.terminate() == 0
+
+
+@pytest.mark.parametrize("outage", ["down", "503"])
+def test_a_5s_target_outage_under_load_dead_letters_nothing(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess], outage: str) -> None:
+    """Default retry settings (5 attempts from a 100 ms backoff: about 3 s of retrying) and a dead-letter
+    topic. The target goes away for 5 s under load (its port closed: connection refused; or 503 to
+    everything). Answers that say "unavailable" do not use up attempts: nothing is dead-lettered, every
+    record arrives in key order, and the concurrency limit was cut while it lasted."""
+    topic = topic_factory(partitions=6, prefix=f"e-out-{outage}")
+    dlq = topic_factory(partitions=1, prefix="e-out-dead")
+    produce(bootstrap, topic, keyed_records(4000, 6, 60))
+    target.set_latency(0.005)
+    cp = run_consumer(*args(bootstrap, topic, target, "--partitions", "0-5", "--threads", "16",
+                            "--dead-letter-topic", dlq))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 500, timeout=60), cp.tail()
+    if outage == "down":
+        target.stop()
+        wait_for(lambda: cp.metric("lagpilot_deliveries_total", outcome="retry") >= 5, timeout=20,
+                 what="failed attempts while the target is down")
+        time.sleep(5)
+        target.start()
+    else:
+        target.fail(503, seconds=5.0)
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 4000, timeout=180), cp.tail()
+    assert cp.metric("lagpilot_deliveries_total", outcome="retry") > 0, "the outage proved nothing"
+    assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 0
+    assert read_all(bootstrap, dlq, 1, expect=1, timeout=3) == []
+    per_key = first_values_in_order(target)
+    assert all(v == list(range(len(v))) for v in per_key.values()) and sum(map(len, per_key.values())) == 4000
+    assert cp.terminate() == 0
+    assert sum(committed(bootstrap, f"g-{topic}", topic, 6).values()) == 4000
+
+
+def test_offsets_behind_a_stuck_record_are_bounded_and_other_partitions_go_on(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """No dead-letter topic and a record the target rejects (400): it is retried at the max backoff for
+    ever, so nothing of its partition after it can be committed. Those offsets are kept in memory; at
+    ``--max-outstanding-per-partition`` the partition stops fetching (gauge and metric say so) while the
+    other partition is read to its end. Once the record goes through, everything is committed."""
+    topic = topic_factory(partitions=2, prefix="e-held")
+    p0 = [(0, b"stuck", b"stuck:0")] + [(0, f"k{i % 50}".encode(), f"k{i % 50}:{i // 50}".encode())
+                                         for i in range(5000)]
+    p1 = [(1, f"j{i % 50}".encode(), f"j{i % 50}:{i // 50}".encode()) for i in range(3000)]
+    produce(bootstrap, topic, p0 + p1)
+    target.reject_keys([b"stuck"], status=400)
+    cp = run_consumer(*args(bootstrap, topic, target, "--partitions", "0-1", "--threads", "8",
+                            "--max-outstanding-per-partition", "300", "--max-backoff-ms", "1000",
+                            "--initial-backoff-ms", "100"))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: sum(1 for p, _ in t.accepted_records() if p == 1) >= 3000, timeout=90), \
+        cp.tail()
+    wait_for(lambda: cp.metric("lagpilot_partition_fetch_held", partition="0") == 1, timeout=20,
+             what="partition 0 held")
+    held_at = sum(1 for p, _ in target.accepted_records() if p == 0)
+    outstanding = cp.metric("lagpilot_outstanding_offsets", partition="0")
+    # Bounded: the limit plus what was already fetched when it was reached (one poll batch and
+    # librdkafka's queue), far below the 5 000 records behind the stuck one.
+    assert 300 <= outstanding < 2500, outstanding
+    assert held_at < 2500
+    assert committed(bootstrap, f"g-{topic}", topic, 2).get(0, 0) == 0
+    target.forgive_keys([b"stuck"])
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 8001, timeout=120), cp.tail()
+    wait_for(lambda: committed(bootstrap, f"g-{topic}", topic, 2) == {0: 5001, 1: 3000}, timeout=30,
+             what="everything committed")
+    assert cp.metric("lagpilot_partition_fetch_held", partition="0") == 0
+    assert target.order_violations(strict=True) == []
+    assert cp.terminate() == 0

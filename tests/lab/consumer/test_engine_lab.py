@@ -1,0 +1,198 @@
+"""The delivery engine on its own: a real event loop, the real HTTP client and a real local target, fed by
+a work queue that stands in for the runtime (the real ordering scheduler inside, no broker). What a
+record's lifetime in the engine must keep: order per key through a crash and through retries, parked
+records ending as soon as they are cancelled, fewer requests at once while the target is unavailable,
+and the request-rate cap."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
+from lagpilot_consumer.config import Config, parse
+from lagpilot_consumer.engine import DeliveryEngine
+from lagpilot_consumer.metrics import Metrics
+from lagpilot_consumer.scheduler import Item, Scheduler
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
+
+
+class Message:
+    """What the engine reads of a confluent_kafka Message; ``crash`` raises in ``value()`` that often."""
+
+    def __init__(self, partition: int, offset: int, key: bytes, crash: int = 0) -> None:
+        self._p, self._o, self._k, self.crash = partition, offset, key, crash
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes:
+        if self.crash > 0:
+            self.crash -= 1
+            raise UnicodeEncodeError("latin-1", "\u2603", 0, 1, "a hostile value")
+        return self._k + b":" + str(self._o).encode()
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+
+class Queue:
+    """The runtime's side of the engine: a key-ordering scheduler, outcomes recorded, cancellation by
+    partition."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sched = Scheduler("key")
+        self.outcomes: dict[tuple[int, int], str] = {}
+        self.cancelled_partitions: set[int] = set()
+
+    def add(self, msg: Message) -> None:
+        with self.lock:
+            self.sched.submit(Item(msg.partition(), msg.offset(), msg.key(), 0, 1, msg))
+
+    def take(self) -> Item | None:
+        with self.lock:
+            return self.sched.take()
+
+    def finish(self, item: Item, outcome: str) -> None:
+        with self.lock:
+            self.sched.complete(item)
+            self.outcomes[(item.partition, item.offset)] = outcome
+
+    def cancelled(self, item: Item) -> bool:
+        return item.partition in self.cancelled_partitions
+
+
+def config(target: RecordingTarget, *extra: str) -> Config:
+    return parse(["--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--group-id", "g", "--target-url",
+                  target.url, "--partitions", "0-3", "--initial-backoff-ms", "20", "--max-backoff-ms", "100",
+                  *extra], {})
+
+
+@pytest.fixture
+def target() -> Iterator[RecordingTarget]:
+    with RecordingTarget() as t:
+        yield t
+
+
+def run(cfg: Config, queue: Queue, metrics: Metrics | None = None) -> DeliveryEngine:
+    engine = DeliveryEngine(cfg, metrics or Metrics(), queue, None)
+    engine.start()
+    engine.wake()
+    return engine
+
+
+def test_an_exception_while_delivering_is_a_failed_attempt_retried_in_order(target: RecordingTarget) -> None:
+    queue = Queue()
+    for off in range(3):
+        queue.add(Message(0, off, b"k", crash=2 if off == 0 else 0))
+    engine = run(config(target), queue)
+    try:
+        wait_for(lambda: len(queue.outcomes) == 3, timeout=20, what="three records finished")
+    finally:
+        engine.stop()
+    assert queue.outcomes == {(0, 0): "success", (0, 1): "success", (0, 2): "success"}
+    assert [a.offset for a in target.arrivals()] == [0, 1, 2], "the crashed record went first, after retries"
+
+
+def test_a_crashing_record_is_dead_lettered_after_max_attempts_when_there_is_a_topic(
+        target: RecordingTarget) -> None:
+    class Dlq:
+        written: list[dict[str, str]] = []
+
+        def write(self, rec: object, reason: dict[str, str], cancelled: object) -> bool:
+            self.written.append(reason)
+            return True
+
+    queue = Queue()
+    queue.add(Message(0, 0, b"k", crash=10**6))  # every attempt crashes (value() raises)
+    queue.add(Message(0, 1, b"k"))
+    dlq = Dlq()
+    engine = DeliveryEngine(config(target, "--max-attempts", "3"), Metrics(), queue, dlq)  # type: ignore[arg-type]
+    engine.start()
+    engine.wake()
+    try:
+        wait_for(lambda: len(queue.outcomes) == 2, timeout=20, what="both finished")
+    finally:
+        engine.stop()
+    assert queue.outcomes == {(0, 0): "dead_letter", (0, 1): "success"}
+    assert dlq.written[0]["error"].startswith("UnicodeEncodeError"), dlq.written
+
+
+def test_parked_records_end_at_once_when_cancelled(target: RecordingTarget) -> None:
+    """Records waiting on a long timer (Retry-After: 600) end as cancelled within a sweep once their
+    partition is released, so a release or a fence does not wait for the timer."""
+    target.reject_keys([b"a", b"b"], status=503, retry_after=600)
+    queue = Queue()
+    queue.add(Message(1, 0, b"a"))
+    queue.add(Message(1, 1, b"b"))
+    queue.add(Message(2, 0, b"c"))
+    metrics = Metrics()
+    engine = run(config(target), queue, metrics)
+    try:
+        wait_for(lambda: engine.parked() == 2 and (2, 0) in queue.outcomes, timeout=20, what="two parked")
+        assert metrics.retries_parked._value.get() == 2  # type: ignore[attr-defined]
+        queue.cancelled_partitions.add(1)
+        wait_for(lambda: len(queue.outcomes) == 3, timeout=2, what="parked records cancelled")
+    finally:
+        engine.stop()
+    assert queue.outcomes == {(1, 0): "cancelled", (1, 1): "cancelled", (2, 0): "success"}
+    assert sum(1 for a in target.arrivals() if a.partition == 1) == 2  # one attempt each, no more
+
+
+def test_the_concurrency_limit_is_cut_while_the_target_is_unavailable_and_grows_back(
+        target: RecordingTarget) -> None:
+    target.fail(503, seconds=1.0)
+    target.set_latency(0.002)
+    queue = Queue()
+    for off in range(400):
+        queue.add(Message(off % 4, off, f"k{off % 40}".encode()))
+    metrics = Metrics()
+    engine = run(config(target, "--threads", "16"), queue, metrics)
+    lowest = [16]
+
+    def watch() -> bool:
+        lowest[0] = min(lowest[0], engine.limit.allowed())
+        return len(queue.outcomes) == 400
+
+    try:
+        wait_for(watch, timeout=60, interval=0.01, what="every record delivered")
+        wait_for(lambda: engine.limit.allowed() == 16, timeout=10, what="the limit back at --threads")
+    finally:
+        engine.stop()
+    assert lowest[0] <= 4, f"the limit went down to {lowest[0]} only"
+    assert set(queue.outcomes.values()) == {"success"}
+    assert target.order_violations(strict=True) == []
+
+
+def test_max_requests_per_second_caps_the_rate(target: RecordingTarget) -> None:
+    queue = Queue()
+    for off in range(120):
+        queue.add(Message(off % 4, off, f"k{off}".encode()))
+    engine = run(config(target, "--threads", "32", "--max-requests-per-second", "40"), queue)
+    try:
+        wait_for(lambda: len(queue.outcomes) == 120, timeout=30, what="every record delivered")
+    finally:
+        engine.stop()
+    starts = sorted(a.start for a in target.arrivals())
+    # A token bucket of 40/s with a burst of 40: no one-second window holds more than 40 + 40 requests,
+    # and the 120 requests cannot all fit in the first second.
+    most = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
+    assert most <= 81, most
+    assert starts[-1] - starts[0] >= 1.5
