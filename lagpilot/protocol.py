@@ -168,3 +168,21 @@ def lease_duration_for(fence_timeout_s: float, lease_renew_s: float, delivery_ti
     until the fence, then the HTTP request already on the wire: at most the target timeout), with a
     margin, so that by the time the Lease looks expired no delivery of the worker can reach the target."""
     return math.ceil(fence_timeout_s + 2 * lease_renew_s + delivery_timeout_s + 2)
+
+
+def parse_status_codes(text: str) -> tuple[tuple[int, int], ...]:
+    """HTTP status codes written as ``"200-299,304"`` (the CRD's ``target.*Codes`` fields, passed to the
+    worker as they are): inclusive ranges. Raises ValueError naming the bad part."""
+    ranges: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo_s, _, hi_s = part.partition("-")
+        try:
+            lo, hi = int(lo_s), int(hi_s or lo_s)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a status code or range like 500-599") from None
+        if not (100 <= lo <= hi <= 599):
+            raise ValueError(f"{part!r} is not a status code or range within 100-599")
+        ranges.append((lo, hi))
+    return tuple(ranges)

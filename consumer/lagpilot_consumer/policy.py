@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from lagpilot.protocol import parse_status_codes
+
 Verdict = Literal["success", "retry", "fatal"]
 
 
@@ -22,16 +24,7 @@ class CodeSet:
 
     @classmethod
     def parse(cls, text: str) -> CodeSet:
-        ranges: list[tuple[int, int]] = []
-        for part in (p.strip() for p in text.split(",")):
-            if not part:
-                continue
-            lo_s, _, hi_s = part.partition("-")
-            lo, hi = int(lo_s), int(hi_s or lo_s)
-            if not (100 <= lo <= hi <= 599):
-                raise ValueError(f"{part!r} is not a status code or range within 100-599")
-            ranges.append((lo, hi))
-        return cls(tuple(ranges))
+        return cls(parse_status_codes(text))
 
     def __contains__(self, code: object) -> bool:
         return isinstance(code, int) and any(lo <= code <= hi for lo, hi in self.ranges)

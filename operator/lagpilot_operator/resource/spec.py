@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP
+from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP, parse_status_codes
 
 # Longest ConsumerGroup name: "<name>-<10 hex revision>" must stay a 63-character DNS label.
 MAX_NAME_LENGTH = 52
@@ -60,6 +60,10 @@ class TargetSpec:
     headers_from_secret: str | None = None
     timeout_seconds: float = 10.0
     connection: str = "pooled"
+    success_codes: str | None = None  # None: the worker's defaults
+    retry_codes: str | None = None
+    unavailable_codes: str | None = None
+    max_requests_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -341,10 +345,25 @@ def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
         r.bad(f"{p}.headersFromSecret", "InvalidSecretName", f"{secret!r} is not a valid Secret name")
     timeout = r.number(raw, "timeoutSeconds", p, 10.0, minimum=0.001, maximum=3600)
     connection = r.string(raw, "connection", p, default="pooled", choices=CONNECTIONS) or "pooled"
+    codes: dict[str, str | None] = {}
+    for field_name in ("successCodes", "retryCodes", "unavailableCodes"):
+        text = r.string(raw, field_name, p)
+        if text is not None:
+            try:
+                if not parse_status_codes(text) and field_name == "successCodes":
+                    raise ValueError("no status code would count as delivered")
+            except ValueError as exc:
+                r.bad(f"{p}.{field_name}", "InvalidStatusCodes", str(exc))
+                text = None
+        codes[field_name] = text
+    rps = r.number(raw, "maxRequestsPerSecond", p, 0.0, minimum=0, maximum=1_000_000) \
+        if raw.get("maxRequestsPerSecond") is not None else None
     if url is None:
         return None
     return TargetSpec(url=url, method=method, headers=headers, headers_from_secret=secret,
-                      timeout_seconds=timeout, connection=connection)
+                      timeout_seconds=timeout, connection=connection, success_codes=codes["successCodes"],
+                      retry_codes=codes["retryCodes"], unavailable_codes=codes["unavailableCodes"],
+                      max_requests_per_second=rps)
 
 
 def _parse_retry(r: _Reader, raw: Mapping[str, Any]) -> RetrySpec:

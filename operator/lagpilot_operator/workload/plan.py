@@ -136,6 +136,12 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
         _env_value("LAGPILOT_HTTP_PORT", HTTP_PORT),
         _env_value("LAGPILOT_DRAIN_SECONDS", DRAIN_SECONDS),
     ]
+    for var, codes in (("LAGPILOT_SUCCESS_CODES", t.success_codes), ("LAGPILOT_RETRY_CODES", t.retry_codes),
+                       ("LAGPILOT_UNAVAILABLE_CODES", t.unavailable_codes)):
+        if codes is not None:
+            env.append(_env_value(var, codes))
+    if t.max_requests_per_second:
+        env.append(_env_value("LAGPILOT_MAX_REQUESTS_PER_SECOND", _format_number(t.max_requests_per_second)))
     if spec.dead_letter_topic:
         env.append(_env_value("LAGPILOT_DEAD_LETTER_TOPIC", spec.dead_letter_topic))
     k = spec.kafka

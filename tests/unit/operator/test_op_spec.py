@@ -86,6 +86,14 @@ def test_no_spec_at_all() -> None:
 
 INVALID: list[tuple[str, dict[str, Any], tuple[str, str]]] = [
     ("url scheme", {"target": {"url": "ftp://x/y"}}, ("spec.target.url", "InvalidURL")),
+    ("status codes out of range", {"target": {"url": "http://x", "retryCodes": "500-699"}},
+     ("spec.target.retryCodes", "InvalidStatusCodes")),
+    ("status codes not numbers", {"target": {"url": "http://x", "unavailableCodes": "503,oops"}},
+     ("spec.target.unavailableCodes", "InvalidStatusCodes")),
+    ("no success code", {"target": {"url": "http://x", "successCodes": " "}},
+     ("spec.target.successCodes", "InvalidStatusCodes")),
+    ("negative rate", {"target": {"url": "http://x", "maxRequestsPerSecond": -1}},
+     ("spec.target.maxRequestsPerSecond", "OutOfRange")),
     ("method enum", {"target": {"url": "http://x", "method": "FETCH"}}, ("spec.target.method", "NotAllowed")),
     ("connection enum", {"target": {"url": "http://x", "connection": "keepalive"}},
      ("spec.target.connection", "NotAllowed")),
