@@ -2,8 +2,8 @@
 ``httptools`` (llhttp, the parser behind uvicorn). Client CPU per request against nginx on loopback
 (bench/consumer/clients.py, this machine): requests 983 µs, urllib3's pool 325, http.client 213, aiohttp
 148 on uvloop, this client 28 on uvloop (72 on plain asyncio). It does only what a delivery needs: one
-request per connection at a time, the body read and dropped, no redirect followed here (the engine decides), the whole attempt
-bounded by one deadline."""
+request per connection at a time, the body read and dropped, no redirect followed here (the engine
+decides), the whole attempt bounded by one deadline."""
 
 from __future__ import annotations
 
