@@ -55,10 +55,11 @@ def produce(bootstrap: str, topic: str, n: int, value_bytes: int = 100) -> None:
     p.flush(300)
 
 
-def lagpilot(bootstrap: str, topic: str, group: str, url: str, threads: int, *extra: str) -> subprocess.Popen[bytes]:
+def lagpilot(bootstrap: str, topic: str, group: str, url: str, threads: int, *extra: str,
+             partitions: str = f"0-{PARTITIONS - 1}") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [str(BIN / "lagpilot-consumer"), "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id",
-         group, "--target-url", url, "--threads", str(threads), "--partitions", f"0-{PARTITIONS - 1}",
+         group, "--target-url", url, "--threads", str(threads), "--partitions", partitions,
          "--ordering", "key", "--http-port", "0", "--log-level", "WARNING", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -72,15 +73,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
-def measure(proc: subprocess.Popen[bytes], count: Callable[[], int], window: float, warm_s: float,
-            cpu_of: list[int]) -> dict[str, float]:
-    """Records/s at the target and CPU per record of ``proc`` over ``window`` s, ``warm_s`` s after the
-    first request arrived (a JIT or a fetch warm-up is not counted)."""
+def measure(procs: list[subprocess.Popen[bytes]], count: Callable[[], int], window: float, warm_s: float,
+            others: list[int]) -> dict[str, float]:
+    """Records/s at the target and CPU per record of ``procs`` (summed) over ``window`` s, ``warm_s`` s
+    after the first request arrived (a JIT or a fetch warm-up is not counted); the CPU of ``others``
+    (broker, nginx) over the same window, in cores."""
     deadline = time.monotonic() + 120
     start = count()
+    cpu_of = [p.pid for p in procs] + others
     while count() == start:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early with {proc.returncode}")
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a consumer process exited early")
         if time.monotonic() > deadline:
             raise TimeoutError("no traffic reached the target")
         time.sleep(0.05)
@@ -93,10 +96,10 @@ def measure(proc: subprocess.Popen[bytes], count: Callable[[], int], window: flo
     n = c1 - c0
     if n <= 0:
         raise RuntimeError("nothing delivered in the window (topic drained? raise --records)")
-    cpu = cpu1[proc.pid] - cpu0[proc.pid]
-    others = {pid: cpu1[pid] - cpu0[pid] for pid in cpu_of if pid != proc.pid}
+    cpu = sum(cpu1[p.pid] - cpu0[p.pid] for p in procs)
+    other = sum(cpu1[pid] - cpu0[pid] for pid in others)
     return {"rate": n / (t1 - t0), "cpu_ms_per_record": 1000 * cpu / n, "cpu_cores": cpu / (t1 - t0),
-            "delivered": n, **{f"cpu_cores_pid{pid}": v / (t1 - t0) for pid, v in others.items()}}
+            "delivered": n, "broker_and_nginx_cores": other / (t1 - t0)}
 
 
 def main() -> None:
@@ -127,20 +130,31 @@ def main() -> None:
         for location, threads in (("fast", 8), ("slow", 64)):
             url = nginx.url(location)
             row: dict[str, object] = {"target": location, "threads": threads}
-            for name in ("lagpilot", "parallel_consumer"):
+            runs = ["lagpilot", "parallel_consumer", "lagpilot_2_processes"]
+            if location == "slow":
+                runs.append("lagpilot_256_in_flight")
+            for name in runs:
                 group = f"{name}-{location}-{run_id}"
                 if name == "lagpilot":
-                    proc = lagpilot(bootstrap, topic, group, url, threads)
+                    procs = [lagpilot(bootstrap, topic, group, url, threads)]
+                elif name == "lagpilot_2_processes":  # two pods' worth: half the partitions each
+                    half = PARTITIONS // 2
+                    procs = [lagpilot(bootstrap, topic, group, url, threads // 2, partitions=f"0-{half - 1}"),
+                             lagpilot(bootstrap, topic, group, url, threads // 2,
+                                      partitions=f"{half}-{PARTITIONS - 1}")]
+                elif name == "lagpilot_256_in_flight":  # what one process does when allowed more at once
+                    procs = [lagpilot(bootstrap, topic, group, url, 256)]
                 else:
-                    proc = start_parallel_consumer(bootstrap, topic, group, threads, url, "KEY",
-                                                   log_path=tmp / f"pc-{location}.log")
+                    procs = [start_parallel_consumer(bootstrap, topic, group, threads, url, "KEY",
+                                                     log_path=tmp / f"pc-{location}.log")]
                 try:
-                    m = measure(proc, lambda loc=location: nginx.count(loc), args.window, args.warm,
-                                [proc.pid, broker_pid, *nginx.pids()])
+                    m = measure(procs, lambda loc=location: nginx.count(loc), args.window, args.warm,
+                                [broker_pid, *nginx.pids()])
                 finally:
-                    stop(proc)
+                    for proc in procs:
+                        stop(proc)
                 row[name] = {k: round(v, 3) for k, v in m.items()}
-                print(f"  {location:5s} {name:18s} {m['rate']:8.0f} rec/s  {m['cpu_ms_per_record']:.3f} ms CPU/rec"
+                print(f"  {location:5s} {name:24s} {m['rate']:8.0f} rec/s  {m['cpu_ms_per_record']:.3f} ms CPU/rec"
                       f"  {m['cpu_cores']:.2f} cores", flush=True)
             lp, pc = row["lagpilot"], row["parallel_consumer"]
             assert isinstance(lp, dict) and isinstance(pc, dict)
