@@ -22,6 +22,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+  # Debian starts the nginx service on install where services may start; the benchmark runs its own
+  # nginx (own config, port and pid file), so stop the one the package started, by its pid.
+  if [[ " ${need_apt[*]} " == *" nginx"* ]] && [ -s /run/nginx.pid ]; then
+    $SUDO kill "$(cat /run/nginx.pid)" 2>/dev/null || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
