@@ -8,6 +8,7 @@ decides), the whole attempt bounded by one deadline."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -174,13 +175,18 @@ class Pool:
         self.opened = 0  # connections opened (a metric and a test hook)
 
     def _ssl_context(self) -> ssl.SSLContext:
+        """Certificates are verified (hostname included) against ``SSL_CERT_FILE`` or
+        ``REQUESTS_CA_BUNDLE`` when set (a private CA mounted into the pod), else certifi's bundle."""
         if self._ssl is None:
-            try:
-                import certifi
+            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+            if not cafile:
+                try:
+                    import certifi
 
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
-            except ImportError:  # pragma: no cover - certifi comes with requests
-                self._ssl = ssl.create_default_context()
+                    cafile = certifi.where()
+                except ImportError:  # pragma: no cover - certifi comes with requests
+                    cafile = None
+            self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 
     async def _connect(self, origin: Origin, deadline: float) -> _Conn:
@@ -195,10 +201,10 @@ class Pool:
                                        server_hostname=origin.host if sslctx else None), left)
         except TimeoutError:
             raise HttpError(f"ConnectTimeout: no connection within {self.timeout:g} s") from None
+        except ssl.SSLError as exc:  # before OSError: it is one (a certificate not trusted, a bad name)
+            raise HttpError(f"SSLError: {getattr(exc, 'verify_message', None) or exc.reason or exc}") from None
         except OSError as exc:
             raise HttpError(f"ConnectionError: {exc.strerror or exc}") from None
-        except ssl.SSLError as exc:
-            raise HttpError(f"SSLError: {exc.reason or exc}") from None
         self.opened += 1
         return conn
 

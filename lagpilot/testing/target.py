@@ -133,7 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
 class RecordingTarget:
     """See the module docstring. Thread-safe; all times are ``time.monotonic()``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
+                 tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate chain file, key file): serve HTTPS with that certificate."""
+        self.tls = tls
         self.host = host
         self._port = port
         self.latency_s = latency_s
@@ -151,6 +154,12 @@ class RecordingTarget:
     def start(self) -> RecordingTarget:
         server = _Server((self.host, self._port), _Handler)
         server.target = self
+        if self.tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -179,7 +188,7 @@ class RecordingTarget:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/deliver"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/deliver"
 
     # ---- failure modes ----
     def fail(self, status: int = 503, seconds: float | None = None, count: int | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,34 @@ def test_max_requests_per_second_caps_the_rate(target: RecordingTarget) -> None:
     most = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
     assert most <= 81, most
     assert starts[-1] - starts[0] >= 1.5
+
+
+def test_https_target_verified_against_a_mounted_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An https target with a certificate from a private CA: delivered when ``SSL_CERT_FILE`` names
+    that CA; refused (a failed attempt saying why, nothing delivered) when it does not."""
+    from lagpilot.lab.certs import ensure_certs
+
+    certs = ensure_certs(tmp_path / "pki")  # a CA and a serving certificate for 127.0.0.1/localhost
+    with RecordingTarget(tls=(str(certs.serving_cert), str(certs.serving_key))) as target:
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+        queue = Queue()
+        for off in range(5):
+            queue.add(Message(0, off, b"k"))
+        engine = run(config(target), queue)
+        try:
+            wait_for(lambda: len(queue.outcomes) == 5, timeout=20, what="delivered over TLS")
+        finally:
+            engine.stop()
+        assert [a.offset for a in target.arrivals()] == [0, 1, 2, 3, 4]
+
+        monkeypatch.delenv("SSL_CERT_FILE")
+        queue = Queue()
+        queue.add(Message(0, 9, b"k"))
+        metrics = Metrics()
+        engine = run(config(target), queue, metrics)
+        try:
+            wait_for(lambda: metrics.deliveries.labels("retry", "0")._value.get() >= 2,  # type: ignore[attr-defined]
+                     timeout=20, what="failed attempts against an unknown CA")
+        finally:
+            engine.stop()
+        assert (0, 9) not in {(a.partition, a.offset) for a in target.arrivals()}
