@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +17,6 @@ from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def target() -> Iterator[RecordingTarget]:
-    with RecordingTarget() as t:
-        yield t
-
-
-@pytest.fixture
-def run_consumer(tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
-    procs: list[ConsumerProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> ConsumerProcess:
-        cp = ConsumerProcess(list(args), tmp_path / f"consumer-{len(procs)}.log", env)
-        procs.append(cp)
-        return cp
-
-    yield start
-    for cp in procs:
-        cp.close()
 
 
 def base_args(bootstrap: str, topic: str, group: str, target: RecordingTarget, *extra: str) -> list[str]:

@@ -6,8 +6,7 @@ bounded (its partition stops fetching, the others go on)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -16,26 +15,6 @@ from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def target() -> Iterator[RecordingTarget]:
-    with RecordingTarget() as t:
-        yield t
-
-
-@pytest.fixture
-def run_consumer(tmp_path: Path) -> Iterator[Callable[..., ConsumerProcess]]:
-    procs: list[ConsumerProcess] = []
-
-    def start(*args: str) -> ConsumerProcess:
-        cp = ConsumerProcess(list(args), tmp_path / f"consumer-{len(procs)}.log")
-        procs.append(cp)
-        return cp
-
-    yield start
-    for cp in procs:
-        cp.close()
 
 
 def args(bootstrap: str, topic: str, target: RecordingTarget, *extra: str) -> list[str]:

@@ -7,7 +7,6 @@ and the request-rate cap."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,12 +83,6 @@ def config(target: RecordingTarget, *extra: str) -> Config:
     return parse(["--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--group-id", "g", "--target-url",
                   target.url, "--partitions", "0-3", "--initial-backoff-ms", "20", "--max-backoff-ms", "100",
                   *extra], {})
-
-
-@pytest.fixture
-def target() -> Iterator[RecordingTarget]:
-    with RecordingTarget() as t:
-        yield t
 
 
 def run(cfg: Config, queue: Queue, metrics: Metrics | None = None) -> DeliveryEngine:
