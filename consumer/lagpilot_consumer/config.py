@@ -46,6 +46,9 @@ class Config:
     unavailable_codes: CodeSet = field(default_factory=lambda: CodeSet.parse(DEFAULT_UNAVAILABLE))
     max_requests_per_second: float = 0.0
     max_outstanding_per_partition: int = 50_000
+    format: str = "raw"
+    header_mapping: tuple[str, ...] = ()
+    idempotency_header: str = ""
     dead_letter_topic: str = ""
     max_inflight: int = 1000
     max_inflight_bytes: int = 64 * 1024 * 1024
@@ -91,6 +94,12 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
     "max-requests-per-second": (float, 0.0, "cap on requests per second to the target (0 = none)"),
     "max-outstanding-per-partition": (int, 50_000, "offsets of a partition fetched and not yet committable "
                                       "(behind a record still retrying) before that partition stops fetching"),
+    "format": (("raw", "cloudevents-binary", "cloudevents-structured"), "raw", "request form: the record "
+               "value as the body, or a CloudEvent in binary or structured mode"),
+    "header-mapping": (str, "", "Kafka headers (comma-separated names) also forwarded under their own names "
+                       "(traceparent and tracestate always are)"),
+    "idempotency-header": (str, "", "request header carrying <topic>/<partition>/<offset> (e.g. "
+                           "Idempotency-Key; empty: none)"),
     "dead-letter-topic": (str, "", "topic for records that cannot be delivered (empty: retry forever)"),
     "max-inflight": (int, 1000, "records fetched but not done before fetching pauses"),
     "max-inflight-bytes": (int, 64 * 1024 * 1024, "bytes of record values fetched but not done before "
@@ -287,6 +296,11 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         if key in RESERVED_KAFKA:
             raise ConfigError(f"invalid librdkafka property {key!r} (from env/--kafka-config-file): "
                               "lagpilot sets it itself; use the flag instead")
+    mapping = tuple(n.strip() for n in values["header_mapping"].split(",") if n.strip())
+    for name in (*mapping, *([values["idempotency_header"]] if values["idempotency_header"] else [])):
+        if not HEADER_NAME.match(name):
+            raise ConfigError(f"invalid header name {name!r} (--header-mapping / --idempotency-header): "
+                              "not an HTTP token")
     bind = values["bind"] or env.get("POD_IP") or "0.0.0.0"
     return Config(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"], group_id=values["group_id"],
@@ -299,6 +313,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         retry_codes=codes["retry_codes"], unavailable_codes=codes["unavailable_codes"],
         max_requests_per_second=values["max_requests_per_second"],
         max_outstanding_per_partition=values["max_outstanding_per_partition"],
+        format=values["format"], header_mapping=mapping, idempotency_header=values["idempotency_header"],
         dead_letter_topic=values["dead_letter_topic"],
         max_inflight=values["max_inflight"], max_inflight_bytes=values["max_inflight_bytes"],
         drain_seconds=values["drain_seconds"], commit_interval_ms=values["commit_interval_ms"],

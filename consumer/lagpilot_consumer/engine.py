@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
-from lagpilot_consumer import http1
+from lagpilot_consumer import cloudevents, http1
 from lagpilot_consumer.config import Config
 from lagpilot_consumer.delivery import Attempt, DeadLetterWriter, Record, redact_url, same_origin
 from lagpilot_consumer.http1 import HttpError, Origin, Pool
@@ -94,10 +94,15 @@ class Job:
 
 class RequestBuilder:
     """Request bytes for a record: the constant part (request line, Host, configured headers, worker,
-    topic) built once; per record only partition, offset, timestamp, key, Kafka headers and length."""
+    topic) built once; per record only partition, offset, timestamp, key, Kafka headers and length.
+    ``--format`` adds the CloudEvents form (:mod:`lagpilot_consumer.cloudevents`); ``traceparent`` and
+    ``tracestate`` (W3C trace context) and the ``--header-mapping`` names are forwarded as themselves
+    too, so tracing works end to end; ``--idempotency-header`` names a header carrying
+    ``<topic>/<partition>/<offset>``, the same on every redelivery."""
 
     def __init__(self, cfg: Config, topic: str) -> None:
         self.cfg = cfg
+        self.topic = topic
         worker = cfg.pod_name or f"{socket.gethostname()}-{os.getpid()}"
         base: list[tuple[str, str]] = [("X-Lagpilot-Worker", worker), *cfg.headers]
         seen: dict[str, tuple[str, str]] = {}
@@ -108,14 +113,37 @@ class RequestBuilder:
         host = seen.pop("host", ("Host", http1.host_header(cfg.target_url)))[1]
         lines = [f"Host: {host}"] + [f"{n}: {v}" for n, v in seen.values()] + [f"X-Lagpilot-Topic: {topic}"]
         self.rest = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        # The same without a configured Content-Type, for requests whose Content-Type is the event's.
+        no_ct = [ln for ln in lines if not ln.lower().startswith("content-type:")]
+        self.rest_no_content_type = ("\r\n".join(no_ct) + "\r\n").encode("latin-1")
         self.method = cfg.method
+        self.format = cfg.format
+        self.forwarded = {"traceparent", "tracestate", *(n.lower() for n in cfg.header_mapping)}
+        self.idempotency = cfg.idempotency_header.encode("latin-1")
 
     def line(self, url: str) -> bytes:
         return f"{self.method} {http1.request_target(url)} HTTP/1.1\r\n".encode("latin-1")
 
-    def head(self, line: bytes, msg: Any, body_len: int) -> bytes:
-        parts = [line, self.rest, b"X-Lagpilot-Partition: %d\r\nX-Lagpilot-Offset: %d\r\n"
-                 % (msg.partition(), msg.offset())]
+    def body(self, msg: Any) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The body and the headers that go with it (Content-Type and ``ce-*`` for CloudEvents)."""
+        value = msg.value()
+        if self.format == "raw":
+            return value or b"", []
+        ts_type, ts = msg.timestamp()
+        attrs, content_type = cloudevents.attributes(self.topic, msg.partition(), msg.offset(),
+                                                     ts if ts_type != 0 else None, msg.headers())
+        if cloudevents.is_structured(content_type):
+            assert content_type is not None
+            return value or b"", [(b"Content-Type", content_type.encode("latin-1", "replace"))]
+        if self.format == "cloudevents-binary":
+            return value or b"", cloudevents.binary_headers(attrs, content_type)
+        return (cloudevents.structured_body(attrs, content_type, value),
+                [(b"Content-Type", b"application/cloudevents+json; charset=utf-8")])
+
+    def head(self, line: bytes, msg: Any, body_len: int, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
+        own_type = extra is not None and any(n == b"Content-Type" for n, _ in extra)
+        parts = [line, self.rest_no_content_type if own_type else self.rest,
+                 b"X-Lagpilot-Partition: %d\r\nX-Lagpilot-Offset: %d\r\n" % (msg.partition(), msg.offset())]
         ts_type, ts = msg.timestamp()
         if ts_type != 0:
             parts.append(b"X-Lagpilot-Timestamp: %d\r\n" % ts)
@@ -134,8 +162,14 @@ class RequestBuilder:
                 parts.append(b"X-Kafka-Header-" + hn.encode() + b": " + v + b"\r\n")
                 if encoded:
                     encoded_names.append(hn)
+                elif name.lower() in self.forwarded and hn == name:
+                    parts.append(hn.encode() + b": " + v + b"\r\n")
             if encoded_names:
                 parts.append(b"X-Lagpilot-Base64-Headers: " + ",".join(encoded_names).encode() + b"\r\n")
+        if self.idempotency:
+            parts.append(self.idempotency + b": %s/%d/%d\r\n" % (self.topic.encode(), msg.partition(), msg.offset()))
+        for name, value in extra or ():
+            parts.append(name + b": " + value + b"\r\n")
         parts.append(b"Content-Length: %d\r\n\r\n" % body_len)
         return b"".join(parts)
 
@@ -360,11 +394,12 @@ class DeliveryEngine:
         cfg = self.cfg
         t0 = time.perf_counter()
         deadline = time.monotonic() + cfg.timeout_seconds
-        body = msg.value() or b""
+        body, extra = self.builder.body(msg)
         url, line, origin = cfg.target_url, self._line, self.origin
         try:
             for hop in range(MAX_REDIRECTS + 1):
-                resp = await self.pool.request(origin, self.builder.head(line, msg, len(body)), body, deadline)
+                resp = await self.pool.request(origin, self.builder.head(line, msg, len(body), extra), body,
+                                               deadline)
                 status = resp.status
                 if 300 <= status < 400:
                     loc = resp.headers.get(b"location", b"").decode("latin-1")

@@ -20,6 +20,7 @@ MAX_NAME_LENGTH = 52
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CONNECTIONS = ("pooled", "perRequest")
+FORMATS = ("raw", "cloudevents-binary", "cloudevents-structured")
 ORDERINGS = ("key", "partition", "none")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -64,6 +65,9 @@ class TargetSpec:
     retry_codes: str | None = None
     unavailable_codes: str | None = None
     max_requests_per_second: float | None = None
+    format: str = "raw"
+    header_mapping: tuple[str, ...] = ()
+    idempotency_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -358,12 +362,26 @@ def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
         codes[field_name] = text
     rps = r.number(raw, "maxRequestsPerSecond", p, 0.0, minimum=0, maximum=1_000_000) \
         if raw.get("maxRequestsPerSecond") is not None else None
+    fmt = r.string(raw, "format", p, default="raw", choices=FORMATS) or "raw"
+    mapping = raw.get("headerMapping")
+    if mapping is not None and not (isinstance(mapping, list) and all(isinstance(n, str) for n in mapping)):
+        r.bad(f"{p}.headerMapping", "WrongType", "must be a list of header names")
+        mapping = None
+    for hname in mapping or ():
+        if not HEADER_NAME_RE.match(hname):
+            r.bad(f"{p}.headerMapping", "InvalidHeaderName", f"{hname!r} is not a valid HTTP header name")
+    idempotency = r.string(raw, "idempotencyHeader", p)
+    if idempotency is not None and not HEADER_NAME_RE.match(idempotency):
+        r.bad(f"{p}.idempotencyHeader", "InvalidHeaderName", f"{idempotency!r} is not a valid HTTP header name")
+        idempotency = None
     if url is None:
         return None
     return TargetSpec(url=url, method=method, headers=headers, headers_from_secret=secret,
                       timeout_seconds=timeout, connection=connection, success_codes=codes["successCodes"],
                       retry_codes=codes["retryCodes"], unavailable_codes=codes["unavailableCodes"],
-                      max_requests_per_second=rps)
+                      max_requests_per_second=rps, format=fmt,
+                      header_mapping=tuple(n for n in mapping or () if HEADER_NAME_RE.match(n)),
+                      idempotency_header=idempotency)
 
 
 def _parse_retry(r: _Reader, raw: Mapping[str, Any]) -> RetrySpec:

@@ -140,6 +140,12 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
                        ("LAGPILOT_UNAVAILABLE_CODES", t.unavailable_codes)):
         if codes is not None:
             env.append(_env_value(var, codes))
+    if t.format != "raw":
+        env.append(_env_value("LAGPILOT_FORMAT", t.format))
+    if t.header_mapping:
+        env.append(_env_value("LAGPILOT_HEADER_MAPPING", ",".join(t.header_mapping)))
+    if t.idempotency_header:
+        env.append(_env_value("LAGPILOT_IDEMPOTENCY_HEADER", t.idempotency_header))
     if t.max_requests_per_second:
         env.append(_env_value("LAGPILOT_MAX_REQUESTS_PER_SECOND", _format_number(t.max_requests_per_second)))
     if spec.dead_letter_topic:

@@ -5,6 +5,7 @@ bounded (its partition stops fetching, the others go on)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -129,4 +130,36 @@ def test_offsets_behind_a_stuck_record_are_bounded_and_other_partitions_go_on(
              what="everything committed")
     assert cp.metric("lagpilot_partition_fetch_held", partition="0") == 0
     assert target.order_violations(strict=True) == []
+    assert cp.terminate() == 0
+
+
+@pytest.mark.parametrize("mode", ["cloudevents-binary", "cloudevents-structured"])
+def test_records_arrive_as_cloudevents_with_their_trace_context(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess], mode: str) -> None:
+    """Issue 19 item 3: Kafka records with ``ce_*`` headers (the Kafka protocol binding) and a W3C
+    ``traceparent`` arrive as CloudEvents the CloudEvents SDK's HTTP parser accepts, with ``traceparent``
+    as a real header and the idempotency key on every request."""
+    from cloudevents.core.bindings.http import HTTPMessage, from_http
+    from cloudevents.core.formats.json import JSONFormat
+
+    topic = topic_factory(partitions=2, prefix="e-ce")
+    trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    produce(bootstrap, topic, [(i % 2, f"k{i}".encode(), json.dumps({"n": i}).encode()) for i in range(20)],
+            headers=[("ce_type", b"com.shop.order"), ("ce_source", b"/shop"), ("content-type", b"application/json"),
+                     ("traceparent", trace)])
+    cp = run_consumer(*args(bootstrap, topic, target, "--partitions", "0-1", "--format", mode,
+                            "--idempotency-header", "Idempotency-Key"))
+    cp.wait_ready()
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 20, timeout=60), cp.tail()
+    seen = set()
+    for a in target.accepted():
+        event = from_http(HTTPMessage(a.headers, a.body), JSONFormat())
+        attrs = event.get_attributes()
+        assert (attrs["type"], attrs["source"]) == ("com.shop.order", "/shop")
+        assert attrs["id"] == f"{topic}/{a.partition}/{a.offset}"
+        assert a.headers["traceparent"] == trace.decode()
+        assert a.headers["Idempotency-Key"] == attrs["id"]
+        seen.add(event.get_data()["n"])  # type: ignore[index]
+    assert seen == set(range(20))
     assert cp.terminate() == 0

@@ -117,7 +117,8 @@ def test_minimal_spec_defaults_in_env_and_no_optional_entries() -> None:
     assert env["LAGPILOT_METHOD"] == "POST"
     for absent in ("LAGPILOT_HEADERS", "LAGPILOT_DEAD_LETTER_TOPIC", "LAGPILOT_KAFKA_SASL_MECHANISM",
                    "LAGPILOT_SUCCESS_CODES", "LAGPILOT_RETRY_CODES", "LAGPILOT_UNAVAILABLE_CODES",
-                   "LAGPILOT_MAX_REQUESTS_PER_SECOND",
+                   "LAGPILOT_MAX_REQUESTS_PER_SECOND", "LAGPILOT_FORMAT", "LAGPILOT_HEADER_MAPPING",
+                   "LAGPILOT_IDEMPOTENCY_HEADER",
                    "LAGPILOT_KAFKA_SASL_USERNAME", "LAGPILOT_KAFKA_SASL_PASSWORD"):
         assert absent not in env
     c = container(dep)
@@ -248,8 +249,11 @@ def test_status_codes_and_the_rate_cap_reach_the_worker_as_its_flags_read_them()
     spec, problems = parse({"metadata": {"name": "orders", "namespace": "shop"}, "spec": {
         "bootstrapServers": "k:9092", "topic": "orders", "target": {
             "url": "http://x/y", "successCodes": "200-299,304", "retryCodes": "500-599",
-            "unavailableCodes": "503", "maxRequestsPerSecond": 250.5}}}, "img")
+            "unavailableCodes": "503", "maxRequestsPerSecond": 250.5, "format": "cloudevents-binary",
+            "headerMapping": ["X-Tenant", "baggage"], "idempotencyHeader": "Idempotency-Key"}}}, "img")
     assert spec is not None and problems == []
     env = env_of(p.deployment(spec, OWNER, replicas=1))
     assert (env["LAGPILOT_SUCCESS_CODES"], env["LAGPILOT_RETRY_CODES"], env["LAGPILOT_UNAVAILABLE_CODES"],
             env["LAGPILOT_MAX_REQUESTS_PER_SECOND"]) == ("200-299,304", "500-599", "503", "250.5")
+    assert (env["LAGPILOT_FORMAT"], env["LAGPILOT_HEADER_MAPPING"], env["LAGPILOT_IDEMPOTENCY_HEADER"]) == (
+        "cloudevents-binary", "X-Tenant,baggage", "Idempotency-Key")
