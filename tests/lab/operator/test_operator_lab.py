@@ -107,8 +107,12 @@ def unchanged_world_writes_nothing(k8s: Any, namespace: str, operator: Operator,
                                    topic_factory: Any) -> None:
     topic = topic_factory(partitions=2)
     apply(k8s, namespace, cg_doc("idem", bootstrap, topic, workers=0))
-    wait_for(lambda: condition(get(k8s, namespace, "consumergroup", "idem"), "Ready").get("status") == "True",
-             what="Ready with 0 workers")
+    # Ready comes with the first status write; the first lag read is written a poll later (CI run 8 took
+    # the resourceVersion in between and saw that write): wait for both before watching for writes.
+    wait_for(lambda: (cg := get(k8s, namespace, "consumergroup", "idem")) and
+             condition(cg, "Ready").get("status") == "True" and
+             ((cg.get("status") or {}).get("lag") or {}).get("updatedAt"),
+             what="Ready with 0 workers, and the first lag read written")
     before = {d["metadata"]["name"]: (d["metadata"]["resourceVersion"], d["metadata"]["generation"])
               for d in deployments(k8s, namespace, "idem")}
     cg_rv = get(k8s, namespace, "consumergroup", "idem")["metadata"]["resourceVersion"]
