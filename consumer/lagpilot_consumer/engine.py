@@ -246,9 +246,6 @@ class DeliveryEngine:
         if self._dlq_pool is not None:
             self._dlq_pool.shutdown(wait=False, cancel_futures=True)
 
-    def on_wire(self) -> int:
-        return self._busy
-
     def parked(self) -> int:
         return len(self._parked) + len(self._due)
 

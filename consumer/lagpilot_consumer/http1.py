@@ -55,7 +55,6 @@ class _Conn(asyncio.Protocol):
     """One keep-alive connection; at most one request at a time."""
 
     __slots__ = (
-        "_name",
         "born",
         "closed",
         "complete",
@@ -66,7 +65,6 @@ class _Conn(asyncio.Protocol):
         "received",
         "status",
         "transport",
-        "uses",
         "waiter",
     )
 
@@ -76,12 +74,10 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
-        self._name = b""
         self.received = False
         self.closed = False
         self.keep_alive = True
         self.born = time.monotonic()
-        self.uses = 0
         self.complete = False
         self.headers_done = False
 
@@ -145,7 +141,6 @@ class _Conn(asyncio.Protocol):
         self.received = False
         self.complete = False
         self.headers_done = False
-        self.uses += 1
         self.waiter = loop.create_future()
         return self.waiter
 
@@ -172,7 +167,6 @@ class Pool:
         self.reuse = reuse
         self._idle: dict[Origin, list[_Conn]] = {}
         self._ssl = ssl_context
-        self.opened = 0  # connections opened (a metric and a test hook)
 
     def _ssl_context(self) -> ssl.SSLContext:
         """Certificates are verified (hostname included) against ``SSL_CERT_FILE`` or
@@ -205,7 +199,6 @@ class Pool:
             raise HttpError(f"SSLError: {getattr(exc, 'verify_message', None) or exc.reason or exc}") from None
         except OSError as exc:
             raise HttpError(f"ConnectionError: {exc.strerror or exc}") from None
-        self.opened += 1
         return conn
 
     def _take_idle(self, origin: Origin) -> _Conn | None:

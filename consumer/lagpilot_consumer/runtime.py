@@ -364,7 +364,7 @@ class ConsumerRuntime:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
 
         tps = self._tps(parts)
-        reset = dict(consumer_conf(self.cfg)).get("auto.offset.reset", "earliest")
+        reset = dict(self.cfg.kafka_config).get("auto.offset.reset", "earliest")  # consumer_conf's default
         fresh = OFFSET_END if str(reset) in ("latest", "largest", "end") else OFFSET_BEGINNING
         why = ""
         for attempt in range(attempts):
