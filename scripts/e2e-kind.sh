@@ -39,7 +39,7 @@ export KUBECONFIG=$KUBECONFIG_FILE
 HELM=$(scripts/build-helm.sh)
 
 step "installing the chart (release $RELEASE in $OPERATOR_NS)"
-HELM_INSTALL="--create-namespace --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text"
+HELM_INSTALL="--create-namespace --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text --set nodeSelector.lagpilot-e2e-node=infra"
 # shellcheck disable=SC2086
 timed run helm-install "$HELM" upgrade --install "$RELEASE" charts/lagpilot --namespace "$OPERATOR_NS" $HELM_INSTALL \
   --wait --timeout 300s
@@ -51,6 +51,7 @@ export LAGPILOT_E2E_TEST_BOOTSTRAP=localhost:30092
 export LAGPILOT_E2E_TARGET_MODE=incluster
 export LAGPILOT_E2E_TARGET_IMAGE=$LAGPILOT_IMAGE
 export LAGPILOT_E2E_REQUIRED=1
+export LAGPILOT_E2E_INFRA_NODE=lagpilot-e2e-node=infra LAGPILOT_E2E_SPARE_NODE=lagpilot-e2e-node=spare
 export LAGPILOT_E2E_HELM=$HELM LAGPILOT_E2E_HELM_INSTALL=$HELM_INSTALL LAGPILOT_E2E_HELM_RELEASE=$RELEASE
 export LAGPILOT_E2E_OPERATOR_NAMESPACE=$OPERATOR_NS
 status=0

@@ -57,6 +57,10 @@ up() {
     --config kind-config.yaml --image "$NODE_IMAGE" --kubeconfig "$KUBECONFIG_FILE" --wait 300s
   export KUBECONFIG=$KUBECONFIG_FILE
   run nodes-ready kubectl wait --for=condition=Ready nodes --all --timeout=180s
+  # CoreDNS off the spare node, which the fault tests freeze (kind-config.yaml).
+  run coredns-pin kubectl -n kube-system patch deployment coredns --type merge \
+    -p '{"spec":{"template":{"spec":{"nodeSelector":{"lagpilot-e2e-node":"infra"}}}}}'
+  timed run coredns-ready kubectl -n kube-system rollout status deployment/coredns --timeout=180s
 
   step "loading images into the nodes"
   timed run kind-load "$KIND" load docker-image --name "$CLUSTER" "$LAGPILOT_IMAGE" "$KAFKA_IMAGE"

@@ -10,6 +10,10 @@ Environment:
                                lab); incluster: a target pod + Service in the test namespace, read
                                back through the API server's service proxy (kind, real clusters)
   LAGPILOT_E2E_TARGET_IMAGE    incluster mode: an image with python3 (the lagpilot image has it)
+  LAGPILOT_E2E_INFRA_NODE      incluster mode: label=value of the node(s) the target pod runs on, never
+                               the one the fault tests freeze (kind: lagpilot-e2e-node=infra)
+  LAGPILOT_E2E_SPARE_NODE      label=value of the node the fault tests may freeze or cut off; without it
+                               tests/e2e/test_e2e_faults.py is skipped
   LAGPILOT_E2E_REQUIRED=1      a missing variable is an error, not a skip (scripts/e2e-kind.sh sets it)
 Without KUBECONFIG and LAGPILOT_E2E_BOOTSTRAP every test here is skipped."""
 
@@ -114,6 +118,15 @@ class LocalTarget:
         self.server.server_close()
 
 
+def infra_node_selector() -> dict[str, str]:
+    """LAGPILOT_E2E_INFRA_NODE as a nodeSelector ({} when unset)."""
+    raw = os.environ.get("LAGPILOT_E2E_INFRA_NODE", "")
+    if not raw:
+        return {}
+    key, _, value = raw.partition("=")
+    return {key: value}
+
+
 class InClusterTarget:
     """A pod + Service running target.py; read back through the API server's service proxy."""
 
@@ -130,7 +143,7 @@ class InClusterTarget:
             "metadata": {"name": self.NAME, "labels": labels},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{
+                "spec": {"nodeSelector": infra_node_selector(), "containers": [{
                     "name": "target", "image": image, "imagePullPolicy": "IfNotPresent",
                     "command": ["python3", "-c", script, str(self.PORT)],
                     "ports": [{"containerPort": self.PORT, "name": "http"}],

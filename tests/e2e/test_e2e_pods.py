@@ -14,16 +14,14 @@ from typing import Any, cast
 import pytest
 
 from lagpilot.protocol import assignment_configmap_name
+from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals, ready
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.handoff import SteadyProducer, first_deliveries_in_key_order, overlaps
-from lagpilot.testing.target import Arrival
 from lagpilot.testing.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kind]
 
-GROUP, VERSION, PLURAL = "lagpilot.io", "v1alpha1", "consumergroups"
 PARTITIONS = 6
-NAME = "cg"
 OPERATOR_NS = os.environ.get("LAGPILOT_E2E_OPERATOR_NAMESPACE", "lagpilot-system")
 
 
@@ -32,44 +30,6 @@ def cg_doc(bootstrap: str, topic: str, url: str, rollout: dict[str, Any], thread
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ConsumerGroup", "metadata": {"name": NAME},
             "spec": {"bootstrapServers": bootstrap, "topic": topic, "groupId": f"g-{topic}", "workers": workers,
                      "threads": threads, "target": {"url": url}, "rollout": rollout}}
-
-
-class Cluster:
-    """The few reads and writes these tests make, through the kubernetes client."""
-
-    def __init__(self, api: Any, namespace: str) -> None:
-        from kubernetes import client
-
-        self.ns = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.authz = client.AuthorizationV1Api(api)
-
-    def apply(self, doc: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, doc)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, NAME,
-                                                       {"spec": doc["spec"]})
-
-    def cg(self) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, NAME))
-
-    def pods(self) -> list[Any]:
-        return list(self.core.list_namespaced_pod(self.ns, label_selector=f"lagpilot.io/consumergroup={NAME}").items)
-
-    def deployments(self) -> list[Any]:
-        return list(self.apps.list_namespaced_deployment(
-            self.ns, label_selector=f"lagpilot.io/consumergroup={NAME}").items)
-
-
-def ready(cg: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (cg.get("status") or {}).get("conditions", []))
 
 
 def settled_on_new_revision(c: Cluster, old: str | None) -> Callable[[], Any]:
@@ -93,14 +53,6 @@ def owner_revisions(c: Cluster, st: dict[str, Any]) -> set[str | None]:
 
 def phase(c: Cluster) -> str | None:
     return ((c.cg().get("status") or {}).get("rollout") or {}).get("phase")
-
-
-def arrivals(records: list[dict[str, Any]]) -> list[Arrival]:
-    """The in-cluster target's records as the lab's Arrival (it answers 200 to everything)."""
-    return [Arrival(topic="", partition=r["partition"], offset=r["offset"],
-                    key=r["key"].encode() if r["key"] is not None else None, worker=r["worker"] or "",
-                    start=r["start"], end=r["end"] or r["start"], status=200, body=b"", headers={})
-            for r in records]
 
 
 def check_deliveries(records: list[dict[str, Any]], acked: int) -> None:

@@ -1,0 +1,244 @@
+"""Faults a production cluster sees, on kind (real nodes, kubelets, containers, Services), each judged by
+the history checker (`lagpilot.testing.history`) over everything the in-cluster target recorded and
+everything the producer had acknowledged:
+
+1. frozen node: `docker pause` of the kind node running a worker that owns partitions (its kubelet, its
+   containers, their clocks keep running), for as long as it takes the operator to move those partitions
+   and the other worker to deliver and commit everything; then `docker unpause`. The resumed pod must not
+   deliver what it no longer owns, nor commit over the new owner's commits.
+2. API black-hole: one worker pod cut off from the API server (iptables in the pod's network namespace,
+   entered with nsenter on its node), Kafka and the target still reachable. It must stop delivering
+   within its fence timeout, and the operator must grant its partitions to the other worker only after
+   that; once healed, the worker comes back and the group delivers everything.
+
+The worker pods are spread over the two kind worker nodes (required pod anti-affinity); Kafka, the
+operator, CoreDNS and the target run on the node labelled LAGPILOT_E2E_INFRA_NODE, so only consumer
+workers sit on the one labelled LAGPILOT_E2E_SPARE_NODE that the faults hit (kind-config.yaml).
+
+LAGPILOT_E2E_FAULT_RUNS (default 3) runs each scenario that many times in a row; each run prints its
+verdict line (lost, out of order, duplicates allowed and not, overlaps). LAGPILOT_E2E_WORKER_IMAGE runs
+the workers from another image: the mutation check (docs/architecture.md, "Fault model") builds one with
+the fence disabled and shows scenario 1 failing on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from lagpilot.testing.consumer import committed
+from lagpilot.testing.e2e_cluster import NAME, Cluster, arrivals
+from lagpilot.testing.e2e_target import Target
+from lagpilot.testing.handoff import SteadyProducer
+from lagpilot.testing.history import Fault, Verdict, check_history
+from lagpilot.testing.wait import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults]
+
+PARTITIONS = 4
+THREADS = 2
+FENCE_S, TARGET_TIMEOUT_S = 15.0, 10.0  # the defaults the ConsumerGroup below keeps
+RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))
+SPARE = os.environ.get("LAGPILOT_E2E_SPARE_NODE", "")
+WORKER_IMAGE = os.environ.get("LAGPILOT_E2E_WORKER_IMAGE", "")
+
+
+@pytest.fixture(autouse=True)
+def _needs_spare_node() -> None:
+    if not SPARE:
+        pytest.skip("LAGPILOT_E2E_SPARE_NODE not set: no node the fault tests may freeze (kind-config.yaml)")
+
+
+def docker(*args: str, timeout: float = 60) -> str:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def spare_node(c: Cluster) -> str:
+    key, _, value = SPARE.partition("=")
+    nodes = [n.metadata.name for n in c.core.list_node(label_selector=f"{key}={value}").items]
+    assert len(nodes) == 1, f"expected one node labelled {SPARE}, found {nodes}"
+    return nodes[0]
+
+
+def group_doc(bootstrap: str, topic: str, url: str) -> dict[str, Any]:
+    """Two workers, one per kind worker node."""
+    spread = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": {"lagpilot.io/consumergroup": NAME}}}]}}
+    doc = {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": NAME},
+           "spec": {"bootstrapServers": bootstrap, "topic": topic, "groupId": f"g-{topic}", "workers": 2,
+                    "threads": THREADS, "target": {"url": url}, "rollout": {"strategy": "Rolling"},
+                    "template": {"affinity": spread}}}
+    if WORKER_IMAGE:
+        doc["spec"]["image"] = WORKER_IMAGE
+    return doc
+
+
+def owners(c: Cluster) -> list[str]:
+    return list(((c.cg().get("status") or {}).get("assignment") or {}).get("owners") or [])
+
+
+@pytest.fixture
+def cluster(api: Any, e2e_namespace: str) -> Iterator[Cluster]:
+    c = Cluster(api, e2e_namespace)
+    yield c
+    try:
+        c.custom.delete_namespaced_custom_object("lagpilot.io", "v1alpha1", c.ns, "consumergroups", NAME)
+    except Exception:
+        pass
+
+
+class Scenario:
+    """One run: a fresh topic under steady production, the group settled with a worker on the spare node
+    owning partitions; the fault is the caller's."""
+
+    def __init__(self, c: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
+                 topic_factory: Callable[[int], str]) -> None:
+        self.c, self.target, self.test_bootstrap = c, target, test_bootstrap
+        self.topic = topic_factory(PARTITIONS)
+        self.group = f"g-{self.topic}"
+        self.producer = SteadyProducer(test_bootstrap, self.topic, PARTITIONS, rate=60).start()
+        c.apply(group_doc(worker_bootstrap, self.topic, target.url))
+        self.node = spare_node(c)
+
+        def settled() -> tuple[str, list[int]] | None:
+            own = owners(c)
+            on_node = {p.metadata.name for p in c.pods() if p.spec.node_name == self.node
+                       and p.metadata.deletion_timestamp is None}
+            if len(own) != PARTITIONS or not all(own) or len(set(own)) != 2:
+                return None
+            victim = next((w for w in set(own) if w in on_node), None)
+            return (victim, [p for p, o in enumerate(own) if o == victim]) if victim else None
+        self.victim, self.lost = wait_for(settled, 240, what="2 workers on 2 nodes owning every partition",
+                                          interval=2)
+        wait_for(lambda: len(self.target.records()) >= 200, 120, what="200 records delivered", interval=2)
+
+    def pod(self) -> Any:
+        return next(p for p in self.c.pods() if p.metadata.name == self.victim)
+
+    def wait_moved(self, since: float) -> str:
+        def moved() -> str | None:
+            own = owners(self.c)
+            return own[self.lost[0]] if len(own) == PARTITIONS and all(
+                own[p] and own[p] != self.victim for p in self.lost) else None
+        new_owner: str = wait_for(moved, 240, what=f"partitions {self.lost} of {self.victim} granted elsewhere",
+                                  interval=1)
+        wait_for(lambda: any(a.worker == new_owner and a.partition in self.lost and a.start > since
+                             for a in arrivals(self.target.records())), 120,
+                 what=f"{new_owner} delivering {self.lost}", interval=2)
+        return new_owner
+
+    def ends(self) -> dict[int, int]:
+        return {p: 1 + max(r.offset for r in self.producer.log if r.partition == p) for p in range(PARTITIONS)}
+
+    def drain(self) -> None:
+        """Production stops; every acknowledged record delivered and committed."""
+        self.producer.stop()
+        assert self.producer.acked == self.producer.sent, "records not acknowledged by Kafka"
+        acked = {(r.partition, r.offset) for r in self.producer.log}
+        wait_for(lambda: acked <= {(r["partition"], r["offset"]) for r in self.target.records()}, 240,
+                 what=f"{len(acked)} records delivered", interval=2)
+        ends = self.ends()
+        wait_for(lambda: committed(self.test_bootstrap, self.group, self.topic, PARTITIONS) == ends, 120,
+                 what=f"offsets {ends} committed", interval=2)
+
+    def verdict(self, faults: list[Fault]) -> Verdict:
+        return check_history(arrivals(self.target.records()), self.producer.log, faults)
+
+
+def print_verdict(what: str, run: int, figures: str, verdict: Verdict) -> None:
+    print(f"{what} run {run}/{RUNS}: {figures}; {verdict.summary()}")
+
+
+@pytest.mark.parametrize("run", range(1, RUNS + 1))
+def test_frozen_node_resumes_without_delivering_what_it_lost(
+        run: int, cluster: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
+        topic_factory: Callable[[int], str]) -> None:
+    s = Scenario(cluster, worker_bootstrap, test_bootstrap, target, topic_factory)
+    paused = False
+    try:
+        docker("pause", s.node)
+        paused, frozen_at = True, time.time()
+        s.wait_moved(frozen_at)
+        # Everything delivered and committed by the live worker before the node resumes, so a stale commit
+        # by the resumed one would stay visible (nothing newer would overwrite it).
+        s.drain()
+        docker("unpause", s.node)
+        paused, resumed_at = False, time.time()
+        time.sleep(25)  # the resumed worker's chance to deliver or commit
+    finally:
+        if paused:
+            docker("unpause", s.node)
+        s.producer.stop()
+    records = arrivals(s.target.records())
+    zombie = [a for a in records if a.worker == s.victim and a.start > resumed_at]
+    # A delivery frozen after its last ownership check and before its request was written goes out on
+    # resume (no HTTP target can refuse it without a fencing token of its own): at most one per delivery
+    # slot, in the first moment; every request begun after that is checked against the Lease and cancelled.
+    on_the_wire = {(a.partition, a.offset) for a in zombie if a.start - resumed_at < 1.0}
+    verdict = s.verdict([Fault("freeze", frozen_at, resumed_at)])
+    print_verdict("frozen node", run, f"{s.node} paused {resumed_at - frozen_at:.0f}s, {s.victim} lost "
+                  f"{s.lost}, requests on the wire at the freeze {len(on_the_wire)}", verdict)
+    assert len(zombie) == len(on_the_wire) <= THREADS, (
+        f"the resumed worker delivered {len(zombie)} records after the freeze: "
+        f"{[(a.partition, a.offset, round(a.start - resumed_at, 3)) for a in zombie][:10]}")
+    assert verdict.lost == [] and verdict.out_of_order == [], verdict.details()
+    unexplained = [d for d in verdict.forbidden_duplicates if (d.partition, d.offset) not in on_the_wire]
+    assert unexplained == [], verdict.details()
+    assert len(verdict.overlaps) <= len(on_the_wire), verdict.details()
+    assert committed(test_bootstrap, s.group, s.topic, PARTITIONS) == s.ends(), \
+        "committed offsets went back after the resume"
+
+
+def pod_netns_iptables(node: str, container_id: str, *rule: str) -> None:
+    """iptables inside a pod's network namespace: nsenter on its kind node, by the container's pid."""
+    pid = docker("exec", node, "crictl", "inspect", "--output", "go-template", "--template", "{{.info.pid}}",
+                 container_id)
+    docker("exec", node, "nsenter", "-t", pid, "-n", "iptables", *rule)
+
+
+@pytest.mark.parametrize("run", range(1, RUNS + 1))
+def test_worker_cut_off_from_the_api_server_fences_before_its_partitions_move(
+        run: int, cluster: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
+        topic_factory: Callable[[int], str]) -> None:
+    s = Scenario(cluster, worker_bootstrap, test_bootstrap, target, topic_factory)
+    service = cluster.core.read_namespaced_service("kubernetes", "default")
+    api_ip = service.spec.cluster_ip
+    pod = s.pod()
+    cid = pod.status.container_statuses[0].container_id.split("://", 1)[1]
+    rule = ("OUTPUT", "-p", "tcp", "-d", api_ip, "--dport", "443", "-j", "DROP")
+    cut = False
+    try:
+        pod_netns_iptables(s.node, cid, "-I", *rule)
+        cut, cut_at = True, time.time()
+        new_owner = s.wait_moved(cut_at)
+        granted_at = min(a.start for a in arrivals(s.target.records())
+                         if a.worker == new_owner and a.partition in s.lost and a.start > cut_at)
+        pod_netns_iptables(s.node, cid, "-D", *rule)
+        cut, healed_at = False, time.time()
+        # The worker renews again and the operator may give it partitions back; everything arrives.
+        time.sleep(10)
+        s.drain()
+    finally:
+        if cut:
+            pod_netns_iptables(s.node, cid, "-D", *rule)
+        s.producer.stop()
+    records = arrivals(s.target.records())
+    last_cut_off = max((a.end for a in records if a.worker == s.victim and cut_at < a.start < healed_at),
+                       default=cut_at)
+    verdict = s.verdict([Fault("api-black-hole", cut_at, healed_at)])
+    print_verdict("API black-hole", run, f"{s.victim} on {s.node} cut off {healed_at - cut_at:.0f}s; its last "
+                  f"delivery {last_cut_off - cut_at:.1f}s after the cut, partitions {s.lost} granted to "
+                  f"{new_owner} after {granted_at - cut_at:.1f}s", verdict)
+    # Fenced within its fence timeout (plus the request already on the wire), and granted only after.
+    assert last_cut_off - cut_at <= FENCE_S + TARGET_TIMEOUT_S, verdict.details()
+    assert granted_at > last_cut_off, (granted_at, last_cut_off)
+    assert granted_at - cut_at >= FENCE_S, "partitions granted before the cut-off worker's fence timeout"
+    assert verdict.ok, verdict.details()
