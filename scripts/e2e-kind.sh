@@ -38,6 +38,11 @@ eval "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("LAGP
 export KUBECONFIG=$KUBECONFIG_FILE
 HELM=$(scripts/build-helm.sh)
 
+step "test image for the clock-skew fault"
+CLOCKSKEW_IMAGE=$(bash scripts/images.sh clockskew "$LAGPILOT_IMAGE")
+timed run kind-load-clockskew "$CACHE/kind-${LAGPILOT_KIND_VERSION:-v0.33.0}/bin/kind" load docker-image \
+  --name "$LAGPILOT_KIND_CLUSTER" "$CLOCKSKEW_IMAGE"
+
 step "installing the chart (release $RELEASE in $OPERATOR_NS)"
 HELM_INSTALL="--create-namespace --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text --set nodeSelector.lagpilot-e2e-node=infra"
 # shellcheck disable=SC2086
@@ -52,6 +57,7 @@ export LAGPILOT_E2E_TARGET_MODE=incluster
 export LAGPILOT_E2E_TARGET_IMAGE=$LAGPILOT_IMAGE
 export LAGPILOT_E2E_REQUIRED=1
 export LAGPILOT_E2E_INFRA_NODE=lagpilot-e2e-node=infra LAGPILOT_E2E_SPARE_NODE=lagpilot-e2e-node=spare
+export LAGPILOT_E2E_CLOCKSKEW_IMAGE=$CLOCKSKEW_IMAGE
 export LAGPILOT_E2E_HELM=$HELM LAGPILOT_E2E_HELM_INSTALL=$HELM_INSTALL LAGPILOT_E2E_HELM_RELEASE=$RELEASE
 export LAGPILOT_E2E_OPERATOR_NAMESPACE=$OPERATOR_NS
 status=0

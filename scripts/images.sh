@@ -4,7 +4,8 @@
 # inputs, so a fresh clone on the same machine loads them in seconds instead of rebuilding.
 #
 #   scripts/images.sh all        node, kafka, python and lagpilot images; prints NAME=IMAGE lines
-#   scripts/images.sh NAME       one of: debian node kafka python lagpilot
+#   scripts/images.sh NAME       one of: debian node kafka python lagpilot clockskew (a test image;
+#                                `clockskew IMAGE` builds it on an existing lagpilot image)
 #
 # With a registry in reach (a laptop, a hosted runner) the official images are used: kindest/node,
 # apache/kafka, python. Here nothing can be pulled, so each is built from Debian packages, the jars and
@@ -209,14 +210,25 @@ image_lagpilot() {
   echo "$tag"
 }
 
+# The lagpilot image plus a wall-clock skew hook, for the clock-skew fault test; rebuilt on each lagpilot build
+# (Docker's layer cache keeps it to seconds when the lagpilot image did not change).
+image_clockskew() {
+  local base=${1:-}; [ -n "$base" ] || base=$(image_lagpilot)
+  local tag=${LAGPILOT_CLOCKSKEW_IMAGE:-lagpilot-clockskew:e2e}
+  step "clockskew: docker build --force-rm $tag (on $base)"
+  run clockskew-build docker build --force-rm --build-arg LAGPILOT_IMAGE="$base" -t "$tag" scripts/images/clockskew
+  echo "$tag"
+}
+
 case "${1:-all}" in
   debian) image_debian ;;
   python) image_python ;;
   kafka) image_kafka ;;
   node) image_node ;;
   lagpilot) image_lagpilot ;;
+  clockskew) image_clockskew "${2:-}" ;;  # [LAGPILOT_IMAGE already built]
   all)
     node=$(image_node); kafka=$(image_kafka); lagpilot=$(image_lagpilot)
     printf 'NODE_IMAGE=%s\nKAFKA_IMAGE=%s\nLAGPILOT_IMAGE=%s\n' "$node" "$kafka" "$lagpilot" ;;
-  *) echo "usage: $0 [all|debian|python|kafka|node|lagpilot]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|debian|python|kafka|node|lagpilot|clockskew]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,8 @@ everything the producer had acknowledged:
    entered with nsenter on its node), Kafka and the target still reachable. It must stop delivering
    within its fence timeout, and the operator must grant its partitions to the other worker only after
    that; once healed, the worker comes back and the group delivers everything.
+3. clock skew: scenario 2 with the cut-off worker's wall clock stepped 15 s behind or ahead first (the
+   test image of scripts/images/clockskew; its Lease renewTime shows the skew before the cut).
 
 The worker pods are spread over the two kind worker nodes (required pod anti-affinity); Kafka, the
 operator, CoreDNS and the target run on the node labelled LAGPILOT_E2E_INFRA_NODE, so only consumer
@@ -45,6 +47,7 @@ FENCE_S, TARGET_TIMEOUT_S = 15.0, 10.0  # the defaults the ConsumerGroup below k
 RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))
 SPARE = os.environ.get("LAGPILOT_E2E_SPARE_NODE", "")
 WORKER_IMAGE = os.environ.get("LAGPILOT_E2E_WORKER_IMAGE", "")
+CLOCKSKEW_IMAGE = os.environ.get("LAGPILOT_E2E_CLOCKSKEW_IMAGE", "")
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +70,7 @@ def spare_node(c: Cluster) -> str:
     return nodes[0]
 
 
-def group_doc(bootstrap: str, topic: str, url: str) -> dict[str, Any]:
+def group_doc(bootstrap: str, topic: str, url: str, image: str = "") -> dict[str, Any]:
     """Two workers, one per kind worker node."""
     spread = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
         "topologyKey": "kubernetes.io/hostname",
@@ -76,8 +79,8 @@ def group_doc(bootstrap: str, topic: str, url: str) -> dict[str, Any]:
            "spec": {"bootstrapServers": bootstrap, "topic": topic, "groupId": f"g-{topic}", "workers": 2,
                     "threads": THREADS, "target": {"url": url}, "rollout": {"strategy": "Rolling"},
                     "template": {"affinity": spread}}}
-    if WORKER_IMAGE:
-        doc["spec"]["image"] = WORKER_IMAGE
+    if image or WORKER_IMAGE:
+        doc["spec"]["image"] = image or WORKER_IMAGE
     return doc
 
 
@@ -100,12 +103,12 @@ class Scenario:
     owning partitions; the fault is the caller's."""
 
     def __init__(self, c: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
-                 topic_factory: Callable[[int], str]) -> None:
+                 topic_factory: Callable[[int], str], image: str = "") -> None:
         self.c, self.target, self.test_bootstrap = c, target, test_bootstrap
         self.topic = topic_factory(PARTITIONS)
         self.group = f"g-{self.topic}"
         self.producer = SteadyProducer(test_bootstrap, self.topic, PARTITIONS, rate=60).start()
-        c.apply(group_doc(worker_bootstrap, self.topic, target.url))
+        c.apply(group_doc(worker_bootstrap, self.topic, target.url, image))
         self.node = spare_node(c)
 
         def settled() -> tuple[str, list[int]] | None:
@@ -204,15 +207,28 @@ def pod_netns_iptables(node: str, container_id: str, *rule: str) -> None:
     docker("exec", node, "nsenter", "-t", pid, "-n", "iptables", *rule)
 
 
-@pytest.mark.parametrize("run", range(1, RUNS + 1))
-def test_worker_cut_off_from_the_api_server_fences_before_its_partitions_move(
-        run: int, cluster: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
-        topic_factory: Callable[[int], str]) -> None:
-    s = Scenario(cluster, worker_bootstrap, test_bootstrap, target, topic_factory)
-    service = cluster.core.read_namespaced_service("kubernetes", "default")
-    api_ip = service.spec.cluster_ip
-    pod = s.pod()
-    cid = pod.status.container_statuses[0].container_id.split("://", 1)[1]
+def crictl_exec(node: str, container_id: str, *command: str) -> str:
+    return docker("exec", node, "crictl", "exec", container_id, *command)
+
+
+def lease_skew(c: Cluster, name: str) -> float | None:
+    """How far the worker's last renewTime is from now on this host's clock (None: no Lease yet)."""
+    from kubernetes import client
+
+    lease = client.CoordinationV1Api(c.core.api_client).read_namespaced_lease(name, c.ns)
+    renewed = lease.spec.renew_time
+    return None if renewed is None else renewed.timestamp() - time.time()
+
+
+def cut_off_run(s: Scenario, what: str, run: int, skew_s: float = 0.0) -> None:
+    """Scenario 2 (and 3 with ``skew_s``): the victim loses the API server, its partitions move, it is healed."""
+    c = s.c
+    api_ip = c.core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    cid = s.pod().status.container_statuses[0].container_id.split("://", 1)[1]
+    if skew_s:
+        crictl_exec(s.node, cid, "sh", "-c", f"echo {skew_s} > /tmp/lagpilot-clock-skew")
+        wait_for(lambda: (d := lease_skew(c, s.victim)) is not None and abs(d - skew_s) < 3, 30,
+                 what=f"{s.victim}'s Lease renewed with its clock {skew_s:+.0f}s off", interval=1)
     rule = ("OUTPUT", "-p", "tcp", "-d", api_ip, "--dport", "443", "-j", "DROP")
     cut = False
     try:
@@ -233,8 +249,9 @@ def test_worker_cut_off_from_the_api_server_fences_before_its_partitions_move(
     records = arrivals(s.target.records())
     last_cut_off = max((a.end for a in records if a.worker == s.victim and cut_at < a.start < healed_at),
                        default=cut_at)
-    verdict = s.verdict([Fault("api-black-hole", cut_at, healed_at)])
-    print_verdict("API black-hole", run, f"{s.victim} on {s.node} cut off {healed_at - cut_at:.0f}s; its last "
+    verdict = s.verdict([Fault(what, cut_at, healed_at)])
+    skewed = f" with its clock {skew_s:+.0f}s off" if skew_s else ""
+    print_verdict(what, run, f"{s.victim} on {s.node}{skewed} cut off {healed_at - cut_at:.0f}s; its last "
                   f"delivery {last_cut_off - cut_at:.1f}s after the cut, partitions {s.lost} granted to "
                   f"{new_owner} after {granted_at - cut_at:.1f}s", verdict)
     # Fenced within its fence timeout (plus the request already on the wire), and granted only after.
@@ -242,3 +259,24 @@ def test_worker_cut_off_from_the_api_server_fences_before_its_partitions_move(
     assert granted_at > last_cut_off, (granted_at, last_cut_off)
     assert granted_at - cut_at >= FENCE_S, "partitions granted before the cut-off worker's fence timeout"
     assert verdict.ok, verdict.details()
+
+
+@pytest.mark.parametrize("run", range(1, RUNS + 1))
+def test_worker_cut_off_from_the_api_server_fences_before_its_partitions_move(
+        run: int, cluster: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
+        topic_factory: Callable[[int], str]) -> None:
+    cut_off_run(Scenario(cluster, worker_bootstrap, test_bootstrap, target, topic_factory), "API black-hole", run)
+
+
+@pytest.mark.parametrize("run", range(1, RUNS + 1))
+def test_worker_with_a_skewed_clock_cut_off_never_overlaps(
+        run: int, cluster: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
+        topic_factory: Callable[[int], str]) -> None:
+    """Scenario 3: the cut-off worker's wall clock 15 s behind (odd runs) or ahead (even runs) of the
+    operator's. Lease expiry is measured on the operator's clock from when it saw the last renewal, and the
+    fence on the worker's monotonic clock, so neither direction may move a partition early."""
+    if not CLOCKSKEW_IMAGE:
+        pytest.skip("LAGPILOT_E2E_CLOCKSKEW_IMAGE not set (scripts/images.sh clockskew builds it)")
+    skew = -15.0 if run % 2 else 15.0
+    s = Scenario(cluster, worker_bootstrap, test_bootstrap, target, topic_factory, image=CLOCKSKEW_IMAGE)
+    cut_off_run(s, "clock skew + API black-hole", run, skew_s=skew)
