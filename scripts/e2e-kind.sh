@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 bash scripts/kind-cluster.sh up
-eval "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("LAGPILOT_IMAGE=" + d["images"]["lagpilot"])' "$LAGPILOT_KIND_DIR/state.json")"
+eval "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("LAGPILOT_IMAGE=" + d["images"]["lagpilot"]); print("KAFKA_IMAGE=" + d["images"]["kafka"])' "$LAGPILOT_KIND_DIR/state.json")"
 export KUBECONFIG=$KUBECONFIG_FILE
 HELM=$(scripts/build-helm.sh)
 
@@ -57,7 +57,7 @@ export LAGPILOT_E2E_TARGET_MODE=incluster
 export LAGPILOT_E2E_TARGET_IMAGE=$LAGPILOT_IMAGE
 export LAGPILOT_E2E_REQUIRED=1
 export LAGPILOT_E2E_INFRA_NODE=lagpilot-e2e-node=infra LAGPILOT_E2E_SPARE_NODE=lagpilot-e2e-node=spare
-export LAGPILOT_E2E_CLOCKSKEW_IMAGE=$CLOCKSKEW_IMAGE
+export LAGPILOT_E2E_CLOCKSKEW_IMAGE=$CLOCKSKEW_IMAGE LAGPILOT_E2E_KAFKA_IMAGE=$KAFKA_IMAGE
 export LAGPILOT_E2E_HELM=$HELM LAGPILOT_E2E_HELM_INSTALL=$HELM_INSTALL LAGPILOT_E2E_HELM_RELEASE=$RELEASE
 export LAGPILOT_E2E_OPERATOR_NAMESPACE=$OPERATOR_NS
 status=0

@@ -25,7 +25,6 @@ the fence disabled and shows scenario 1 failing on it."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,19 +33,16 @@ import pytest
 
 from lagpilot.testing.consumer import committed
 from lagpilot.testing.e2e_cluster import NAME, Cluster, arrivals
+from lagpilot.testing.e2e_faults import PARTITIONS, THREADS, Scenario, docker
 from lagpilot.testing.e2e_target import Target
-from lagpilot.testing.handoff import SteadyProducer
-from lagpilot.testing.history import Fault, Verdict, check_history
+from lagpilot.testing.history import Fault, Verdict
 from lagpilot.testing.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults]
 
-PARTITIONS = 4
-THREADS = 2
 FENCE_S, TARGET_TIMEOUT_S = 15.0, 10.0  # the defaults the ConsumerGroup below keeps
 RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))
 SPARE = os.environ.get("LAGPILOT_E2E_SPARE_NODE", "")
-WORKER_IMAGE = os.environ.get("LAGPILOT_E2E_WORKER_IMAGE", "")
 CLOCKSKEW_IMAGE = os.environ.get("LAGPILOT_E2E_CLOCKSKEW_IMAGE", "")
 
 
@@ -54,38 +50,6 @@ CLOCKSKEW_IMAGE = os.environ.get("LAGPILOT_E2E_CLOCKSKEW_IMAGE", "")
 def _needs_spare_node() -> None:
     if not SPARE:
         pytest.skip("LAGPILOT_E2E_SPARE_NODE not set: no node the fault tests may freeze (kind-config.yaml)")
-
-
-def docker(*args: str, timeout: float = 60) -> str:
-    out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {out.stderr.strip()}")
-    return out.stdout.strip()
-
-
-def spare_node(c: Cluster) -> str:
-    key, _, value = SPARE.partition("=")
-    nodes = [n.metadata.name for n in c.core.list_node(label_selector=f"{key}={value}").items]
-    assert len(nodes) == 1, f"expected one node labelled {SPARE}, found {nodes}"
-    return nodes[0]
-
-
-def group_doc(bootstrap: str, topic: str, url: str, image: str = "") -> dict[str, Any]:
-    """Two workers, one per kind worker node."""
-    spread = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-        "topologyKey": "kubernetes.io/hostname",
-        "labelSelector": {"matchLabels": {"lagpilot.io/consumergroup": NAME}}}]}}
-    doc = {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": NAME},
-           "spec": {"bootstrapServers": bootstrap, "topic": topic, "groupId": f"g-{topic}", "workers": 2,
-                    "threads": THREADS, "target": {"url": url}, "rollout": {"strategy": "Rolling"},
-                    "template": {"affinity": spread}}}
-    if image or WORKER_IMAGE:
-        doc["spec"]["image"] = image or WORKER_IMAGE
-    return doc
-
-
-def owners(c: Cluster) -> list[str]:
-    return list(((c.cg().get("status") or {}).get("assignment") or {}).get("owners") or [])
 
 
 @pytest.fixture
@@ -96,64 +60,6 @@ def cluster(api: Any, e2e_namespace: str) -> Iterator[Cluster]:
         c.custom.delete_namespaced_custom_object("lagpilot.io", "v1alpha1", c.ns, "consumergroups", NAME)
     except Exception:
         pass
-
-
-class Scenario:
-    """One run: a fresh topic under steady production, the group settled with a worker on the spare node
-    owning partitions; the fault is the caller's."""
-
-    def __init__(self, c: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
-                 topic_factory: Callable[[int], str], image: str = "") -> None:
-        self.c, self.target, self.test_bootstrap = c, target, test_bootstrap
-        self.topic = topic_factory(PARTITIONS)
-        self.group = f"g-{self.topic}"
-        self.producer = SteadyProducer(test_bootstrap, self.topic, PARTITIONS, rate=60).start()
-        c.apply(group_doc(worker_bootstrap, self.topic, target.url, image))
-        self.node = spare_node(c)
-
-        def settled() -> tuple[str, list[int]] | None:
-            own = owners(c)
-            on_node = {p.metadata.name for p in c.pods() if p.spec.node_name == self.node
-                       and p.metadata.deletion_timestamp is None}
-            if len(own) != PARTITIONS or not all(own) or len(set(own)) != 2:
-                return None
-            victim = next((w for w in set(own) if w in on_node), None)
-            return (victim, [p for p, o in enumerate(own) if o == victim]) if victim else None
-        self.victim, self.lost = wait_for(settled, 240, what="2 workers on 2 nodes owning every partition",
-                                          interval=2)
-        wait_for(lambda: len(self.target.records()) >= 200, 120, what="200 records delivered", interval=2)
-
-    def pod(self) -> Any:
-        return next(p for p in self.c.pods() if p.metadata.name == self.victim)
-
-    def wait_moved(self, since: float) -> str:
-        def moved() -> str | None:
-            own = owners(self.c)
-            return own[self.lost[0]] if len(own) == PARTITIONS and all(
-                own[p] and own[p] != self.victim for p in self.lost) else None
-        new_owner: str = wait_for(moved, 240, what=f"partitions {self.lost} of {self.victim} granted elsewhere",
-                                  interval=1)
-        wait_for(lambda: any(a.worker == new_owner and a.partition in self.lost and a.start > since
-                             for a in arrivals(self.target.records())), 120,
-                 what=f"{new_owner} delivering {self.lost}", interval=2)
-        return new_owner
-
-    def ends(self) -> dict[int, int]:
-        return {p: 1 + max(r.offset for r in self.producer.log if r.partition == p) for p in range(PARTITIONS)}
-
-    def drain(self) -> None:
-        """Production stops; every acknowledged record delivered and committed."""
-        self.producer.stop()
-        assert self.producer.acked == self.producer.sent, "records not acknowledged by Kafka"
-        acked = {(r.partition, r.offset) for r in self.producer.log}
-        wait_for(lambda: acked <= {(r["partition"], r["offset"]) for r in self.target.records()}, 240,
-                 what=f"{len(acked)} records delivered", interval=2)
-        ends = self.ends()
-        wait_for(lambda: committed(self.test_bootstrap, self.group, self.topic, PARTITIONS) == ends, 120,
-                 what=f"offsets {ends} committed", interval=2)
-
-    def verdict(self, faults: list[Fault]) -> Verdict:
-        return check_history(arrivals(self.target.records()), self.producer.log, faults)
 
 
 def print_verdict(what: str, run: int, figures: str, verdict: Verdict) -> None:
