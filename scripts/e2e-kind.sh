@@ -64,7 +64,12 @@ export LAGPILOT_E2E_HELM=$HELM LAGPILOT_E2E_HELM_INSTALL=$HELM_INSTALL LAGPILOT_
 export LAGPILOT_E2E_OPERATOR_NAMESPACE=$OPERATOR_NS
 status=0
 # shellcheck disable=SC2086
-"$PY" -m pytest -p no:cacheprovider tests/e2e -m e2e -v ${PYTEST_ARGS:-} || status=$?
+# The kind fault suite (marker `faults`: frozen node, API black-hole, clock skew, broker failover) is not
+# yet reliable enough to gate every run (see docs/architecture.md, "Fault model"): LAGPILOT_E2E_FAULTS=1
+# runs it too.
+markers="e2e and not faults"
+[ "${LAGPILOT_E2E_FAULTS:-0}" = 1 ] && markers=e2e
+"$PY" -m pytest -p no:cacheprovider tests/e2e -m "$markers" -v ${PYTEST_ARGS:-} || status=$?
 if [ "$status" != 0 ]; then
   step "e2e failed (exit $status): operator logs in $LOGS/operator.log"
   kubectl -n "$OPERATOR_NS" logs deploy/"$RELEASE" --tail=500 > "$LOGS/operator.log" 2>&1 || true
