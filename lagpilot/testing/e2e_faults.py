@@ -21,6 +21,7 @@ from lagpilot.testing.wait import wait_for
 PARTITIONS = 4
 THREADS = 2
 WORKER_IMAGE = os.environ.get("LAGPILOT_E2E_WORKER_IMAGE", "")
+RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))  # runs of each scenario in a row
 
 
 def docker(*args: str, timeout: float = 60) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from lagpilot.testing import e2e_target
+from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.wait import wait_for
 
@@ -186,3 +187,15 @@ def target(api: Any, e2e_namespace: str) -> Iterator[Target]:
         pytest.fail(f"LAGPILOT_E2E_TARGET_MODE must be local or incluster, got {mode!r}")
     yield t
     t.close()
+
+
+@pytest.fixture
+def cluster(api: Any, e2e_namespace: str) -> Iterator[Cluster]:
+    """The test namespace's one ConsumerGroup and its objects; the group is deleted first at the end so the
+    operator cleans up before the namespace goes."""
+    c = Cluster(api, e2e_namespace)
+    yield c
+    try:
+        c.custom.delete_namespaced_custom_object(GROUP, VERSION, c.ns, PLURAL, NAME)
+    except Exception:
+        pass

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from lagpilot.testing.e2e_cluster import NAME, Cluster, arrivals
-from lagpilot.testing.e2e_faults import Scenario, docker, owners
+from lagpilot.testing.consumer import committed
+from lagpilot.testing.e2e_cluster import Cluster, arrivals
+from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, Scenario, docker, owners
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault
 from lagpilot.testing.wait import wait_for
@@ -33,7 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults]
 KAFKA_IMAGE = os.environ.get("LAGPILOT_E2E_KAFKA_IMAGE", "")
 INFRA = os.environ.get("LAGPILOT_E2E_INFRA_NODE", "")
 BROKERS = 3
-RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))
 
 
 @dataclass
@@ -195,9 +195,8 @@ def kill_and_wait(kafka3: Kafka3, c: Cluster, node_id: int, s: Scenario, partiti
 
 @pytest.mark.parametrize("run", range(1, RUNS + 1))
 def test_leader_and_coordinator_killed_mid_delivery(
-        run: int, api: Any, e2e_namespace: str, kafka3: Kafka3, target: Target,
-        topic3: Callable[[int], str]) -> None:
-    c = Cluster(api, e2e_namespace)
+        run: int, cluster: Cluster, kafka3: Kafka3, target: Target, topic3: Callable[[int], str]) -> None:
+    c = cluster
     s = Scenario(c, kafka3.in_cluster, kafka3.external, target, topic3)
     assert len(set(owners(c))) == 2
     faults: list[Fault] = []
@@ -210,17 +209,12 @@ def test_leader_and_coordinator_killed_mid_delivery(
         try:
             s.drain()  # commits resume: every partition committed to its end
         except AssertionError as exc:
-            from lagpilot.testing.consumer import committed
             verdict = s.verdict(faults)
             raise AssertionError(f"{exc}; {verdict.details()}; committed "
-                                 f"{committed(kafka3.external, s.group, s.topic, 4)} of {s.ends()}; "
+                                 f"{committed(kafka3.external, s.group, s.topic, PARTITIONS)} of {s.ends()}; "
                                  f"status {c.cg().get('status')}") from exc
     finally:
         s.producer.stop()
-        try:
-            c.custom.delete_namespaced_custom_object("lagpilot.io", "v1alpha1", c.ns, "consumergroups", NAME)
-        except Exception:
-            pass
     verdict = s.verdict(faults)
     print(f"broker failover run {run}/{RUNS}: "
           + "; ".join(f"{f.name}, back in sync {f.end - f.start:.0f}s later" for f in faults)

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from lagpilot.testing.consumer import committed
-from lagpilot.testing.e2e_cluster import NAME, Cluster, arrivals
-from lagpilot.testing.e2e_faults import PARTITIONS, THREADS, Scenario, docker
+from lagpilot.testing.e2e_cluster import Cluster, arrivals
+from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, THREADS, Scenario, docker
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault, Verdict
 from lagpilot.testing.wait import wait_for
@@ -42,7 +41,6 @@ from lagpilot.testing.wait import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults]
 
 FENCE_S, TARGET_TIMEOUT_S = 15.0, 10.0  # the defaults the ConsumerGroup below keeps
-RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))
 SPARE = os.environ.get("LAGPILOT_E2E_SPARE_NODE", "")
 CLOCKSKEW_IMAGE = os.environ.get("LAGPILOT_E2E_CLOCKSKEW_IMAGE", "")
 
@@ -51,16 +49,6 @@ CLOCKSKEW_IMAGE = os.environ.get("LAGPILOT_E2E_CLOCKSKEW_IMAGE", "")
 def _needs_spare_node() -> None:
     if not SPARE:
         pytest.skip("LAGPILOT_E2E_SPARE_NODE not set: no node the fault tests may freeze (kind-config.yaml)")
-
-
-@pytest.fixture
-def cluster(api: Any, e2e_namespace: str) -> Iterator[Cluster]:
-    c = Cluster(api, e2e_namespace)
-    yield c
-    try:
-        c.custom.delete_namespaced_custom_object("lagpilot.io", "v1alpha1", c.ns, "consumergroups", NAME)
-    except Exception:
-        pass
 
 
 def print_verdict(what: str, run: int, figures: str, verdict: Verdict) -> None:

@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from lagpilot.protocol import assignment_configmap_name
-from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals, ready
+from lagpilot.testing.e2e_cluster import GROUP, NAME, VERSION, Cluster, arrivals, ready
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.handoff import SteadyProducer, first_deliveries_in_key_order, overlaps
 from lagpilot.testing.wait import wait_for
@@ -62,16 +62,6 @@ def check_deliveries(records: list[dict[str, Any]], acked: int) -> None:
     seen = arrivals(records)
     assert first_deliveries_in_key_order(seen)[:10] == []
     assert overlaps(seen)[:10] == []
-
-
-@pytest.fixture
-def cluster(api: Any, e2e_namespace: str) -> Iterator[Cluster]:
-    c = Cluster(api, e2e_namespace)
-    yield c
-    try:  # the namespace goes with its ConsumerGroup; delete the group first so the operator cleans up
-        c.custom.delete_namespaced_custom_object(GROUP, VERSION, c.ns, PLURAL, NAME)
-    except Exception:
-        pass
 
 
 @pytest.fixture
