@@ -50,6 +50,55 @@ _OURS = {"x-lagpilot-topic", "x-lagpilot-partition", "x-lagpilot-offset", "x-lag
          "x-lagpilot-key", "x-lagpilot-key-encoding", "x-lagpilot-base64-headers"}
 
 
+class UnreadableHeaders(ValueError):
+    """The record's Kafka headers cannot be read (a header name that is not UTF-8)."""
+
+
+class HeadersOnce:
+    """A Kafka message whose ``headers()`` is called at most once.
+
+    confluent-kafka raises from ``Message.headers()`` for a header name that is not UTF-8 (Kafka allows any
+    bytes; Go clients write them), and every later call returns a list holding a NULL object, which
+    crashes the interpreter when read. So the first result, or the first exception, is kept and given
+    back on every attempt: such a record crashes each attempt the same way (retried, dead-lettered after
+    ``--max-attempts``), and the worker lives."""
+
+    __slots__ = ("_headers", "_msg")
+
+    def __init__(self, msg: Any) -> None:
+        self._msg = msg
+        self._headers: Any = HeadersOnce
+
+    def headers(self) -> Any:
+        if self._headers is HeadersOnce:
+            try:
+                self._headers = self._msg.headers()
+            except Exception as exc:
+                cause = exc.__cause__ or exc  # confluent-kafka wraps the UnicodeDecodeError in a SystemError
+                self._headers = UnreadableHeaders(f"Kafka headers not readable ({type(cause).__name__}: {cause})")
+        if isinstance(self._headers, Exception):
+            raise self._headers
+        return self._headers
+
+    def topic(self) -> Any:
+        return self._msg.topic()
+
+    def partition(self) -> Any:
+        return self._msg.partition()
+
+    def offset(self) -> Any:
+        return self._msg.offset()
+
+    def key(self) -> Any:
+        return self._msg.key()
+
+    def value(self) -> Any:
+        return self._msg.value()
+
+    def timestamp(self) -> Any:
+        return self._msg.timestamp()
+
+
 class WorkQueue(Protocol):
     def take(self) -> Item | None: ...
     def finish(self, item: Item, outcome: str) -> None: ...
@@ -59,10 +108,11 @@ class WorkQueue(Protocol):
 class Job:
     """A dispatched record: its scheduler item and its attempts so far."""
 
-    __slots__ = ("attempt", "counted", "due", "item")
+    __slots__ = ("attempt", "counted", "due", "item", "msg")
 
     def __init__(self, item: Item) -> None:
         self.item = item
+        self.msg = HeadersOnce(item.payload)
         self.attempt = 0
         self.counted = 0
         self.due = 0.0
@@ -70,7 +120,7 @@ class Job:
     def record(self) -> Record:
         """The record for its dead letter. A part that cannot be read (what made the delivery crash)
         is left out rather than keeping the record from its dead-letter topic."""
-        msg = self.item.payload
+        msg = self.msg
         try:
             return Record.from_message(msg)
         except Exception:
@@ -334,7 +384,7 @@ class DeliveryEngine:
                 self.work.finish(item, "cancelled")
                 return
         job.attempt += 1
-        a = await self._send(item.payload)
+        a = await self._send(job.msg)
         cfg = self.cfg
         step = next_step(a.status, a.retry_after, job.attempt, job.counted, success=cfg.success_codes,
                          retry=cfg.retry_codes, unavailable=cfg.unavailable_codes,
