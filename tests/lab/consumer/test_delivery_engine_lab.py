@@ -136,7 +136,7 @@ def test_offsets_behind_a_stuck_record_are_bounded_and_other_partitions_go_on(
 
 
 @pytest.mark.skip(reason="confluent-kafka 2.16.1: Message.headers() on a non-UTF-8 header name leaves a Python "
-                         "exception set and a NULL in the list; the worker segfaults in about 1 run of 4 "
+                         "exception set and a NULL in the list; the worker segfaulted in 4 of 12 runs "
                          "(docs/consumer.md, open findings). Un-skip to reproduce.")
 def test_a_delivery_that_crashes_is_retried_in_key_order_then_dead_lettered(
         bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
