@@ -2,9 +2,10 @@
 
 The protocol allows any bytes in a header name (Go's sarama and franz-go take ``[]byte``), but
 confluent-kafka's Producer only takes ``str`` names, always valid UTF-8. The consumer's own
-confluent-kafka raises ``UnicodeDecodeError`` from ``Message.headers()`` for such a record, which is the
-one real input that makes a delivery crash. This calls librdkafka, the copy bundled with confluent-kafka,
-through ``rd_kafka_produceva`` (no varargs, so ctypes can call it safely).
+confluent-kafka raises from ``Message.headers()`` for such a record (a ``SystemError`` caused by a
+``UnicodeDecodeError``), which is the one real input that makes a delivery crash. This calls librdkafka,
+the copy bundled with confluent-kafka, through ``rd_kafka_produceva`` (no varargs, so ctypes can call it
+safely).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import confluent_kafka
 
 # rd_kafka_vtype_t (rdkafka.h)
-_END, _TOPIC, _PARTITION, _VALUE, _KEY, _MSGFLAGS, _HEADER = 0, 1, 3, 4, 5, 7, 9
+_TOPIC, _PARTITION, _VALUE, _KEY, _MSGFLAGS, _HEADER = 1, 3, 4, 5, 7, 9
 _MSG_F_COPY = 0x2
 _PRODUCER = 0
 
