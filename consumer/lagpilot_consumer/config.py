@@ -64,6 +64,7 @@ class Config:
     fence_timeout_seconds: float = 20.0
     lease_renew_seconds: float = 5.0
     kafka_config: tuple[tuple[str, str], ...] = ()
+    start_from: str | float = "earliest"  # or Unix seconds
 
 
 # flag -> (kind, default, help). kind: str|int|float|choice tuple. Defaults None = required/derived.
@@ -117,6 +118,8 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
                               "this long"),
     "lease-renew-seconds": (float, 5.0, "k8s mode: Lease renew period"),
     "kafka-config-file": (str, "", "librdkafka properties file (key=value lines), e.g. SASL/SSL settings"),
+    "start-from": (str, "earliest", "where a partition without a committed offset starts: earliest, latest, "
+                   "or an RFC 3339 time (the first record at or after it)"),
 }
 
 HEADER_PREFIX = "LAGPILOT_HEADER_"
@@ -181,6 +184,29 @@ def _read_properties(path: str) -> list[tuple[str, str]]:
             raise ConfigError(f"invalid --kafka-config-file {path!r}: line {n} is not key=value")
         out.append((key.strip(), value.strip()))
     return out
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    """A property's value from a mounted Secret file (one trailing line break dropped); never shown."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"invalid {var}: cannot read {path!r} ({exc.strerror})") from None
+
+
+def parse_start_from(value: str) -> str | float:
+    """``earliest``/``latest``, or an RFC 3339 time as Unix seconds."""
+    if value in ("earliest", "latest"):
+        return value
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if "T" in value else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise ValueError("must be earliest, latest or an RFC 3339 time such as 2026-01-31T00:00:00Z")
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -291,7 +317,15 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         kafka.extend(_read_properties(values["kafka_config_file"]))
     for name, value in sorted(env.items()):
         if name.startswith(KAFKA_PREFIX) and name != env_name("kafka-config-file"):
-            kafka.append((name[len(KAFKA_PREFIX):].lower().replace("_", "."), value))
+            key = name[len(KAFKA_PREFIX):].lower().replace("_", ".")
+            if key.endswith(".file"):  # LAGPILOT_KAFKA_SASL_PASSWORD_FILE: the value is in that file
+                kafka.append((key[:-len(".file")], _read_secret_file(name, value)))
+            else:
+                kafka.append((key, value))
+    try:
+        start_from = parse_start_from(values["start_from"])
+    except ValueError as exc:
+        raise bad("start_from", str(exc)) from None
     for key, _ in kafka:
         if key in RESERVED_KAFKA:
             raise ConfigError(f"invalid librdkafka property {key!r} (from env/--kafka-config-file): "
@@ -321,5 +355,5 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         log_level=values["log_level"], namespace=namespace, pod_name=pod_name,
         assignment_configmap=values["assignment_configmap"],
         fence_timeout_seconds=values["fence_timeout_seconds"],
-        lease_renew_seconds=values["lease_renew_seconds"], kafka_config=tuple(kafka),
+        lease_renew_seconds=values["lease_renew_seconds"], kafka_config=tuple(kafka), start_from=start_from,
     )

@@ -33,7 +33,7 @@ def consumer_conf(cfg: Config, **extra: Any) -> dict[str, Any]:
         "group.id": cfg.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": "latest" if cfg.start_from == "latest" else "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         # librdkafka prefetches up to queued.min.messages *per partition* (default 100k) and each queued
         # message costs a few hundred bytes of overhead beyond its payload: cap both so a large backlog
@@ -376,15 +376,36 @@ class ConsumerRuntime:
             else:
                 bad = [tp for tp in got if tp.error is not None]
                 if not bad:
-                    for tp in got:
-                        if tp.offset < 0:
-                            tp.offset = fresh
+                    new = [tp for tp in got if tp.offset < 0]
+                    for tp in new:
+                        tp.offset = fresh
+                    if new and isinstance(self.cfg.start_from, float):
+                        self._start_at_time(new, self.cfg.start_from)
                     return list(got)
                 why = str(bad[0].error)
             log.warning("committed offsets not read yet, retrying", extra={"error": why, "attempt": attempt + 1})
             time.sleep(min(0.5 * 2 ** attempt, 5.0))
         log.warning("committed offsets not readable: librdkafka fetches them itself", extra={"error": why})
         return tps
+
+    def _start_at_time(self, new: list[Any], when: float) -> None:
+        """``--start-from <time>``: partitions the group never committed start at their first record at or
+        after ``when`` (at the end if there is none); if the broker cannot say, where ``fresh`` put them."""
+        from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
+
+        query = [TopicPartition(tp.topic, tp.partition, int(when * 1000)) for tp in new]
+        try:
+            found = {tp.partition: tp for tp in self._consumer.offsets_for_times(query, timeout=10)}
+        except KafkaException as exc:
+            log.warning("offsets for --start-from not read: starting from the beginning",
+                        extra={"error": str(exc)})
+            return
+        for tp in new:
+            hit = found.get(tp.partition)
+            if hit is not None and hit.error is None:
+                tp.offset = hit.offset if hit.offset >= 0 else OFFSET_END
+        log.info("partitions without a commit start at --start-from",
+                 extra={"partitions": sorted(tp.partition for tp in new), "offsets": [tp.offset for tp in new]})
 
     def _drop_queued(self, p: int) -> None:
         for item in self._sched.drop_queued(p):

@@ -39,11 +39,14 @@ def _write_key(key: rsa.RSAPrivateKey, path: Path) -> None:
 
 def _issue(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name, issuer_key: rsa.RSAPrivateKey,
            *, ca: bool = False, server_sans: list[x509.GeneralName] | None = None,
-           client: bool = False) -> x509.Certificate:
+           client: bool = False, expired: bool = False) -> x509.Certificate:
+    """``expired``: valid for a day that ended an hour ago (for tests of a rejected client cert)."""
     now = dt.datetime.now(dt.UTC)
+    start, end = (now - dt.timedelta(days=1, hours=1), now - dt.timedelta(hours=1)) if expired else (
+        now - dt.timedelta(minutes=5), now + VALID_FOR)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALID_FOR)
+               .not_valid_before(start).not_valid_after(end)
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if ca:
         builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),

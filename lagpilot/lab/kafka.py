@@ -7,10 +7,11 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lagpilot import paths
+from lagpilot.lab.kafkatls import LISTENERS, PROTOCOLS, KafkaPKI, secure_listener_properties
 from lagpilot.lab.proc import free_port, pid_alive, spawn, stop_pid, wait_until
 
 LOG4J = """log4j.rootLogger=WARN, file
@@ -31,10 +32,15 @@ class KafkaBroker:
     port: int
     controller_port: int
     pid: int
+    secure_ports: dict[str, int] = field(default_factory=dict)  # listener name -> port (lab.kafkatls)
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def listener(self, name: str) -> str:
+        """The bootstrap address of a secured listener (SSL, MTLS, SCRAM, OAUTH)."""
+        return f"127.0.0.1:{self.secure_ports[name]}"
 
     def alive(self) -> bool:
         return pid_alive(self.pid)
@@ -50,7 +56,8 @@ def ensure_jars() -> Path:
     return libs
 
 
-def server_properties(workdir: Path, port: int, controller_port: int) -> str:
+def server_properties(workdir: Path, port: int, controller_port: int,
+                      secure: tuple[KafkaPKI, dict[str, int]] | None = None) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -72,19 +79,29 @@ def server_properties(workdir: Path, port: int, controller_port: int) -> str:
         "log.retention.check.interval.ms": "5000",
         "delete.topic.enable": "true",
     }
+    if secure is not None:
+        pki, ports = secure
+        extra = ",".join(f"{name}://127.0.0.1:{ports[name]}" for name in LISTENERS)
+        props["listeners"] += "," + extra
+        props["advertised.listeners"] += "," + extra
+        props["listener.security.protocol.map"] += "," + ",".join(f"{n}:{PROTOCOLS[n]}" for n in LISTENERS)
+        props.update(secure_listener_properties(pki))
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
 def start_kafka(workdir: Path, port: int | None = None, heap: str = "768m",
-                timeout: float = 90.0) -> KafkaBroker:
-    """Format storage on first start, launch the broker, and return once the admin API answers."""
+                timeout: float = 90.0, secure: KafkaPKI | None = None) -> KafkaBroker:
+    """Format storage on first start, launch the broker, and return once the admin API answers. With
+    ``secure``, the broker also has the TLS/SASL listeners of :mod:`lagpilot.lab.kafkatls`."""
     libs = ensure_jars()
     workdir.mkdir(parents=True, exist_ok=True)
     java = shutil.which("java") or "java"
     port = port or free_port()
     controller_port = free_port()
     props_file = workdir / "server.properties"
-    props_file.write_text(server_properties(workdir, port, controller_port))
+    secure_ports = {name: free_port() for name in LISTENERS} if secure is not None else {}
+    props_file.write_text(server_properties(workdir, port, controller_port,
+                                            (secure, secure_ports) if secure is not None else None))
     log_file = workdir / "kafka.log"
     (workdir / "log4j.properties").write_text(LOG4J.format(log=log_file))
     cp = f"{libs}/*"
@@ -98,7 +115,8 @@ def start_kafka(workdir: Path, port: int | None = None, heap: str = "768m",
                        check=True, capture_output=True, text=True)
     env = {**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{heap}"}
     proc = spawn([*jvm, "kafka.Kafka", str(props_file)], workdir / "stdout.log", env=env)
-    broker = KafkaBroker(workdir=str(workdir), port=port, controller_port=controller_port, pid=proc.pid)
+    broker = KafkaBroker(workdir=str(workdir), port=port, controller_port=controller_port, pid=proc.pid,
+                         secure_ports=secure_ports)
     (workdir / "broker.json").write_text(json.dumps(broker.to_json()))
     wait_until(lambda: kafka_ready(broker.bootstrap_servers), timeout, "kafka broker",
                alive=lambda: proc.poll() is None, log=workdir / "stdout.log")

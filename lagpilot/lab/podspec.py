@@ -95,6 +95,47 @@ def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any], pod_ip: st
     return env
 
 
+def volume_files(pod: Mapping[str, Any], container: Mapping[str, Any],
+                 lookup: DataLookup) -> dict[str, dict[str, str]]:
+    """The container's Secret/ConfigMap volume mounts as files: mountPath -> {path in the volume: content}
+    (``items`` select and rename keys, as the kubelet does). Other volume kinds are not mounted."""
+    ns = pod["metadata"]["namespace"]
+    volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
+    out: dict[str, dict[str, str]] = {}
+    for mount in container.get("volumeMounts") or []:
+        vol = volumes.get(mount["name"]) or {}
+        for kind, key, name_key in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+            src = vol.get(key)
+            if src is None:
+                continue
+            data = lookup(kind, ns, src[name_key])
+            if data is None:
+                if src.get("optional"):
+                    break
+                raise EnvError(f'MountVolume.SetUp failed for volume "{mount["name"]}": {kind.lower()} '
+                               f'"{src[name_key]}" not found')
+            items = src.get("items")
+            files: dict[str, str] = {}
+            for item in items if items else [{"key": k, "path": k} for k in data]:
+                if item["key"] not in data:
+                    raise EnvError(f'MountVolume.SetUp failed for volume "{mount["name"]}": key "{item["key"]}" '
+                                   f'not in {kind.lower()} "{src[name_key]}"')
+                files[item["path"]] = data[item["key"]]
+            out[mount["mountPath"].rstrip("/")] = files
+    return out
+
+
+def rewrite_mount_paths(env: Mapping[str, str], mounts: Mapping[str, str]) -> dict[str, str]:
+    """The lab has no mount namespaces: env values naming a path under a mountPath are pointed at the
+    directory the runner materialized it in (``/etc/x/ca.crt`` -> ``<pod dir>/volumes/etc/x/ca.crt``)."""
+    out = dict(env)
+    for name, value in env.items():
+        for mount_path, host_dir in mounts.items():
+            if value == mount_path or value.startswith(mount_path + "/"):
+                out[name] = host_dir + value[len(mount_path):]
+    return out
+
+
 def _resource_field(container: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
     kind, _, res = ref["resource"].partition(".")
     value = ((container.get("resources") or {}).get(kind) or {}).get(res)

@@ -11,8 +11,9 @@ deletes gracefully (SIGTERM, grace period, SIGKILL); writes pod status and Event
 What it does not do: pull images (the container's `command` is required and resolved against the
 installed console scripts, then PATH), isolate filesystems, users or resources (readOnlyRootFilesystem,
 runAsUser, limits are recorded, not enforced), mount volumes (pods get KUBECONFIG instead of a token
-volume), run init or sidecar containers, or route Service IPs (there is no kube-proxy or DNS: pods reach
-each other by pod IP, and services on the host by 127.0.0.1).
+volume; Secret and ConfigMap volumes are written to files under the pod's directory and env values naming
+paths under their mountPath are pointed there), run init or sidecar containers, or route Service IPs
+(there is no kube-proxy or DNS: pods reach each other by pod IP, and services on the host by 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from lagpilot.lab.podspec import (
     parse_probe,
     pod_phase,
     resolve_env,
+    rewrite_mount_paths,
+    volume_files,
 )
 from lagpilot.timefmt import rfc3339
 
@@ -283,6 +286,23 @@ class Runner:
                 return None
             raise
 
+    def materialize_volumes(self, pod: dict[str, Any], container: dict[str, Any], run: PodRun) -> dict[str, str]:
+        """Write the container's Secret/ConfigMap volumes under the pod's directory (mode 0600 files, as
+        the kubelet's tmpfs, here on disk); returns mountPath -> that directory."""
+        mounts: dict[str, str] = {}
+        for mount_path, files in volume_files(pod, container, self.lookup).items():
+            host = run.dir / "volumes" / mount_path.lstrip("/")
+            if host.exists():
+                shutil.rmtree(host)
+            host.mkdir(parents=True, mode=0o700)
+            for rel, content in files.items():
+                target = host / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+                target.chmod(0o600)
+            mounts[mount_path] = str(host)
+        return mounts
+
     def pod_kubeconfig(self, pod: dict[str, Any], run: PodRun) -> Path:
         """A kubeconfig holding a TokenRequest token of the pod's ServiceAccount, bound to the pod."""
         from lagpilot.lab.cluster import write_kubeconfig
@@ -325,6 +345,7 @@ class Runner:
             if run.kubeconfig is None:
                 run.kubeconfig = self.pod_kubeconfig(pod, run)
             env = resolve_env(pod, c.spec, run.ip, self.node, self.lookup)
+            env = rewrite_mount_paths(env, self.materialize_volumes(pod, c.spec, run))
             argv = container_argv(c.spec, env)
         except EnvError as exc:
             if c.waiting_reason != "CreateContainerConfigError":

@@ -9,9 +9,11 @@ brokers gets its own clients."""
 from __future__ import annotations
 
 import atexit
+import collections
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,12 +31,34 @@ _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 
+# Recent librdkafka error events per connection: (monotonic time, code name, text). A failed request only
+# says "transport failure"; these say why (lagpilot_operator.brokererrors).
+_errors: dict[str, collections.deque[tuple[float, str, str]]] = {}
+_errors_lock = threading.Lock()
+
+
+def _error_callback(conn: str) -> Any:
+    def on_error(err: Any) -> None:
+        with _errors_lock:
+            _errors.setdefault(conn, collections.deque(maxlen=20)).append(
+                (time.monotonic(), str(err.name()), str(err.str())))
+    return on_error
+
+
+def recent_errors(conn: str, seconds: float = 60.0) -> list[tuple[str, str]]:
+    """The connection's error events of the last ``seconds`` (code name, text), oldest first."""
+    since = time.monotonic() - seconds
+    with _errors_lock:
+        return [(code, text) for at, code, text in _errors.get(conn, ()) if at >= since]
+
+
 def _base_conf(bootstrap_servers: str, security: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap_servers,
         "client.id": "lagpilot-lag-reader",
         "socket.timeout.ms": 10000,
         "logger": logging.getLogger("lagpilot.kafka"),
+        "error_cb": _error_callback(connection_key(bootstrap_servers, security)),
         **security,
     }
 

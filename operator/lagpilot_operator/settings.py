@@ -39,6 +39,9 @@ class Settings:
     assignment_mode: str = "k8s"
     assignment_mode_requested: str = ""
     verbose: bool = False
+    # Patterns (fnmatch, host:port) a ConsumerGroup's bootstrapServers must match; empty: any. Env
+    # LAGPILOT_ALLOWED_BOOTSTRAP_SERVERS (comma-separated), chart value allowedBootstrapServers.
+    allowed_bootstrap_servers: tuple[str, ...] = ()
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -87,4 +90,6 @@ def from_env(env: Mapping[str, str]) -> Settings:
         fence_timeout_seconds=_int(env, "LAGPILOT_FENCE_TIMEOUT_SECONDS", 15),
         assignment_mode=mode if mode in ASSIGNMENT_MODES else "k8s",
         assignment_mode_requested=mode,
+        allowed_bootstrap_servers=tuple(p.strip() for p in env.get("LAGPILOT_ALLOWED_BOOTSTRAP_SERVERS", "")
+                                        .split(",") if p.strip()),
     )

@@ -1,6 +1,6 @@
 """The package layout's import rules (docs/architecture.md, "Packages"), checked on the source tree:
 
-- `lagpilot.protocol` and `lagpilot.timefmt` import nothing of ours (every part may import them);
+- `lagpilot.protocol`, `lagpilot.timefmt` and `lagpilot.redact` import nothing of ours (every part may import them);
 - the pure planners (decisions from observed state to desired state) import no I/O library and, of ours,
   only other pure modules: so they stay testable without a cluster, a broker or a network;
 - the consumer never imports the operator, the operator never imports the consumer; neither imports the
@@ -22,11 +22,12 @@ PACKAGE_ROOTS = {"lagpilot": ROOT / "lagpilot", "lagpilot_operator": ROOT / "ope
                  "lagpilot_consumer": ROOT / "consumer" / "lagpilot_consumer"}
 OURS = tuple(PACKAGE_ROOTS)
 
-LEAVES = {"lagpilot.protocol", "lagpilot.timefmt"}
+LEAVES = {"lagpilot.protocol", "lagpilot.timefmt", "lagpilot.redact"}
 PURE = LEAVES | {
     "lagpilot_operator.resource.spec", "lagpilot_operator.resource.conditions", "lagpilot_operator.resource.patch",
     "lagpilot_operator.workload.plan", "lagpilot_operator.workload.diff", "lagpilot_operator.workload.status",
     "lagpilot_operator.workload.sizing", "lagpilot_operator.workload.resync",
+    "lagpilot_operator.workload.kafka_client", "lagpilot_operator.brokererrors",
     "lagpilot_operator.handoff.planner", "lagpilot_operator.handoff.rollout", "lagpilot_operator.handoff.observe",
     "lagpilot_operator.handoff.triggers",
     "lagpilot_operator.autoscale.snapshot", "lagpilot_operator.autoscale.window", "lagpilot_operator.autoscale.decide",

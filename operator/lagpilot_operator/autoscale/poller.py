@@ -35,7 +35,7 @@ from lagpilot_operator.index import GroupIndex
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.resource.conditions import find
 from lagpilot_operator.resource.patch import merge_patch
-from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse
+from lagpilot_operator.resource.spec import NO_CONTACT, ConsumerGroupSpec, bootstrap_problems, parse
 from lagpilot_operator.settings import Settings
 from lagpilot_operator.workload.reconcile import kafka_security
 from lagpilot_operator.workload.sizing import ScalingMode, effective_workers, scaling_mode
@@ -142,6 +142,9 @@ class LagPoller:
         spec, problems = parse(body, self.settings.consumer_image)
         if spec is None:
             return None
+        problems += bootstrap_problems(spec, self.settings.allowed_bootstrap_servers)
+        if any(p.code in NO_CONTACT for p in problems):
+            return None  # no credentials to brokers this operator may not talk to (status says why)
         namespace, name = str(body["metadata"]["namespace"]), str(body["metadata"]["name"])
         status = body.get("status") or {}
         mode = scaling_mode(spec, problems, body["metadata"].get("annotations"))

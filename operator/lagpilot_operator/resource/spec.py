@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP, parse_status_codes
+from lagpilot.redact import redact_url
+from lagpilot.timefmt import parse_rfc3339
 
 # Longest ConsumerGroup name: "<name>-<10 hex revision>" must stay a 63-character DNS label.
 MAX_NAME_LENGTH = 52
@@ -23,7 +25,8 @@ CONNECTIONS = ("pooled", "perRequest")
 FORMATS = ("raw", "cloudevents-binary", "cloudevents-structured")
 ORDERINGS = ("key", "partition", "none")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+START_FROM = ("earliest", "latest")
 STRATEGIES = ("Rolling", "BlueGreen", "Canary")
 CANARY_THEN = ("Rolling", "BlueGreen")
 
@@ -37,7 +40,9 @@ URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
-BOOTSTRAP_RE = re.compile(r"^[^\s,:]+:\d{1,5}$")
+# host:port, with IPv6 addresses in brackets ([::1]:9092, [fd00::5]:9093)
+BOOTSTRAP_RE = re.compile(r"^(?:[^\s,:\[\]]+|\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]):\d{1,5}$")
+KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")  # a Secret/ConfigMap data key
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -78,14 +83,51 @@ class RetrySpec:
 
 
 @dataclass(frozen=True)
+class KeyRef:
+    """One key of a Secret or ConfigMap in the group's namespace (material is referenced, never inlined)."""
+
+    kind: str  # "Secret" | "ConfigMap"
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class KafkaTLSSpec:
+    ca: KeyRef | None = None  # None: the system's trusted CAs
+    client_certificate: KeyRef | None = None  # with client_key: mTLS
+    client_key: KeyRef | None = None
+    verify_hostname: bool = True
+
+
+@dataclass(frozen=True)
+class OAuthSpec:
+    """OAUTHBEARER via OIDC client credentials (librdkafka fetches and refreshes the token)."""
+
+    token_url: str
+    client_id: str
+    client_secret: KeyRef
+    scope: str | None = None
+    ca: KeyRef | None = None  # the token endpoint's CA; None: the system's trusted CAs
+
+
+@dataclass(frozen=True)
 class KafkaSpec:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     credentials_secret: str | None = None
+    username: str | None = None  # literal user name (Strimzi's KafkaUser Secret holds only the password)
+    password_key: str = "password"
+    tls: KafkaTLSSpec | None = None
+    oauth: OAuthSpec | None = None
+    allow_plaintext_credentials: bool = False
 
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
 
 @dataclass(frozen=True)
@@ -164,6 +206,7 @@ class ConsumerGroupSpec:
     ordering: str = "key"
     retry: RetrySpec = field(default_factory=RetrySpec)
     dead_letter_topic: str | None = None
+    start_from: str = "earliest"  # earliest | latest | an RFC 3339 time: where a partition with no commit starts
     kafka: KafkaSpec = field(default_factory=KafkaSpec)
     template: TemplateSpec = field(default_factory=TemplateSpec)
     autoscaling: AutoscaleSpec = field(default_factory=AutoscaleSpec)
@@ -323,14 +366,19 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
     threads = r.integer(raw, "threads", "spec", 4, minimum=1, maximum=1024)
     ordering = r.string(raw, "ordering", "spec", default="key", choices=ORDERINGS) or "key"
     paused = r.boolean(raw, "paused", "spec", False)
+    start_from = r.string(raw, "startFrom", "spec", default="earliest") or "earliest"
+    if start_from not in START_FROM and ("T" not in start_from or parse_rfc3339(start_from) is None):
+        r.bad("spec.startFrom", "InvalidStartFrom",
+              f"must be earliest, latest or an RFC 3339 time such as 2026-01-31T00:00:00Z, got {start_from!r}")
+        start_from = "earliest"
 
     if bootstrap is None or topic is None or target is None:
         return None, problems
     spec = ConsumerGroupSpec(
         name=name, namespace=namespace, bootstrap_servers=bootstrap, topic=topic, group_id=group_id,
         target=target, image=image, workers=workers, threads=threads, ordering=ordering, retry=retry,
-        dead_letter_topic=dlq, kafka=kafka, template=template, autoscaling=autoscaling, rollout=rollout,
-        paused=paused)
+        dead_letter_topic=dlq, start_from=start_from, kafka=kafka, template=template, autoscaling=autoscaling,
+        rollout=rollout, paused=paused)
     return spec, problems
 
 
@@ -338,7 +386,7 @@ def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
     p = "spec.target"
     url = r.string(raw, "url", p, required=True)
     if url is not None and not URL_RE.match(url):
-        r.bad(f"{p}.url", "InvalidURL", f"must be an http:// or https:// URL, got {url!r}")
+        r.bad(f"{p}.url", "InvalidURL", f"must be an http:// or https:// URL, got {redact_url(url)!r}")
     method = r.string(raw, "method", p, default="POST", choices=METHODS) or "POST"
     headers = r.string_map(raw, "headers", p)
     for hname in headers:
@@ -396,22 +444,115 @@ def _parse_retry(r: _Reader, raw: Mapping[str, Any]) -> RetrySpec:
     return RetrySpec(max_attempts=attempts, initial_backoff_ms=initial, max_backoff_ms=maximum)
 
 
+def _key_ref(r: _Reader, raw: Mapping[str, Any], key: str, path: str, default_key: str,
+             config_map: bool = False) -> KeyRef | None:
+    """``{secret: name, key: k}`` (or ``{configMap: name, key: k}`` where a ConfigMap may hold it)."""
+    ref = r.obj(raw, key, path)
+    if not ref:
+        return None
+    where = f"{path}.{key}"
+    secret = r.string(ref, "secret", where)
+    cm = r.string(ref, "configMap", where) if config_map else None
+    data_key = r.string(ref, "key", where, default=default_key) or default_key
+    if (secret is None) == (cm is None):
+        r.bad(where, "InvalidReference", "names exactly one of secret" + (", configMap" if config_map else ""))
+        return None
+    name = secret or cm or ""
+    if not DNS_SUBDOMAIN_RE.match(name):
+        r.bad(where, "InvalidSecretName", f"{name!r} is not a valid object name")
+    if not KEY_RE.match(data_key):
+        r.bad(f"{where}.key", "InvalidKey", f"{data_key!r} is not a valid data key")
+    return KeyRef("Secret" if secret else "ConfigMap", name, data_key)
+
+
+def _parse_kafka_tls(r: _Reader, raw: Mapping[str, Any], p: str) -> KafkaTLSSpec | None:
+    tls = r.obj(raw, "tls", p)
+    if not tls:
+        return None
+    where = f"{p}.tls"
+    ca = _key_ref(r, tls, "ca", where, "ca.crt", config_map=True)
+    cert = r.obj(tls, "clientCertificate", where)
+    client_cert = client_key = None
+    if cert:
+        cw = f"{where}.clientCertificate"
+        secret = r.string(cert, "secret", cw, required=True)
+        cert_key = r.string(cert, "certificate", cw, default="tls.crt") or "tls.crt"
+        key_key = r.string(cert, "key", cw, default="tls.key") or "tls.key"
+        if secret is not None:
+            if not DNS_SUBDOMAIN_RE.match(secret):
+                r.bad(f"{cw}.secret", "InvalidSecretName", f"{secret!r} is not a valid Secret name")
+            for k in (cert_key, key_key):
+                if not KEY_RE.match(k):
+                    r.bad(cw, "InvalidKey", f"{k!r} is not a valid data key")
+            client_cert, client_key = KeyRef("Secret", secret, cert_key), KeyRef("Secret", secret, key_key)
+    return KafkaTLSSpec(ca=ca, client_certificate=client_cert, client_key=client_key,
+                        verify_hostname=r.boolean(tls, "verifyHostname", where, True))
+
+
+def _parse_oauth(r: _Reader, raw: Mapping[str, Any], p: str) -> OAuthSpec | None:
+    oauth = r.obj(raw, "oauth", p)
+    if not oauth:
+        return None
+    where = f"{p}.oauth"
+    url = r.string(oauth, "tokenUrl", where, required=True)
+    if url is not None and not URL_RE.match(url):
+        r.bad(f"{where}.tokenUrl", "InvalidURL", f"{url!r} is not an http(s) URL")
+    client_id = r.string(oauth, "clientId", where, required=True)
+    secret = _key_ref(r, oauth, "clientSecret", where, "clientSecret")
+    if secret is None and "clientSecret" not in oauth:
+        r.bad(f"{where}.clientSecret", "Required", "is required ({secret: name, key: clientSecret})")
+    if url is None or client_id is None or secret is None:
+        return None
+    return OAuthSpec(token_url=url, client_id=client_id, client_secret=secret,
+                     scope=r.string(oauth, "scope", where), ca=_key_ref(r, oauth, "ca", where, "ca.crt",
+                                                                         config_map=True))
+
+
 def _parse_kafka(r: _Reader, raw: Mapping[str, Any]) -> KafkaSpec:
     p = "spec.kafka"
-    protocol = r.string(raw, "securityProtocol", p, default="PLAINTEXT", choices=SECURITY_PROTOCOLS)
+    protocol = r.string(raw, "securityProtocol", p, default="PLAINTEXT", choices=SECURITY_PROTOCOLS) or "PLAINTEXT"
     mechanism = r.string(raw, "saslMechanism", p, choices=SASL_MECHANISMS)
     secret = r.string(raw, "credentialsSecret", p)
-    spec = KafkaSpec(security_protocol=protocol or "PLAINTEXT", sasl_mechanism=mechanism,
-                     credentials_secret=secret)
+    username = r.string(raw, "username", p)
+    password_key = r.string(raw, "passwordKey", p, default="password") or "password"
+    tls = _parse_kafka_tls(r, raw, p)
+    oauth = _parse_oauth(r, raw, p)
+    allow_plain = r.boolean(raw, "allowPlaintextCredentials", p, False)
+    spec = KafkaSpec(security_protocol=protocol, sasl_mechanism=mechanism, credentials_secret=secret,
+                     username=username, password_key=password_key, tls=tls, oauth=oauth,
+                     allow_plaintext_credentials=allow_plain)
     if spec.uses_sasl:
         if mechanism is None:
             r.bad(f"{p}.saslMechanism", "SaslIncomplete", f"is required with securityProtocol {protocol}")
-        if secret is None:
-            r.bad(f"{p}.credentialsSecret", "SaslIncomplete",
-                  f"is required with securityProtocol {protocol} (a Secret with keys username, password)")
-    elif mechanism is not None or secret is not None:
+        elif mechanism == "OAUTHBEARER":
+            if "oauth" not in raw:
+                r.bad(f"{p}.oauth", "SaslIncomplete", "is required with saslMechanism OAUTHBEARER "
+                      "(tokenUrl, clientId, clientSecret)")
+            if secret is not None:
+                r.bad(f"{p}.credentialsSecret", "SaslConflict", "is for PLAIN/SCRAM; OAUTHBEARER uses oauth")
+        else:
+            if secret is None:
+                r.bad(f"{p}.credentialsSecret", "SaslIncomplete",
+                      f"is required with securityProtocol {protocol} (a Secret with keys username, password)")
+            if "oauth" in raw:
+                r.bad(f"{p}.oauth", "SaslConflict", "needs saslMechanism OAUTHBEARER")
+        if protocol == "SASL_PLAINTEXT" and not allow_plain:
+            r.bad(f"{p}.securityProtocol", "PlaintextCredentials",
+                  "SASL_PLAINTEXT sends credentials unencrypted; use SASL_SSL, or set "
+                  "spec.kafka.allowPlaintextCredentials: true to accept that")
+    elif mechanism is not None or secret is not None or "oauth" in raw:
         r.bad(f"{p}.securityProtocol", "SaslNotEnabled",
-              "saslMechanism/credentialsSecret need securityProtocol SASL_PLAINTEXT or SASL_SSL")
+              "saslMechanism/credentialsSecret/oauth need securityProtocol SASL_PLAINTEXT or SASL_SSL")
+    if username is not None and secret is None:  # (passwordKey has a schema default: not checked)
+        r.bad(f"{p}.username", "SaslIncomplete", "username goes with credentialsSecret")
+    if not KEY_RE.match(password_key):
+        r.bad(f"{p}.passwordKey", "InvalidKey", f"{password_key!r} is not a valid data key")
+    if tls is not None and not spec.uses_tls:
+        r.bad(f"{p}.tls", "TlsNotEnabled", "needs securityProtocol SSL or SASL_SSL")
+    if oauth is not None and oauth.token_url.startswith("http://") and not allow_plain:
+        r.bad(f"{p}.oauth.tokenUrl", "PlaintextCredentials",
+              "an http:// token URL sends the client secret unencrypted; use https, or set "
+              "spec.kafka.allowPlaintextCredentials: true to accept that")
     if secret is not None and not DNS_SUBDOMAIN_RE.match(secret):
         r.bad(f"{p}.credentialsSecret", "InvalidSecretName", f"{secret!r} is not a valid Secret name")
     return spec
@@ -528,6 +669,27 @@ def partition_problems(spec: ConsumerGroupSpec, partitions: int) -> list[Problem
             problems.append(Problem(where, "NoSuchPartition",
                                     f"topic {spec.topic} has {partitions} partitions; no partition {beyond}"))
     return problems
+
+
+# Problems that mean "do not talk to these brokers at all" (credentials would go where they must not):
+# the operator reads no metadata and starts no worker, and status names the problem as its own reason.
+NO_CONTACT = ("BootstrapNotAllowed", "PlaintextCredentials")
+
+
+def bootstrap_problems(spec: ConsumerGroupSpec, allowed: tuple[str, ...]) -> list[Problem]:
+    """The bootstrap servers that match none of the operator's ``allowed`` patterns (``fnmatch`` on
+    ``host:port``, case-insensitive; no patterns: everything is allowed)."""
+    if not allowed:
+        return []
+    import fnmatch
+
+    servers = [s.strip() for s in spec.bootstrap_servers.split(",") if s.strip()]
+    bad = [s for s in servers if not any(fnmatch.fnmatchcase(s.lower(), p.lower()) for p in allowed)]
+    if not bad:
+        return []
+    return [Problem("spec.bootstrapServers", "BootstrapNotAllowed",
+                    f"{', '.join(bad)} not allowed by this operator (allowedBootstrapServers: "
+                    f"{', '.join(allowed)})")]
 
 
 def describe(problems: list[Problem]) -> str:

@@ -3,7 +3,7 @@
 Nothing here talks to the API. Every object carries an ownerReference to the ConsumerGroup (so deleting the
 CR garbage-collects them) and the standard labels. Worker pods are configured only through `LAGPILOT_*`
 environment variables (the consumer reads exactly these) plus the downward API; credentials only by Secret
-reference, never as literals.
+reference, mounted as files (workload.kafka_client), never as literals or env values.
 
 Revisions: everything that reaches the worker pod template is hashed into `lagpilot.io/revision`, and each
 revision runs as its own Deployment `<cg>-<revision>`, so any worker-affecting change makes a new
@@ -33,6 +33,7 @@ from lagpilot.protocol import (
     AssignmentDoc,
 )
 from lagpilot_operator.resource.spec import ConsumerGroupSpec
+from lagpilot_operator.workload import kafka_client
 from lagpilot_operator.workload.sizing import effective_workers
 
 HTTP_PORT = 8080
@@ -150,15 +151,9 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
         env.append(_env_value("LAGPILOT_MAX_REQUESTS_PER_SECOND", _format_number(t.max_requests_per_second)))
     if spec.dead_letter_topic:
         env.append(_env_value("LAGPILOT_DEAD_LETTER_TOPIC", spec.dead_letter_topic))
-    k = spec.kafka
-    env.append(_env_value("LAGPILOT_KAFKA_SECURITY_PROTOCOL", k.security_protocol))
-    if k.sasl_mechanism:
-        env.append(_env_value("LAGPILOT_KAFKA_SASL_MECHANISM", k.sasl_mechanism))
-    if k.credentials_secret:
-        for var, key in (("LAGPILOT_KAFKA_SASL_USERNAME", "username"),
-                         ("LAGPILOT_KAFKA_SASL_PASSWORD", "password")):
-            env.append({"name": var,
-                        "valueFrom": {"secretKeyRef": {"name": k.credentials_secret, "key": key}}})
+    if spec.start_from != "earliest":
+        env.append(_env_value("LAGPILOT_START_FROM", spec.start_from))
+    env += kafka_client.worker_env(kafka_client.client_settings(spec.kafka))
     env += [
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -199,6 +194,8 @@ def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_F
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    kafka_volumes, kafka_mounts = kafka_client.worker_volumes(kafka_client.client_settings(spec.kafka))
+    container["volumeMounts"] += kafka_mounts
     if spec.target.headers_from_secret:
         container["envFrom"] = [{"secretRef": {"name": spec.target.headers_from_secret},
                                  "prefix": "LAGPILOT_HEADER_"}]
@@ -210,10 +207,11 @@ def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_F
         # Long enough to finish in-flight deliveries and commit before SIGKILL.
         # SIGTERM: the worker drains (DRAIN_SECONDS), then waits for requests on the wire (target timeout).
         "terminationGracePeriodSeconds": int(DRAIN_SECONDS + math.ceil(spec.target.timeout_seconds) + 15),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+        # fsGroup: mounted Secret files (mode 0440) are readable by the worker's group only.
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *kafka_volumes],
     }
     if tpl.node_selector:
         pod_spec["nodeSelector"] = dict(tpl.node_selector)

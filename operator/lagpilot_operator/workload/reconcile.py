@@ -20,8 +20,16 @@ from lagpilot_operator.brokers import connection_key
 from lagpilot_operator.handoff.rollout import ABORTED
 from lagpilot_operator.handoff.shell import HandoffResult, reconcile_handoff
 from lagpilot_operator.kube import Kube
-from lagpilot_operator.resource.spec import ConsumerGroupSpec, parse, partition_problems
+from lagpilot_operator.resource.spec import (
+    NO_CONTACT,
+    ConsumerGroupSpec,
+    KeyRef,
+    bootstrap_problems,
+    parse,
+    partition_problems,
+)
 from lagpilot_operator.settings import Settings
+from lagpilot_operator.workload import kafka_client
 from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload import status as st
 from lagpilot_operator.workload.applied import AppliedCache
@@ -59,23 +67,41 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
+def _read_key(kube: Kube, namespace: str) -> Callable[[KeyRef], str | None]:
+    def read(ref: KeyRef) -> str | None:
+        obj = kube.get(ref.kind, namespace, ref.name) or {}
+        if ref.kind == "Secret":
+            raw = (obj.get("data") or {}).get(ref.key)
+            return None if raw is None else base64.b64decode(raw).decode()
+        data = obj.get("data") or {}
+        return data.get(ref.key)
+    return read
+
+
 def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
-    """librdkafka settings for the operator's own metadata reads (credentials only in memory)."""
-    k = spec.kafka
-    conf = {"security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        conf["sasl.mechanism"] = k.sasl_mechanism
-    if k.credentials_secret:
-        secret = kube.get("Secret", spec.namespace, k.credentials_secret) or {}
-        data = secret.get("data") or {}
-        for key, option in (("username", "sasl.username"), ("password", "sasl.password")):
-            if key in data:
-                conf[option] = base64.b64decode(data[key]).decode()
+    """librdkafka settings for the operator's own metadata reads (material only in memory)."""
+    conf, _missing = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka),
+                                                _read_key(kube, spec.namespace))
     return conf
 
 
+def missing_material(spec: ConsumerGroupSpec, kube: Kube) -> list[str]:
+    """Every Secret, ConfigMap or key the workers would mount that is not there (the pod would not start)."""
+    missing = [f"Secret {s}" for s in referenced_secrets(spec) if kube.get("Secret", spec.namespace, s) is None]
+    _conf, absent = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka),
+                                               _read_key(kube, spec.namespace))
+    for m in absent:
+        gone = kube.get(m.ref.kind, spec.namespace, m.ref.name) is None
+        entry = f"{m.ref.kind} {m.ref.name}" if gone else m.describe
+        if entry not in missing:
+            missing.append(entry)
+    return missing
+
+
 def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
-    return sorted({s for s in (spec.target.headers_from_secret, spec.kafka.credentials_secret) if s})
+    names = {spec.target.headers_from_secret, spec.kafka.credentials_secret}
+    names |= {m.ref.name for m in kafka_client.client_settings(spec.kafka).materials if m.ref.kind == "Secret"}
+    return sorted(n for n in names if n)
 
 
 def _lag_reader(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], dict[int, int] | None]:
@@ -101,6 +127,8 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     generation = int(meta.get("generation") or 0)
     previous = dict(body.get("status") or {})
     spec, problems = parse(body, settings.consumer_image)
+    if spec is not None:
+        problems += bootstrap_problems(spec, settings.allowed_bootstrap_servers)
     owner = planner.Owner(name, namespace, uid)
     result = Result(phase="Pending", resource_version=str(meta.get("resourceVersion") or ""))
     outer_emit = emit
@@ -113,8 +141,8 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
 
     topic: TopicInfo | None = None
     missing: list[str] = []
-    if spec is not None:
-        missing = [s for s in referenced_secrets(spec) if kube.get("Secret", namespace, s) is None]
+    if spec is not None and not any(p.code in NO_CONTACT for p in problems):
+        missing = missing_material(spec, kube)
         security = kafka_security(spec, kube)
         topic = topics.read(spec.bootstrap_servers, spec.topic, security)
         result.connection = connection_key(spec.bootstrap_servers, security)

@@ -10,7 +10,7 @@ from typing import Any
 
 from lagpilot_operator.resource import conditions as cond
 from lagpilot_operator.resource.conditions import FALSE, TRUE, Condition
-from lagpilot_operator.resource.spec import Problem, describe
+from lagpilot_operator.resource.spec import NO_CONTACT, Problem, describe
 from lagpilot_operator.workload.diff import DeploymentState, differences
 from lagpilot_operator.workload.plan import status_selector
 
@@ -21,7 +21,8 @@ IMAGE_PULL = "ImagePullFailed"
 CONFIG_ERROR = "WorkerConfigError"
 
 TOPIC_NOT_FOUND = "TopicNotFound"
-BROKER_UNREACHABLE = "BrokerUnreachable"
+BROKER_UNREACHABLE = "BrokerUnreachable"  # or a more precise reason of lagpilot_operator.brokererrors
+BOOTSTRAP_NOT_ALLOWED = "BootstrapNotAllowed"
 
 
 
@@ -83,10 +84,17 @@ class Observation:
 
 def _degraded_causes(obs: Observation) -> list[tuple[str, str]]:
     causes: list[tuple[str, str]] = []
-    if obs.problems:
-        causes.append((INVALID_SPEC, describe(list(obs.problems))))
+    own = [p for p in obs.problems if p.code in NO_CONTACT]
+    for reason in NO_CONTACT:
+        named = [p for p in own if p.code == reason]
+        if named:
+            causes.append((reason, describe(named)))
+    rest = [p for p in obs.problems if p.code not in NO_CONTACT]
+    if rest:
+        causes.append((INVALID_SPEC, describe(rest)))
     if obs.missing_secrets:
-        causes.append((SECRET_NOT_FOUND, "Secret not found: " + ", ".join(sorted(obs.missing_secrets))))
+        causes.append((SECRET_NOT_FOUND, "not found (workers cannot start without it): "
+                       + ", ".join(sorted(obs.missing_secrets))))
     if obs.topic is not None and obs.topic.reason:
         causes.append((obs.topic.reason, obs.topic.message))
     by_reason: dict[str, list[str]] = {}

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 
-from lagpilot_operator.brokers import admin_client, connection_key, forget_clients
+from lagpilot_operator.brokererrors import classify
+from lagpilot_operator.brokers import admin_client, connection_key, forget_clients, recent_errors
 from lagpilot_operator.workload.status import BROKER_UNREACHABLE, TOPIC_NOT_FOUND, TopicInfo
 
 
@@ -59,12 +60,10 @@ class TopicReader:
         try:
             metadata = client.list_topics(topic=topic, timeout=self.timeout)
         except KafkaException as exc:
-            # A broken client (bad address, auth failure) is rebuilt next time rather than kept retrying.
-            self.forget(bootstrap, security)
-            return TopicInfo(None, BROKER_UNREACHABLE, f"cannot read metadata from {bootstrap}: {exc.args[0]}")
+            return self._unreachable(client, bootstrap, security, f"cannot read metadata from {bootstrap}: "
+                                                                  f"{exc.args[0]}")
         if not metadata.brokers:
-            self.forget(bootstrap, security)
-            return TopicInfo(None, BROKER_UNREACHABLE, f"no broker answered at {bootstrap}")
+            return self._unreachable(client, bootstrap, security, f"no broker answered at {bootstrap}")
         meta = metadata.topics.get(topic)
         if meta is None or (meta.error is not None and meta.error.code() in (
                 KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)):
@@ -72,3 +71,15 @@ class TopicReader:
         if meta.error is not None:
             return TopicInfo(None, BROKER_UNREACHABLE, f"metadata error for topic {topic}: {meta.error.str()}")
         return TopicInfo(len(meta.partitions))
+
+    def _unreachable(self, client: object, bootstrap: str, security: Mapping[str, str] | None,
+                     fallback: str) -> TopicInfo:
+        """Why, from the client's error events (served by a poll), then the broken client (bad address,
+        rejected credentials) is dropped, to be rebuilt next time rather than kept retrying."""
+        try:
+            client.poll(0)  # type: ignore[attr-defined]
+        except Exception:  # only serves callbacks
+            pass
+        reason, message = classify(recent_errors(connection_key(bootstrap, dict(security or {}))), fallback)
+        self.forget(bootstrap, security)
+        return TopicInfo(None, reason, message)

@@ -72,8 +72,15 @@ def test_full_spec_every_field_lands_in_worker_env() -> None:
     assert env["LAGPILOT_HTTP_PORT"] == "8080"
     assert env["LAGPILOT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["LAGPILOT_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
-    assert env["LAGPILOT_KAFKA_SASL_USERNAME"] == {"secretKeyRef": {"name": "kafka-creds", "key": "username"}}
-    assert env["LAGPILOT_KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": "kafka-creds", "key": "password"}}
+    # credentials as mounted files: only their paths are in the env
+    assert env["LAGPILOT_KAFKA_SASL_USERNAME_FILE"] == "/etc/lagpilot/kafka/kafka-sasl/username"
+    assert env["LAGPILOT_KAFKA_SASL_PASSWORD_FILE"] == "/etc/lagpilot/kafka/kafka-sasl/password"
+    assert "LAGPILOT_KAFKA_SASL_PASSWORD" not in env and "LAGPILOT_KAFKA_SASL_USERNAME" not in env
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kafka-sasl"]["secret"] == {"secretName": "kafka-creds", "defaultMode": 0o440, "items": [
+        {"key": "username", "path": "username"}, {"key": "password", "path": "password"}]}
+    assert {"name": "kafka-sasl", "mountPath": "/etc/lagpilot/kafka/kafka-sasl", "readOnly": True} in container(
+        dep)["volumeMounts"]
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
@@ -84,10 +91,10 @@ def test_full_spec_every_field_lands_in_worker_env() -> None:
 def test_no_credential_literal_anywhere_in_planned_objects() -> None:
     dump = json.dumps([p.deployment(full_spec(), OWNER, 3), *p.plan(full_spec(), OWNER, 3).applied])
     assert "change-me" not in dump and "orders-consumer" not in dump
-    # secrets are only referenced: every env var carrying SASL data uses secretKeyRef
+    # secrets are only referenced: every env var naming SASL data holds a mounted file's path
     for e in container(p.deployment(full_spec(), OWNER, 3))["env"]:
         if "SASL_USERNAME" in e["name"] or "SASL_PASSWORD" in e["name"]:
-            assert "value" not in e
+            assert e["name"].endswith("_FILE") and e["value"].startswith("/etc/lagpilot/kafka/")
 
 
 def test_full_spec_template_fields_land_in_pod_spec() -> None:

@@ -1,0 +1,255 @@
+"""ConsumerGroups against a real broker's secured listeners (lagpilot.lab.kafkatls): TLS with a private CA,
+mTLS with a Strimzi-shaped KafkaUser Secret, SASL_SSL SCRAM-SHA-512 and OAUTHBEARER (OIDC client
+credentials from a local token endpoint with short-lived tokens). The operator runs as a process, workers
+as lab pods that get the material as mounted files. A wrong CA, an expired client certificate and a bad
+password each give Degraded with their own reason and an Event, and once fixed, every record arrives.
+A disallowed broker is never contacted, and no secret value shows anywhere."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lagpilot.lab.certs import CertPaths, ensure_certs
+from lagpilot.lab.kafka import KafkaBroker, create_topic, start_kafka, stop_kafka
+from lagpilot.lab.kafkatls import KafkaPKI, add_scram_user, ensure_kafka_pki
+from lagpilot.testing.oauth import TokenServer
+from lagpilot.testing.operator import running_operator
+from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
+
+pytestmark = pytest.mark.lab
+
+SCRAM_PASSWORD = "scram-pw-7f3a9c"  # a lab user's password: the tests grep for it
+OAUTH_SECRET = "oauth-client-secret-91bd"
+
+
+@pytest.fixture(scope="module")
+def pki(lab_root: Path) -> KafkaPKI:
+    return ensure_kafka_pki(lab_root / "kafka-pki")
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(lab_root: Path, pki: KafkaPKI) -> Iterator[KafkaBroker]:
+    broker = start_kafka(lab_root / "kafka-secure", heap="512m", secure=pki)
+    try:
+        add_scram_user(broker.bootstrap_servers, "lagpilot-worker", SCRAM_PASSWORD)
+        yield broker
+    finally:
+        stop_kafka(broker, remove=True)
+
+
+@pytest.fixture(scope="module")
+def web_certs(lab_root: Path) -> CertPaths:
+    return ensure_certs(lab_root / "web-certs")
+
+
+def apply(k8s: Any, ns: str, *docs: dict[str, Any]) -> None:
+    k8s.kubectl("apply", "-f", "-", namespace=ns, input=yaml.safe_dump_all(docs))
+
+
+def get(k8s: Any, ns: str, kind: str, name: str | None = None, selector: str | None = None) -> Any:
+    args = ["get", kind, *([name] if name else []), "-o", "json", *(["-l", selector] if selector else [])]
+    out = k8s.kubectl(*args, namespace=ns, check=False)
+    if out.returncode != 0:
+        return None
+    data = json.loads(out.stdout)
+    return data.get("items") if name is None else data
+
+
+def condition(cg: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (cg.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def deployments(k8s: Any, ns: str, cg: str) -> list[dict[str, Any]]:
+    return get(k8s, ns, "deployments", selector=f"lagpilot.io/consumergroup={cg}") or []
+
+
+def secret(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "data": {k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+def config_map(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {k.replace("_", "."): v for k, v in data.items()}}
+
+
+def group(name: str, bootstrap: str, topic: str, url: str, kafka: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name},
+            "spec": {"bootstrapServers": bootstrap, "topic": topic, "workers": 1, "threads": 2,
+                     "target": {"url": url}, "kafka": kafka}}
+
+
+def produce(broker: KafkaBroker, topic: str, start: int, count: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for i in range(start, start + count):
+        producer.produce(topic, key=f"k{i % 5}".encode(), value=f"v{i}".encode())
+    assert producer.flush(30) == 0
+
+
+def values(target: RecordingTarget) -> set[bytes]:
+    return {a.body for a in target.accepted()}
+
+
+def ready(k8s: Any, ns: str, name: str) -> Any:
+    cg = get(k8s, ns, "consumergroup", name)
+    return cg if cg and condition(cg, "Ready").get("status") == "True" else None
+
+
+def degraded_with(k8s: Any, ns: str, name: str, reason: str) -> Any:
+    cg = get(k8s, ns, "consumergroup", name)
+    c = condition(cg or {}, "Degraded")
+    return cg if c.get("status") == "True" and c.get("reason") == reason else None
+
+
+def event_with(k8s: Any, ns: str, name: str, reason: str) -> bool:
+    return any(e["reason"] == reason and e["involvedObject"]["name"] == name
+               for e in get(k8s, ns, "events") or [])
+
+
+def assert_no_secret_anywhere(k8s: Any, ns: str, tmp_path: Path, *values_: str) -> None:
+    """Nothing the API server holds about the group (status, Events, pods' env and argv) nor the operator's
+    and workers' logs contains a secret value."""
+    objects = json.dumps([get(k8s, ns, kind) for kind in ("consumergroups", "events", "pods", "deployments")])
+    logs = "".join(p.read_text(errors="replace") for p in [*tmp_path.rglob("*.log"),
+                                                            *k8s.runner_dir.rglob(f"*{ns}*/*.log")])
+    for v in values_:
+        assert v not in objects, "a secret value is in an API object"
+        assert v not in logs, "a secret value is in a log"
+
+
+def test_tls_mtls_scram_and_oauthbearer_deliver_every_record(
+        k8s: Any, namespace: str, crds: None, tmp_path: Path, secure_kafka: KafkaBroker, pki: KafkaPKI,
+        web_certs: CertPaths) -> None:
+    topic = "secure-" + namespace[-5:]
+    create_topic(secure_kafka.bootstrap_servers, topic, 2)
+    apply(k8s, namespace,
+          config_map("kafka-ca", ca_crt=pki.text("cluster-ca.crt")),
+          config_map("idp-ca", ca_crt=web_certs.ca_cert.read_text()),
+          # Strimzi's shapes: the cluster CA Secret, a TLS KafkaUser's and a SCRAM KafkaUser's Secrets
+          secret("my-cluster-cluster-ca-cert", ca_crt=pki.text("cluster-ca.crt")),
+          secret("lagpilot-worker-tls", user_crt=pki.text("user.crt"), user_key=pki.text("user.key"),
+                 ca_crt=pki.text("clients-ca.crt")),
+          secret("lagpilot-worker", password=SCRAM_PASSWORD),
+          secret("idp-client", clientSecret=OAUTH_SECRET))
+    tls_ca = {"ca": {"configMap": "kafka-ca"}}
+    strimzi_ca = {"ca": {"secret": "my-cluster-cluster-ca-cert"}}
+    with TokenServer("lagpilot", OAUTH_SECRET, lifetime=12,
+                     tls=(str(web_certs.serving_cert), str(web_certs.serving_key))) as idp, \
+            running_operator(k8s, namespace, tmp_path / "operator.log") as _op:
+        targets = {n: RecordingTarget().start() for n in ("tls", "mtls", "scram", "oauth")}
+        try:
+            apply(k8s, namespace,
+                  group("tls", secure_kafka.listener("SSL"), topic, targets["tls"].url,
+                        {"securityProtocol": "SSL", "tls": tls_ca}),
+                  group("mtls", secure_kafka.listener("MTLS"), topic, targets["mtls"].url,
+                        {"securityProtocol": "SSL", "tls": {**strimzi_ca, "clientCertificate": {
+                            "secret": "lagpilot-worker-tls", "certificate": "user.crt", "key": "user.key"}}}),
+                  group("scram", secure_kafka.listener("SCRAM"), topic, targets["scram"].url,
+                        {"securityProtocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512",
+                         "credentialsSecret": "lagpilot-worker", "username": "lagpilot-worker", "tls": strimzi_ca}),
+                  group("oauth", secure_kafka.listener("OAUTH"), topic, targets["oauth"].url,
+                        {"securityProtocol": "SASL_SSL", "saslMechanism": "OAUTHBEARER", "tls": tls_ca,
+                         "oauth": {"tokenUrl": idp.url, "clientId": "lagpilot", "scope": "kafka",
+                                   "clientSecret": {"secret": "idp-client"}, "ca": {"configMap": "idp-ca"}}}))
+            for name in targets:
+                wait_for(lambda name=name: ready(k8s, namespace, name), timeout=180, what=f"{name} Ready")
+            produce(secure_kafka, topic, 0, 40)
+            expected = {f"v{i}".encode() for i in range(40)}
+            for target in targets.values():
+                target.wait_for(lambda t: values(t) >= expected, timeout=120)
+            issued = idp.issued_count
+            # Past a token's lifetime: librdkafka has refreshed it and delivery goes on.
+            wait_for(lambda: idp.issued_count > issued, timeout=60, what="OAuth token refreshed")
+            produce(secure_kafka, topic, 40, 20)
+            expected |= {f"v{i}".encode() for i in range(40, 60)}
+            for name, target in targets.items():
+                target.wait_for(lambda t: values(t) >= expected, timeout=120)
+                assert values(target) == expected, name
+            pod = get(k8s, namespace, "pods", selector="lagpilot.io/consumergroup=scram")[0]
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            assert env["LAGPILOT_KAFKA_SASL_PASSWORD_FILE"] == "/etc/lagpilot/kafka/kafka-sasl/password"
+            assert_no_secret_anywhere(k8s, namespace, tmp_path, SCRAM_PASSWORD, OAUTH_SECRET,
+                                      pki.text("user.key").splitlines()[1])
+        finally:
+            for target in targets.values():
+                target.stop()
+
+
+@pytest.mark.parametrize(("case", "listener", "reason"), [
+    ("wrong-ca", "SSL", "BrokerCertificateUntrusted"),
+    ("expired-cert", "MTLS", "ClientCertificateRejected"),
+    ("bad-password", "SCRAM", "BrokerAuthenticationFailed"),
+])
+def test_a_refused_connection_is_degraded_with_its_reason_and_nothing_is_lost_once_fixed(
+        k8s: Any, namespace: str, crds: None, tmp_path: Path, secure_kafka: KafkaBroker, pki: KafkaPKI,
+        case: str, listener: str, reason: str) -> None:
+    topic = f"{case}-{namespace[-5:]}"
+    create_topic(secure_kafka.bootstrap_servers, topic, 2)
+    apply(k8s, namespace,
+          secret("cluster-ca", ca_crt=pki.text("cluster-ca.crt")),
+          secret("other-ca", ca_crt=pki.text("other-ca.crt")),
+          secret("good-cert", tls_crt=pki.text("user.crt"), tls_key=pki.text("user.key")),
+          secret("expired-cert", tls_crt=pki.text("expired-user.crt"), tls_key=pki.text("expired-user.key")),
+          secret("good-user", username="lagpilot-worker", password=SCRAM_PASSWORD),
+          secret("bad-user", username="lagpilot-worker", password="not-the-password"))
+
+    def kafka(broken: bool) -> dict[str, Any]:
+        if case == "wrong-ca":
+            return {"securityProtocol": "SSL", "tls": {"ca": {"secret": "other-ca" if broken else "cluster-ca"}}}
+        if case == "expired-cert":
+            return {"securityProtocol": "SSL", "tls": {"ca": {"secret": "cluster-ca"}, "clientCertificate": {
+                "secret": "expired-cert" if broken else "good-cert"}}}
+        return {"securityProtocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512",
+                "tls": {"ca": {"secret": "cluster-ca"}}, "credentialsSecret": "bad-user" if broken else "good-user"}
+
+    produce(secure_kafka, topic, 0, 30)
+    with RecordingTarget() as target, running_operator(k8s, namespace, tmp_path / "operator.log"):
+        apply(k8s, namespace, group("g", secure_kafka.listener(listener), topic, target.url, kafka(broken=True)))
+        cg = wait_for(lambda: degraded_with(k8s, namespace, "g", reason), timeout=120, what=reason)
+        assert cg["status"]["phase"] == "Degraded"
+        wait_for(lambda: event_with(k8s, namespace, "g", reason), what=f"{reason} Event")
+        assert values(target) == set()
+        apply(k8s, namespace, group("g", secure_kafka.listener(listener), topic, target.url, kafka(broken=False)))
+        wait_for(lambda: ready(k8s, namespace, "g"), timeout=180, what="Ready after the fix")
+        target.wait_for(lambda t: len(values(t)) >= 30, timeout=120)
+        assert values(target) == {f"v{i}".encode() for i in range(30)}
+        if case == "bad-password":
+            assert_no_secret_anywhere(k8s, namespace, tmp_path, SCRAM_PASSWORD, "not-the-password")
+
+
+def test_a_disallowed_broker_is_never_contacted(k8s: Any, namespace: str, crds: None, tmp_path: Path,
+                                                secure_kafka: KafkaBroker) -> None:
+    """The operator's allowlist: a group naming another broker gets BootstrapNotAllowed, no worker, and no
+    connection from the operator (the SCRAM listener would see an authentication attempt)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    trap = f"127.0.0.1:{listener.getsockname()[1]}"
+    env = {"LAGPILOT_ALLOWED_BOOTSTRAP_SERVERS": f"{secure_kafka.listener('SCRAM')},kafka.example:*"}
+    apply(k8s, namespace, secret("creds", username="u", password="p"))
+    try:
+        with running_operator(k8s, namespace, tmp_path / "operator.log", env):
+            apply(k8s, namespace, group("evil", trap, "orders", "http://127.0.0.1:9/x", {
+                "securityProtocol": "SASL_SSL", "saslMechanism": "PLAIN", "credentialsSecret": "creds"}))
+            cg = wait_for(lambda: degraded_with(k8s, namespace, "evil", "BootstrapNotAllowed"), timeout=60,
+                          what="BootstrapNotAllowed")
+            assert trap in condition(cg, "Degraded")["message"]
+            wait_for(lambda: event_with(k8s, namespace, "evil", "BootstrapNotAllowed"), what="Event")
+            assert deployments(k8s, namespace, "evil") == []
+            with pytest.raises(TimeoutError):
+                listener.accept()  # nobody connected
+    finally:
+        listener.close()
