@@ -65,6 +65,16 @@ class Config:
     lease_renew_seconds: float = 5.0
     kafka_config: tuple[tuple[str, str], ...] = ()
     start_from: str | float = "earliest"  # or Unix seconds
+    target_ca_file: str = ""
+    target_cert_file: str = ""
+    target_key_file: str = ""
+    target_tls_verify: bool = True
+    bearer_token_file: str = ""
+    oauth_token_url: str = ""
+    oauth_client_id: str = ""
+    oauth_client_secret_file: str = ""
+    oauth_scope: str = ""
+    oauth_ca_file: str = ""
 
 
 # flag -> (kind, default, help). kind: str|int|float|choice tuple. Defaults None = required/derived.
@@ -118,6 +128,19 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
                               "this long"),
     "lease-renew-seconds": (float, 5.0, "k8s mode: Lease renew period"),
     "kafka-config-file": (str, "", "librdkafka properties file (key=value lines), e.g. SASL/SSL settings"),
+    "target-ca-file": (str, "", "PEM CA bundle the target's certificate must chain to (default: certifi's, "
+                       "or SSL_CERT_FILE)"),
+    "target-cert-file": (str, "", "PEM client certificate (chain) for mutual TLS with the target"),
+    "target-key-file": (str, "", "PEM private key of --target-cert-file"),
+    "target-tls-verify": (("true", "false"), "true", "verify the target's certificate and host name"),
+    "bearer-token-file": (str, "", "file holding a bearer token sent as Authorization (re-read when it "
+                          "changes: a rotated Secret needs no restart)"),
+    "oauth-token-url": (str, "", "OAuth2 client-credentials token endpoint: tokens sent as Authorization: "
+                        "Bearer, cached until shortly before they expire, refreshed once on a 401"),
+    "oauth-client-id": (str, "", "OAuth2 client id"),
+    "oauth-client-secret-file": (str, "", "file holding the OAuth2 client secret"),
+    "oauth-scope": (str, "", "OAuth2 scope(s) to request"),
+    "oauth-ca-file": (str, "", "PEM CA bundle for the token endpoint (default: certifi's)"),
     "start-from": (str, "earliest", "where a partition without a committed offset starts: earliest, latest, "
                    "or an RFC 3339 time (the first record at or after it)"),
 }
@@ -322,6 +345,21 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
                 kafka.append((key[:-len(".file")], _read_secret_file(name, value)))
             else:
                 kafka.append((key, value))
+    files = ("target_ca_file", "target_cert_file", "target_key_file", "bearer_token_file",
+             "oauth_client_secret_file", "oauth_ca_file")
+    for attr in files:
+        if values[attr] and not Path(values[attr]).is_file():
+            raise bad(attr, "no such file")
+    if bool(values["target_cert_file"]) != bool(values["target_key_file"]):
+        raise ConfigError("invalid --target-cert-file/--target-key-file: give both or neither")
+    oauth = [a for a in ("oauth_token_url", "oauth_client_id", "oauth_client_secret_file") if values[a]]
+    if oauth and len(oauth) != 3:
+        raise ConfigError("invalid OAuth2 settings: --oauth-token-url, --oauth-client-id and "
+                          "--oauth-client-secret-file go together")
+    if oauth and values["bearer_token_file"]:
+        raise ConfigError("invalid --bearer-token-file: not together with --oauth-token-url")
+    if values["oauth_token_url"] and not values["oauth_token_url"].startswith(("http://", "https://")):
+        raise bad("oauth_token_url", "must be an http(s) URL")
     try:
         start_from = parse_start_from(values["start_from"])
     except ValueError as exc:
@@ -356,4 +394,6 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         assignment_configmap=values["assignment_configmap"],
         fence_timeout_seconds=values["fence_timeout_seconds"],
         lease_renew_seconds=values["lease_renew_seconds"], kafka_config=tuple(kafka), start_from=start_from,
+        target_tls_verify=values["target_tls_verify"] == "true",
+        **{attr: values[attr] for attr in (*files, "oauth_token_url", "oauth_client_id", "oauth_scope")},
     )

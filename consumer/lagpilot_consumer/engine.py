@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from urllib.parse import urljoin
 
 from lagpilot_consumer import cloudevents, http1
+from lagpilot_consumer.auth import target_auth
 from lagpilot_consumer.config import Config
 from lagpilot_consumer.delivery import Attempt, DeadLetterWriter, Record, redact_url, same_origin
 from lagpilot_consumer.http1 import HttpError, Origin, Pool
@@ -236,6 +237,7 @@ class DeliveryEngine:
         self.rate = RateLimit(cfg.max_requests_per_second)
         self.builder = RequestBuilder(cfg, cfg.topic)
         self.origin = Origin.of(cfg.target_url)
+        self.auth = target_auth(cfg, metrics)
         self._line = self.builder.line(cfg.target_url)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool: Pool | None = None
@@ -309,8 +311,10 @@ class DeliveryEngine:
             loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
-        self.pool = Pool(self.cfg.timeout_seconds, self.cfg.max_connection_age_seconds,
-                         reuse=self.cfg.connection == "pooled")
+        cfg = self.cfg
+        self.pool = Pool(cfg.timeout_seconds, cfg.max_connection_age_seconds, reuse=cfg.connection == "pooled",
+                         ssl_context=http1.client_ssl_context(cfg.target_ca_file, cfg.target_cert_file,
+                                                              cfg.target_key_file, cfg.target_tls_verify))
         loop.call_later(SWEEP_SECONDS, self._tick)
         self._ready.set()
         try:
@@ -443,15 +447,26 @@ class DeliveryEngine:
         deadline = time.monotonic() + cfg.timeout_seconds
         body, extra = self.builder.body(msg)
         url, line, origin = cfg.target_url, self._line, self.origin
+        auth, refreshed = self.auth, False
         try:
-            for hop in range(MAX_REDIRECTS + 1):
-                resp = await self.pool.request(origin, self.builder.head(line, msg, len(body), extra), body,
+            hop = 0
+            while hop <= MAX_REDIRECTS:
+                headers = extra
+                if auth is not None:
+                    sent = await auth.header()
+                    headers = [*extra, (b"Authorization", sent)]
+                resp = await self.pool.request(origin, self.builder.head(line, msg, len(body), headers), body,
                                                deadline)
                 status = resp.status
+                if status == 401 and auth is not None and auth.refreshable and not refreshed:
+                    auth.invalidate(sent)  # expired or revoked early: one fresh token, then the usual rules
+                    refreshed = True
+                    continue
+                hop += 1
                 if 300 <= status < 400:
                     loc = resp.headers.get(b"location", b"").decode("latin-1")
                     target = urljoin(url, loc)
-                    if status in (307, 308) and same_origin(target, cfg.target_url) and hop < MAX_REDIRECTS:
+                    if status in (307, 308) and same_origin(target, cfg.target_url) and hop <= MAX_REDIRECTS:
                         url, line = target, self.builder.line(target)
                         continue
                     why = ("to another origin, or too many" if status in (307, 308) else

@@ -156,6 +156,28 @@ class Response:
     headers: dict[bytes, bytes]
 
 
+def client_ssl_context(ca_file: str = "", cert_file: str = "", key_file: str = "",
+                       verify: bool = True) -> ssl.SSLContext:
+    """Certificates are verified (host name included) against ``ca_file`` (a private CA mounted into the
+    pod), else ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE`` when set, else certifi's bundle; ``cert_file`` and
+    ``key_file`` authenticate us (mutual TLS); ``verify=False`` checks nothing (an explicit choice)."""
+    cafile = ca_file or os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+    if not cafile:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:  # pragma: no cover - certifi comes with requests
+            cafile = None
+    ctx = ssl.create_default_context(cafile=cafile)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class Pool:
     """Idle keep-alive connections per origin. ``max_age`` recycles connections (an L4 balancer in front
     of a target being rolled then sees new ones); ``reuse=False`` is one connection per request."""
@@ -169,18 +191,8 @@ class Pool:
         self._ssl = ssl_context
 
     def _ssl_context(self) -> ssl.SSLContext:
-        """Certificates are verified (hostname included) against ``SSL_CERT_FILE`` or
-        ``REQUESTS_CA_BUNDLE`` when set (a private CA mounted into the pod), else certifi's bundle."""
         if self._ssl is None:
-            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-            if not cafile:
-                try:
-                    import certifi
-
-                    cafile = certifi.where()
-                except ImportError:  # pragma: no cover - certifi comes with requests
-                    cafile = None
-            self._ssl = ssl.create_default_context(cafile=cafile)
+            self._ssl = client_ssl_context()
         return self._ssl
 
     async def _connect(self, origin: Origin, deadline: float) -> _Conn:

@@ -41,6 +41,8 @@ class Metrics:
         self.dead_letter_write_errors = Counter("lagpilot_dead_letter_write_errors",
                                                 "Failed dead-letter writes (retried)", registry=r)
         self.commit_errors = Counter("lagpilot_commit_errors", "Failed offset commits", registry=r)
+        self.token_fetches = Counter("lagpilot_target_token_fetches", "OAuth2 tokens fetched for the target "
+                                     "(outcome ok|error)", ["outcome"], registry=r)
         self.abandoned = Counter("lagpilot_abandoned_deliveries", "Deliveries given up on because their "
                                  "partition was released or the process stopped (not committed: the next "
                                  "owner re-delivers them)", registry=r)

@@ -42,6 +42,7 @@ class TokenServer:
         self._lock = threading.Lock()
         self.issued: list[str] = []
         self.refused = 0
+        self._revoked: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> TokenServer:
@@ -109,10 +110,15 @@ class TokenServer:
         assert self._server is not None
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_address[1]}/token"
 
-    def valid(self, token: str) -> bool:
-        """Issued here and not expired."""
+    def revoke_all(self) -> None:
+        """Every token issued so far stops being valid (as when a signing key is rotated)."""
         with self._lock:
-            known = token in self.issued
+            self._revoked.update(self.issued)
+
+    def valid(self, token: str) -> bool:
+        """Issued here, not revoked and not expired."""
+        with self._lock:
+            known = token in self.issued and token not in self._revoked
         claims = token_claims(token) or {}
         return known and float(claims.get("exp", 0)) > time.time()
 

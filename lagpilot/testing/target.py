@@ -107,6 +107,8 @@ class _Handler(BaseHTTPRequestHandler):
             key = (base64.b64decode(raw_key) if self.headers.get("X-Lagpilot-Key-Encoding") == "base64"
                    else raw_key.encode("latin-1"))
         status, retry_after, delay = target._decide(key)
+        if target.authorize is not None and not target.authorize(self.headers.get("Authorization")):
+            status, retry_after, delay = 401, None, 0.0
         if delay > 0:
             time.sleep(delay)
         body_out = b"ok\n" if status < 300 else f"failing with {status}\n".encode()
@@ -134,9 +136,14 @@ class RecordingTarget:
     """See the module docstring. Thread-safe; all times are ``time.monotonic()``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
-                 tls: tuple[str, str] | None = None) -> None:
-        """``tls``: (certificate chain file, key file): serve HTTPS with that certificate."""
+                 tls: tuple[str, str] | None = None, client_ca: str | None = None,
+                 authorize: Callable[[str | None], bool] | None = None) -> None:
+        """``tls``: (certificate chain file, key file): serve HTTPS with that certificate; ``client_ca``:
+        require a client certificate signed by it (mutual TLS); ``authorize``: judges each request's
+        Authorization header (None when absent), answering 401 when it says no."""
         self.tls = tls
+        self.client_ca = client_ca
+        self.authorize = authorize
         self.host = host
         self._port = port
         self.latency_s = latency_s
@@ -159,6 +166,9 @@ class RecordingTarget:
 
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*self.tls)
+            if self.client_ca is not None:
+                ctx.load_verify_locations(self.client_ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
             server.socket = ctx.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._port = server.server_address[1]

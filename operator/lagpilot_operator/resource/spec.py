@@ -59,30 +59,6 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    url: str
-    method: str = "POST"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    headers_from_secret: str | None = None
-    timeout_seconds: float = 10.0
-    connection: str = "pooled"
-    success_codes: str | None = None  # None: the worker's defaults
-    retry_codes: str | None = None
-    unavailable_codes: str | None = None
-    max_requests_per_second: float | None = None
-    format: str = "raw"
-    header_mapping: tuple[str, ...] = ()
-    idempotency_header: str | None = None
-
-
-@dataclass(frozen=True)
-class RetrySpec:
-    max_attempts: int = 5
-    initial_backoff_ms: int = 200
-    max_backoff_ms: int = 30000
-
-
-@dataclass(frozen=True)
 class KeyRef:
     """One key of a Secret or ConfigMap in the group's namespace (material is referenced, never inlined)."""
 
@@ -108,6 +84,33 @@ class OAuthSpec:
     client_secret: KeyRef
     scope: str | None = None
     ca: KeyRef | None = None  # the token endpoint's CA; None: the system's trusted CAs
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    url: str
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    headers_from_secret: str | None = None
+    timeout_seconds: float = 10.0
+    connection: str = "pooled"
+    success_codes: str | None = None  # None: the worker's defaults
+    retry_codes: str | None = None
+    unavailable_codes: str | None = None
+    max_requests_per_second: float | None = None
+    format: str = "raw"
+    header_mapping: tuple[str, ...] = ()
+    idempotency_header: str | None = None
+    tls: KafkaTLSSpec | None = None  # the same shape as the brokers' (verify_hostname: verify at all)
+    bearer_token: KeyRef | None = None
+    oauth2: OAuthSpec | None = None
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    max_attempts: int = 5
+    initial_backoff_ms: int = 200
+    max_backoff_ms: int = 30000
 
 
 @dataclass(frozen=True)
@@ -424,7 +427,19 @@ def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
         idempotency = None
     if url is None:
         return None
+    tls = _parse_kafka_tls(r, raw, p, verify_key="verify")
+    if tls is not None and not (url or "").startswith("https://"):
+        r.bad(f"{p}.tls", "TlsNotEnabled", "needs an https:// url")
+    auth = r.obj(raw, "auth", p)
+    bearer = _key_ref(r, auth, "bearerToken", f"{p}.auth", "token")
+    oauth2 = _parse_oauth(r, auth, f"{p}.auth", key="oauth2")
+    if bearer is not None and oauth2 is not None:
+        r.bad(f"{p}.auth", "AuthConflict", "names one of bearerToken, oauth2")
+    if oauth2 is not None and not oauth2.token_url.startswith("https://"):
+        r.bad(f"{p}.auth.oauth2.tokenUrl", "PlaintextCredentials",
+              "an http:// token URL would send the client secret unencrypted; use https")
     return TargetSpec(url=url, method=method, headers=headers, headers_from_secret=secret,
+                      tls=tls, bearer_token=bearer, oauth2=oauth2,
                       timeout_seconds=timeout, connection=connection, success_codes=codes["successCodes"],
                       retry_codes=codes["retryCodes"], unavailable_codes=codes["unavailableCodes"],
                       max_requests_per_second=rps, format=fmt,
@@ -465,7 +480,8 @@ def _key_ref(r: _Reader, raw: Mapping[str, Any], key: str, path: str, default_ke
     return KeyRef("Secret" if secret else "ConfigMap", name, data_key)
 
 
-def _parse_kafka_tls(r: _Reader, raw: Mapping[str, Any], p: str) -> KafkaTLSSpec | None:
+def _parse_kafka_tls(r: _Reader, raw: Mapping[str, Any], p: str,
+                     verify_key: str = "verifyHostname") -> KafkaTLSSpec | None:
     tls = r.obj(raw, "tls", p)
     if not tls:
         return None
@@ -486,14 +502,14 @@ def _parse_kafka_tls(r: _Reader, raw: Mapping[str, Any], p: str) -> KafkaTLSSpec
                     r.bad(cw, "InvalidKey", f"{k!r} is not a valid data key")
             client_cert, client_key = KeyRef("Secret", secret, cert_key), KeyRef("Secret", secret, key_key)
     return KafkaTLSSpec(ca=ca, client_certificate=client_cert, client_key=client_key,
-                        verify_hostname=r.boolean(tls, "verifyHostname", where, True))
+                        verify_hostname=r.boolean(tls, verify_key, where, True))
 
 
-def _parse_oauth(r: _Reader, raw: Mapping[str, Any], p: str) -> OAuthSpec | None:
-    oauth = r.obj(raw, "oauth", p)
+def _parse_oauth(r: _Reader, raw: Mapping[str, Any], p: str, key: str = "oauth") -> OAuthSpec | None:
+    oauth = r.obj(raw, key, p)
     if not oauth:
         return None
-    where = f"{p}.oauth"
+    where = f"{p}.{key}"
     url = r.string(oauth, "tokenUrl", where, required=True)
     if url is not None and not URL_RE.match(url):
         r.bad(f"{where}.tokenUrl", "InvalidURL", f"{url!r} is not an http(s) URL")

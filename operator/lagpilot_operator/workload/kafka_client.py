@@ -10,13 +10,14 @@ the API and hand librdkafka the text in memory (``ssl.ca.pem``, ``sasl.password`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lagpilot_operator.resource.spec import KafkaSpec, KeyRef
+from lagpilot_operator.resource.spec import KafkaSpec, KeyRef, TargetSpec
 
 MOUNT_ROOT = "/etc/lagpilot/kafka"
+TARGET_ROOT = "/etc/lagpilot/target"
 ENV_PREFIX = "LAGPILOT_KAFKA_"
 
 
@@ -30,10 +31,12 @@ class Material:
     location_property: str | None = None  # takes the file's path (workers)
     pem_property: str | None = None  # takes the PEM text (the operator's clients)
     value_property: str | None = None  # takes the content itself (both: workers read the file at start)
+    root: str = MOUNT_ROOT
+    env: str | None = None  # the worker's env var naming the file, where no librdkafka property does
 
     @property
     def path(self) -> str:
-        return f"{MOUNT_ROOT}/{self.volume}/{self.filename}"
+        return f"{self.root}/{self.volume}/{self.filename}"
 
     @property
     def describe(self) -> str:
@@ -99,10 +102,12 @@ def worker_env(settings: ClientSettings) -> list[dict[str, str]]:
     return env
 
 
-def worker_volumes(settings: ClientSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def worker_volumes(materials: Sequence[Material]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, volumeMounts): one read-only volume per kind of material, holding only the named keys."""
     volumes: dict[str, dict[str, Any]] = {}
-    for m in settings.materials:
+    roots: dict[str, str] = {}
+    for m in materials:
+        roots[m.volume] = m.root
         vol = volumes.get(m.volume)
         if vol is None:
             if m.ref.kind == "Secret":
@@ -112,8 +117,39 @@ def worker_volumes(settings: ClientSettings) -> tuple[list[dict[str, Any]], list
             vol = volumes[m.volume] = {"name": m.volume, **source}
         body = vol.get("secret") or vol["configMap"]
         body["items"].append({"key": m.ref.key, "path": m.filename})
-    mounts = [{"name": name, "mountPath": f"{MOUNT_ROOT}/{name}", "readOnly": True} for name in volumes]
+    mounts = [{"name": name, "mountPath": f"{roots[name]}/{name}", "readOnly": True} for name in volumes]
     return list(volumes.values()), mounts
+
+
+def target_materials(t: TargetSpec) -> tuple[Material, ...]:
+    """The target's TLS and auth material: files under /etc/lagpilot/target, named by LAGPILOT_* env."""
+    out: list[Material] = []
+
+    def add(ref: KeyRef | None, volume: str, filename: str, env: str) -> None:
+        if ref is not None:
+            out.append(Material(ref, volume, filename, root=TARGET_ROOT, env=env))
+
+    if t.tls is not None:
+        add(t.tls.ca, "target-ca", "ca.crt", "LAGPILOT_TARGET_CA_FILE")
+        add(t.tls.client_certificate, "target-client-cert", "tls.crt", "LAGPILOT_TARGET_CERT_FILE")
+        add(t.tls.client_key, "target-client-cert", "tls.key", "LAGPILOT_TARGET_KEY_FILE")
+    add(t.bearer_token, "target-token", "token", "LAGPILOT_BEARER_TOKEN_FILE")
+    if t.oauth2 is not None:
+        add(t.oauth2.client_secret, "target-oauth", "client-secret", "LAGPILOT_OAUTH_CLIENT_SECRET_FILE")
+        add(t.oauth2.ca, "target-oauth-ca", "ca.crt", "LAGPILOT_OAUTH_CA_FILE")
+    return tuple(out)
+
+
+def target_env(t: TargetSpec) -> list[dict[str, str]]:
+    env = [{"name": m.env, "value": m.path} for m in target_materials(t) if m.env]
+    if t.tls is not None and not t.tls.verify_hostname:
+        env.append({"name": "LAGPILOT_TARGET_TLS_VERIFY", "value": "false"})
+    if t.oauth2 is not None:
+        env += [{"name": "LAGPILOT_OAUTH_TOKEN_URL", "value": t.oauth2.token_url},
+                {"name": "LAGPILOT_OAUTH_CLIENT_ID", "value": t.oauth2.client_id}]
+        if t.oauth2.scope:
+            env.append({"name": "LAGPILOT_OAUTH_SCOPE", "value": t.oauth2.scope})
+    return env
 
 
 def operator_conf(settings: ClientSettings,

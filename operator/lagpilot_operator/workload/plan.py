@@ -154,6 +154,7 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
     if spec.start_from != "earliest":
         env.append(_env_value("LAGPILOT_START_FROM", spec.start_from))
     env += kafka_client.worker_env(kafka_client.client_settings(spec.kafka))
+    env += kafka_client.target_env(spec.target)
     env += [
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -194,7 +195,8 @@ def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_F
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    kafka_volumes, kafka_mounts = kafka_client.worker_volumes(kafka_client.client_settings(spec.kafka))
+    kafka_volumes, kafka_mounts = kafka_client.worker_volumes(
+        [*kafka_client.client_settings(spec.kafka).materials, *kafka_client.target_materials(spec.target)])
     container["volumeMounts"] += kafka_mounts
     if spec.target.headers_from_secret:
         container["envFrom"] = [{"secretRef": {"name": spec.target.headers_from_secret},

@@ -88,9 +88,9 @@ def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
 def missing_material(spec: ConsumerGroupSpec, kube: Kube) -> list[str]:
     """Every Secret, ConfigMap or key the workers would mount that is not there (the pod would not start)."""
     missing = [f"Secret {s}" for s in referenced_secrets(spec) if kube.get("Secret", spec.namespace, s) is None]
-    _conf, absent = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka),
-                                               _read_key(kube, spec.namespace))
-    for m in absent:
+    read = _read_key(kube, spec.namespace)
+    materials = [*kafka_client.client_settings(spec.kafka).materials, *kafka_client.target_materials(spec.target)]
+    for m in (m for m in materials if read(m.ref) is None):
         gone = kube.get(m.ref.kind, spec.namespace, m.ref.name) is None
         entry = f"{m.ref.kind} {m.ref.name}" if gone else m.describe
         if entry not in missing:
@@ -100,7 +100,8 @@ def missing_material(spec: ConsumerGroupSpec, kube: Kube) -> list[str]:
 
 def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
     names = {spec.target.headers_from_secret, spec.kafka.credentials_secret}
-    names |= {m.ref.name for m in kafka_client.client_settings(spec.kafka).materials if m.ref.kind == "Secret"}
+    materials = [*kafka_client.client_settings(spec.kafka).materials, *kafka_client.target_materials(spec.target)]
+    names |= {m.ref.name for m in materials if m.ref.kind == "Secret"}
     return sorted(n for n in names if n)
 
 
