@@ -9,6 +9,7 @@ import json
 import threading
 import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,7 +20,7 @@ def _b64(data: dict[str, Any]) -> str:
 
 def unsecured_jws(subject: str, lifetime: float, scope: str = "") -> str:
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(lifetime)}
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(lifetime), "jti": uuid.uuid4().hex}
     if scope:
         claims["scope"] = scope
     return f"{_b64({'alg': 'none'})}.{_b64(claims)}."

@@ -92,3 +92,49 @@ def test_a_header_that_every_request_would_fail_on_is_rejected_at_start(env: dic
     text = str(err.value)
     assert needle in text and "s3cret" not in text and "two" not in text
     assert "LAGPILOT_HEADER" in text
+
+
+def test_kafka_property_values_from_mounted_files(tmp_path: Path) -> None:
+    (tmp_path / "password").write_text("p@ss w0rd\n")  # a Secret written with a trailing newline
+    c = parse(BASE, {"LAGPILOT_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password"),
+                     "LAGPILOT_KAFKA_SASL_USERNAME": "u"})
+    assert dict(c.kafka_config) == {"sasl.password": "p@ss w0rd", "sasl.username": "u"}
+    with pytest.raises(ConfigError) as err:
+        parse(BASE, {"LAGPILOT_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "missing")})
+    assert "LAGPILOT_KAFKA_SASL_PASSWORD_FILE" in str(err.value) and "No such file" in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("earliest", "earliest"), ("latest", "latest"),
+    ("2026-11-30T12:00:00Z", 1796040000.0), ("2026-11-30T13:00:00+01:00", 1796040000.0),
+])
+def test_start_from(value: str, expected: object) -> None:
+    assert parse([*BASE, "--start-from", value], {}).start_from == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026", "now"])
+def test_start_from_refuses_what_it_cannot_read(value: str) -> None:
+    with pytest.raises(ConfigError, match="--start-from"):
+        parse([*BASE, "--start-from", value], {})
+
+
+def test_target_tls_and_auth_options(tmp_path: Path) -> None:
+    for name in ("ca.crt", "tls.crt", "tls.key", "secret", "token"):
+        (tmp_path / name).write_text("x")
+    c = parse([*BASE, "--target-ca-file", str(tmp_path / "ca.crt"), "--target-cert-file", str(tmp_path / "tls.crt"),
+               "--target-key-file", str(tmp_path / "tls.key"), "--oauth-token-url", "https://idp/token",
+               "--oauth-client-id", "me", "--oauth-client-secret-file", str(tmp_path / "secret")], {})
+    assert (c.target_ca_file, c.oauth_client_id, c.target_tls_verify) == (str(tmp_path / "ca.crt"), "me", True)
+    assert parse([*BASE, "--target-tls-verify", "false"], {}).target_tls_verify is False
+    bad = [
+        (["--target-cert-file", str(tmp_path / "tls.crt")], "give both or neither"),
+        (["--target-ca-file", str(tmp_path / "nope")], "no such file"),
+        (["--oauth-token-url", "https://idp/token"], "go together"),
+        (["--oauth-token-url", "ftp://idp", "--oauth-client-id", "me", "--oauth-client-secret-file",
+          str(tmp_path / "secret")], "http(s) URL"),
+        (["--bearer-token-file", str(tmp_path / "token"), "--oauth-token-url", "https://i/t", "--oauth-client-id",
+          "me", "--oauth-client-secret-file", str(tmp_path / "secret")], "not together"),
+    ]
+    for extra, why in bad:
+        with pytest.raises(ConfigError, match=why.replace("(", r"\(").replace(")", r"\)")):
+            parse([*BASE, *extra], {})

@@ -17,6 +17,8 @@ from lagpilot.lab.podspec import (
     parse_probe,
     pod_phase,
     resolve_env,
+    rewrite_mount_paths,
+    volume_files,
 )
 
 pytestmark = pytest.mark.unit
@@ -106,3 +108,34 @@ def test_probe_named_port_and_thresholds() -> None:
 ])
 def test_pod_phase(policy: str, states: list[dict[str, Any]], phase: str) -> None:
     assert pod_phase(policy, states) == phase
+
+
+def test_secret_and_configmap_volumes_become_files_and_env_paths_follow_them() -> None:
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [
+        {"name": "sasl", "secret": {"secretName": "creds", "items": [{"key": "password", "path": "pw"}]}},
+        {"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "tmp", "emptyDir": {}}]}}
+    container = {"name": "c", "volumeMounts": [{"name": "sasl", "mountPath": "/etc/lp/sasl"},
+                                               {"name": "cfg", "mountPath": "/etc/lp/cfg/"},
+                                               {"name": "tmp", "mountPath": "/tmp"}]}
+    assert volume_files(pod, container, lookup) == {"/etc/lp/sasl": {"pw": "p"}, "/etc/lp/cfg": {"MODE": "fast"}}
+    env = {"PW_FILE": "/etc/lp/sasl/pw", "OTHER": "/etc/lp/sasl-not/x", "DIR": "/etc/lp/cfg"}
+    assert rewrite_mount_paths(env, {"/etc/lp/sasl": "/pods/p/volumes/etc/lp/sasl",
+                                     "/etc/lp/cfg": "/pods/p/volumes/etc/lp/cfg"}) == {
+        "PW_FILE": "/pods/p/volumes/etc/lp/sasl/pw", "OTHER": "/etc/lp/sasl-not/x",
+        "DIR": "/pods/p/volumes/etc/lp/cfg"}
+
+
+@pytest.mark.parametrize(("volume", "message"), [
+    ({"secret": {"secretName": "gone"}}, 'secret "gone" not found'),
+    ({"secret": {"secretName": "creds", "items": [{"key": "token", "path": "t"}]}}, 'key "token" not in secret'),
+    ({"configMap": {"name": "gone"}}, 'configmap "gone" not found'),
+])
+def test_a_volume_that_cannot_be_mounted_keeps_the_container_from_starting(volume: dict[str, Any],
+                                                                          message: str) -> None:
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "v", **volume}]}}
+    with pytest.raises(EnvError, match=message):
+        volume_files(pod, {"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/x"}]}, lookup)
+    optional = {k: {**v, "optional": True} for k, v in volume.items()}
+    if "not found" in message:
+        pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "v", **optional}]}}
+        assert volume_files(pod, {"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/x"}]}, lookup) == {}

@@ -95,7 +95,7 @@ def test_strimzi_tls_mounts_the_named_keys_and_puts_only_paths_in_env() -> None:
         {"name": "LAGPILOT_KAFKA_SSL_CA_LOCATION", "value": "/etc/lagpilot/kafka/kafka-ca/ca.crt"},
         {"name": "LAGPILOT_KAFKA_SSL_CERTIFICATE_LOCATION", "value": "/etc/lagpilot/kafka/kafka-client-cert/tls.crt"},
         {"name": "LAGPILOT_KAFKA_SSL_KEY_LOCATION", "value": "/etc/lagpilot/kafka/kafka-client-cert/tls.key"}]
-    volumes, mounts = kc.worker_volumes(s)
+    volumes, mounts = kc.worker_volumes(s.materials)
     assert volumes == [
         {"name": "kafka-ca", "secret": {"secretName": "my-cluster-cluster-ca-cert", "defaultMode": 0o440,
                                         "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
@@ -109,7 +109,7 @@ def test_scram_with_a_literal_user_name_mounts_only_the_password_and_a_configmap
     env = {e["name"]: e["value"] for e in kc.worker_env(s)}
     assert env["LAGPILOT_KAFKA_SASL_USERNAME"] == "my-user"
     assert env["LAGPILOT_KAFKA_SASL_PASSWORD_FILE"] == "/etc/lagpilot/kafka/kafka-sasl/password"
-    volumes, _ = kc.worker_volumes(s)
+    volumes, _ = kc.worker_volumes(s.materials)
     assert {"name": "kafka-ca", "configMap": {"name": "kafka-ca", "defaultMode": 0o444,
                                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in volumes
 
@@ -206,3 +206,49 @@ def test_broker_errors_are_told_apart(errors: list[tuple[str, str]], reason: str
 ])
 def test_redact_url(text: str, expected: str) -> None:
     assert redact_url(text) == expected
+
+
+def target_problems(target: dict[str, Any]) -> set[tuple[str, str]]:
+    _, problems = parse(body(target=target), "img")
+    return {(p.field, p.code) for p in problems}
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ({"url": "https://t/x", "tls": {"ca": {"secret": "ca"}, "clientCertificate": {"secret": "c"}}}, set()),
+    ({"url": "http://t/x", "tls": {"ca": {"secret": "ca"}}}, {("spec.target.tls", "TlsNotEnabled")}),
+    ({"url": "https://t/x", "auth": {"bearerToken": {"secret": "tok"}}}, set()),
+    ({"url": "https://t/x", "auth": {"oauth2": {"tokenUrl": "https://i/t", "clientId": "c",
+                                                "clientSecret": {"secret": "s"}}}}, set()),
+    ({"url": "https://t/x", "auth": {"oauth2": {"tokenUrl": "http://i/t", "clientId": "c",
+                                                "clientSecret": {"secret": "s"}}}},
+     {("spec.target.auth.oauth2.tokenUrl", "PlaintextCredentials")}),
+    ({"url": "https://t/x", "auth": {"bearerToken": {"secret": "tok"}, "oauth2": {
+        "tokenUrl": "https://i/t", "clientId": "c", "clientSecret": {"secret": "s"}}}},
+     {("spec.target.auth", "AuthConflict")}),
+    ({"url": "https://user:hunter2@t/x y"}, {("spec.target.url", "InvalidURL")}),
+])
+def test_target_tls_and_auth_fields(target: dict[str, Any], expected: set[tuple[str, str]]) -> None:
+    assert target_problems(target) == expected
+
+
+def test_a_bad_target_url_is_reported_without_its_password() -> None:
+    _, problems = parse(body(target={"url": "https://user:hunter2@t/x y"}), "img")
+    assert "hunter2" not in problems[0].message and "***@t" in problems[0].message
+
+
+def test_target_material_is_mounted_and_named_by_path() -> None:
+    spec, problems = parse(body(target={"url": "https://t/x", "tls": {"ca": {"configMap": "ca"}, "verify": False,
+                                                                      "clientCertificate": {"secret": "c"}},
+                                        "auth": {"oauth2": {"tokenUrl": "https://i/t", "clientId": "me",
+                                                            "clientSecret": {"secret": "s"}}}}), "img")
+    assert spec is not None and not problems
+    env = {e["name"]: e["value"] for e in kc.target_env(spec.target)}
+    assert env == {"LAGPILOT_TARGET_CA_FILE": "/etc/lagpilot/target/target-ca/ca.crt",
+                   "LAGPILOT_TARGET_CERT_FILE": "/etc/lagpilot/target/target-client-cert/tls.crt",
+                   "LAGPILOT_TARGET_KEY_FILE": "/etc/lagpilot/target/target-client-cert/tls.key",
+                   "LAGPILOT_OAUTH_CLIENT_SECRET_FILE": "/etc/lagpilot/target/target-oauth/client-secret",
+                   "LAGPILOT_TARGET_TLS_VERIFY": "false", "LAGPILOT_OAUTH_TOKEN_URL": "https://i/t",
+                   "LAGPILOT_OAUTH_CLIENT_ID": "me"}
+    dep = planner.deployment(spec, planner.Owner("orders", "shop", "u"), 1)
+    mounts = dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "target-oauth", "mountPath": "/etc/lagpilot/target/target-oauth", "readOnly": True} in mounts
