@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -96,6 +97,36 @@ def consumergroup_spec(cluster: Cluster, name: str) -> dict[str, Any]:
     return dict(cg.get("spec") or {})
 
 
+def _read(path: str, hint: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path!r} ({exc.strerror})", param_hint=hint) from None
+
+
+def kafka_settings(items: tuple[str, ...], config_file: str | None) -> dict[str, str]:
+    """librdkafka settings from --kafka-config-file, then -X (KEY=@FILE: the value is FILE's content,
+    one trailing line break dropped)."""
+    security: dict[str, str] = {}
+    if config_file:
+        for n, line in enumerate(_read(config_file, "--kafka-config-file").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith(("#", "!")):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or not key.strip():
+                raise click.BadParameter(f"line {n} is not key=value", param_hint="--kafka-config-file")
+            security[key.strip()] = value.strip()
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item.split('=')[0]!r}=...", param_hint="-X")
+        if value.startswith("@"):
+            value = _read(value[1:], "-X").rstrip("\r\n")
+        security[key.strip()] = value
+    return security
+
+
 @click.command("lag")
 @click.argument("consumergroup", required=False)
 @cluster_options
@@ -116,11 +147,14 @@ def consumergroup_spec(cluster: Cluster, name: str) -> dict[str, Any]:
 @click.option("--timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
               help="Seconds to wait for the brokers.")
 @click.option("-X", "config", multiple=True, metavar="KEY=VALUE",
-              help="librdkafka setting, e.g. -X security.protocol=SASL_SSL (repeatable).")
+              help="librdkafka setting, e.g. -X security.protocol=SASL_SSL (repeatable). KEY=@FILE takes the "
+                   "value from FILE, so a password never shows in ps: -X sasl.password=@/run/secrets/kafka.")
+@click.option("--kafka-config-file", type=click.Path(dir_okay=False), default=None,
+              help="librdkafka settings as key=value lines (read before -X, which wins).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def lag(consumergroup: str | None, cluster: Cluster, bootstrap_servers: str | None, group: str | None,
         topics: tuple[str, ...], watch: bool, interval: float, count: int | None, window: float | None,
-        reset: str, timeout: float, config: tuple[str, ...], output: str) -> None:
+        reset: str, timeout: float, config: tuple[str, ...], kafka_config_file: str | None, output: str) -> None:
     """Per-partition lag of a consumer group: log-start, log-end, committed offset, lag and status.
 
     Name a ConsumerGroup (with -n, --context, --kubeconfig as kubectl) to read its brokers, group id and
@@ -148,12 +182,7 @@ def lag(consumergroup: str | None, cluster: Cluster, bootstrap_servers: str | No
         topics = topics or ((spec["topic"],) if spec.get("topic") else ())
     if not bootstrap_servers or not group:
         raise click.UsageError("name a ConsumerGroup, or give --bootstrap-servers and --group")
-    security: dict[str, str] = {}
-    for item in config:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-X")
-        security[key.strip()] = value
+    security = kafka_settings(config, kafka_config_file)
     reader = LagReader(bootstrap_servers, security, timeout=timeout)
     polls = count or (None if watch else 1)
     win = LagWindow(window_seconds=window if window is not None else 10 * interval)

@@ -253,3 +253,28 @@ def test_a_disallowed_broker_is_never_contacted(k8s: Any, namespace: str, crds: 
                 listener.accept()  # nobody connected
     finally:
         listener.close()
+
+
+def test_the_lag_cli_reads_a_scram_password_from_a_file_not_argv(secure_kafka: KafkaBroker, pki: KafkaPKI,
+                                                                   tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    topic = "cli-" + tmp_path.name[-8:].replace("_", "-")
+    create_topic(secure_kafka.bootstrap_servers, topic, 1)
+    password = tmp_path / "password"
+    password.write_text(SCRAM_PASSWORD + "\n")
+    config = tmp_path / "kafka.properties"
+    config.write_text(f"security.protocol=SASL_SSL\nssl.ca.location={pki.cluster_ca}\n")
+    exe = shutil.which("lagpilot") or str(Path(sys.executable).with_name("lagpilot"))
+    argv = [exe, "lag", "-b", secure_kafka.listener("SCRAM"), "-g", "cli-group", "-t", topic, "-o", "json",
+            "--kafka-config-file", str(config), "-X", "sasl.mechanism=SCRAM-SHA-512",
+            "-X", "sasl.username=lagpilot-worker", "-X", f"sasl.password=@{password}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["partitions"][0]["partition"] == 0
+    assert SCRAM_PASSWORD not in " ".join(argv)
+    bad = subprocess.run([*argv[:-1], "sasl.password=@/nonexistent/pw"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "cannot read '/nonexistent/pw'" in bad.stderr
