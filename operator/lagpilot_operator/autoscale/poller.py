@@ -37,7 +37,7 @@ from lagpilot_operator.resource.conditions import find
 from lagpilot_operator.resource.patch import merge_patch
 from lagpilot_operator.resource.spec import NO_CONTACT, ConsumerGroupSpec, bootstrap_problems, parse
 from lagpilot_operator.settings import Settings
-from lagpilot_operator.workload.reconcile import kafka_security
+from lagpilot_operator.workload.reconcile import kafka_security_and_missing
 from lagpilot_operator.workload.sizing import ScalingMode, effective_workers, scaling_mode
 
 log = logging.getLogger("lagpilot.operator.lag")
@@ -151,8 +151,11 @@ class LagPoller:
         current = effective_workers(spec, status)
         if mode.decide:
             seed_history(self.monitor, namespace, name, current, self.clock())
+        security, unread = kafka_security_and_missing(spec, self.kube)
+        if unread:
+            return None  # a credential is missing: the reconcile reports SecretNotFound; nothing to read with
         return Prepared(namespace, name, body, spec, mode, current, float(spec.autoscaling.poll_seconds),
-                        kafka_security(spec, self.kube))
+                        security)
 
     def poll(self, namespace: str, name: str) -> PollOutcome:
         """Read and apply one group on its own (tests, and the CLI's way of reading one group)."""

@@ -80,9 +80,14 @@ def _read_key(kube: Kube, namespace: str) -> Callable[[KeyRef], str | None]:
 
 def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
     """librdkafka settings for the operator's own metadata reads (material only in memory)."""
-    conf, _missing = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka),
-                                                _read_key(kube, spec.namespace))
-    return conf
+    return kafka_security_and_missing(spec, kube)[0]
+
+
+def kafka_security_and_missing(spec: ConsumerGroupSpec, kube: Kube) -> tuple[dict[str, str], list[str]]:
+    """The settings, and the material that could not be read (then no client should be made)."""
+    conf, missing = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka),
+                                               _read_key(kube, spec.namespace))
+    return conf, [m.describe for m in missing]
 
 
 def missing_material(spec: ConsumerGroupSpec, kube: Kube) -> list[str]:
@@ -144,12 +149,14 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     missing: list[str] = []
     if spec is not None and not any(p.code in NO_CONTACT for p in problems):
         missing = missing_material(spec, kube)
-        security = kafka_security(spec, kube)
-        topic = topics.read(spec.bootstrap_servers, spec.topic, security)
+        security, unread = kafka_security_and_missing(spec, kube)
         result.connection = connection_key(spec.bootstrap_servers, security)
-        result.topic, result.partitions = spec.topic, topic.partitions
-        if topic.partitions is not None:
-            problems += partition_problems(spec, topic.partitions)
+        result.topic = spec.topic
+        if not unread:  # without every credential, a client could not even be created: SecretNotFound says why
+            topic = topics.read(spec.bootstrap_servers, spec.topic, security)
+            result.partitions = topic.partitions
+            if topic.partitions is not None:
+                problems += partition_problems(spec, topic.partitions)
 
     selector = f"{LABEL_CG}={name}"
     existing = [d for d in kube.list("Deployment", namespace, selector) if _owned_by(d, uid)]

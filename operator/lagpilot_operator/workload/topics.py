@@ -56,7 +56,10 @@ class TopicReader:
         return info
 
     def _read(self, bootstrap: str, topic: str, security: Mapping[str, str] | None) -> TopicInfo:
-        client = admin_client(bootstrap, security)
+        try:
+            client = admin_client(bootstrap, security)
+        except KafkaException as exc:  # settings librdkafka refuses (a CA file that is not PEM, ...)
+            return TopicInfo(None, BROKER_UNREACHABLE, f"no client for {bootstrap}: {exc.args[0].str()}")
         try:
             metadata = client.list_topics(topic=topic, timeout=self.timeout)
         except KafkaException as exc:

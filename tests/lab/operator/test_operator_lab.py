@@ -275,8 +275,9 @@ def test_full_example_is_accepted_and_planned(k8s: Any, namespace: str, operator
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["envFrom"] == [{"secretRef": {"name": "billing-auth"}, "prefix": "LAGPILOT_HEADER_"}]
     env = {e["name"]: e for e in c["env"]}
-    assert env["LAGPILOT_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-creds",
-                                                                                 "key": "password"}
+    assert env["LAGPILOT_KAFKA_SASL_PASSWORD_FILE"]["value"] == "/etc/lagpilot/kafka/kafka-sasl/password"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kafka-sasl"]["secret"]["secretName"] == "kafka-creds"
     assert dep["spec"]["replicas"] == 3
     # the example's brokers do not exist in the lab: the operator says so
     cg = wait_for(lambda: (x := get(k8s, namespace, "consumergroup", "orders-to-billing")) and
@@ -284,6 +285,23 @@ def test_full_example_is_accepted_and_planned(k8s: Any, namespace: str, operator
     assert condition(cg, "Degraded")["reason"] in ("BrokerUnreachable", "WorkersCrashLooping")
     # the Secret's content never appears in the Deployment
     assert "change-me" not in json.dumps(dep)
+
+
+def test_secure_example_is_accepted_and_planned(k8s: Any, namespace: str, operator: Operator) -> None:
+    """The API server accepts secure.yaml (its CEL rules included) and the operator mounts each key."""
+    docs = list(yaml.safe_load_all((EXAMPLES / "secure.yaml").read_text()))
+    apply(k8s, namespace, *docs)
+    for name, volumes in (("payments-to-ledger", {"kafka-ca", "kafka-client-cert", "target-ca",
+                                                  "target-client-cert", "target-oauth", "target-oauth-ca"}),
+                          ("clicks-to-warehouse", {"kafka-oauth", "kafka-oauth-ca", "target-token"})):
+        (dep,) = wait_for(lambda name=name: deployments(k8s, namespace, name), what=f"{name} Deployment")
+        pod = dep["spec"]["template"]["spec"]
+        assert {v["name"] for v in pod["volumes"]} == {"tmp", *volumes}
+        assert all("valueFrom" not in e or "fieldRef" in e["valueFrom"] for e in pod["containers"][0]["env"])
+    bad = {**docs[0], "spec": {**docs[0]["spec"], "kafka": {"securityProtocol": "SASL_PLAINTEXT",
+                                                            "saslMechanism": "PLAIN", "credentialsSecret": "c"}}}
+    out = apply(k8s, namespace, bad, check=False)
+    assert out.returncode != 0 and "allowPlaintextCredentials" in out.stderr
 
 
 def test_delete_cr_removes_everything(k8s: Any, namespace: str, operator: Operator, bootstrap: str,
