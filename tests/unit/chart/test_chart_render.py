@@ -210,3 +210,14 @@ def test_values_file_matches_schema_keys() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_allowed_bootstrap_servers_reach_the_operator_and_an_admission_policy(helm: Path) -> None:
+    assert not by_kind(render(helm), "ValidatingAdmissionPolicy")
+    docs = render(helm, ["allowedBootstrapServers={*.kafka.svc:9093}"])
+    assert env_of(container(docs))["LAGPILOT_ALLOWED_BOOTSTRAP_SERVERS"] == "*.kafka.svc:9093"
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    assert r"matches(r'^(?:.*\.kafka\.svc:9093)$')" in policy["spec"]["validations"][0]["expression"]
+    assert one(docs, "ValidatingAdmissionPolicyBinding")["spec"]["policyName"] == policy["metadata"]["name"]
+    off = render(helm, ["allowedBootstrapServers={*.kafka.svc:9093}", "bootstrapAdmissionPolicy=false"])
+    assert not by_kind(off, "ValidatingAdmissionPolicy")

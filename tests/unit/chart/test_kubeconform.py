@@ -29,6 +29,7 @@ EVERYTHING: Doc = {
     "image": {"digest": "sha256:" + "ab" * 32},
     "imagePullSecrets": [{"name": "regcred"}],
     "watchNamespaces": ["shop"],
+    "allowedBootstrapServers": ["*.kafka.svc:9093", "[fd00::?]:9093"],
     "consumerImage": "reg.example/worker:7",
     "verbose": True,
     "extraArgs": ["--example-arg"],
@@ -83,7 +84,8 @@ VARIANTS = (
             kinds=frozenset({"Deployment"})),
     Variant("everything", values=EVERYTHING, extra=("--include-crds",),
             kinds=frozenset({"Deployment", "Role", "KopfPeering", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-                             "ConfigMap", "CustomResourceDefinition"})),
+                             "ConfigMap", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
+                             "ValidatingAdmissionPolicyBinding"})),
 )
 
 
