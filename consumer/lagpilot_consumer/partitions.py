@@ -18,6 +18,7 @@ class PartitionState:
     watermark: Watermark = field(default_factory=Watermark)
     release_deadline: float | None = None  # monotonic; set from the moment the release starts
     committed: int | None = None  # offset last sent in a commit (None: nothing yet, or retry it)
+    final_commit_retry_at: float | None = None  # monotonic; a release's final commit failed: try again then
 
     @property
     def releasing(self) -> bool:

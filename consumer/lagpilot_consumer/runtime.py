@@ -23,6 +23,11 @@ log = logging.getLogger("lagpilot.consumer")
 
 BATCH = 500
 HEALTHY_LOOP_SECONDS = 60.0
+# A release's final commit that fails (coordinator moving, UNKNOWN_MEMBER_ID) is tried again this long past
+# the drain deadline before the partition is let go uncommitted (then its next owner re-delivers from the
+# last commit): released without it, every record delivered since that commit would reach the target twice.
+RELEASE_COMMIT_GRACE = 10.0
+RELEASE_COMMIT_RETRY = 0.5
 
 
 def consumer_conf(cfg: Config, **extra: Any) -> dict[str, Any]:
@@ -447,7 +452,9 @@ class ConsumerRuntime:
                         "now); what was delivered since the last commit will be delivered again",
                         extra={"partitions": sorted(finished)})
         else:
-            self._commit(parts=frozenset(finished), sync=True)
+            finished = self._final_commit(finished, now)
+            if not finished:
+                return
         if unassign:
             try:
                 self._consumer.incremental_unassign(self._tps(finished))
@@ -462,6 +469,29 @@ class ConsumerRuntime:
                                 "to its next owner", extra={"partition": p})
                 committed[str(p)] = st.committed
         log.info("partitions released", extra={"partitions": sorted(finished), "committed": committed})
+
+    def _final_commit(self, finished: list[int], now: float) -> list[int]:
+        """Commit released partitions; those whose commit failed stay releasing and are tried again every
+        RELEASE_COMMIT_RETRY s, for RELEASE_COMMIT_GRACE s past their drain deadline. Not while fenced: the
+        operator may have granted them elsewhere, and a late commit could move the new owner's offset."""
+        with self._cond:
+            due = [p for p in finished if (self._parts[p].final_commit_retry_at or 0.0) <= now]
+        if not due:
+            return []
+        failed = self._commit(parts=frozenset(due), sync=True)
+        keep: list[int] = []
+        for p in sorted(failed):
+            st = self._parts[p]
+            if not self._fence_now.is_set() and now < (st.release_deadline or now) + RELEASE_COMMIT_GRACE:
+                if st.final_commit_retry_at is None:
+                    log.warning("final commit of a released partition failed: trying again before letting "
+                                "it go", extra={"partition": p, "grace_seconds": RELEASE_COMMIT_GRACE})
+                st.final_commit_retry_at = now + RELEASE_COMMIT_RETRY
+                keep.append(p)
+            else:
+                log.warning("final commit of a released partition failed: its next owner re-delivers what "
+                            "was delivered since the last commit", extra={"partition": p})
+        return [p for p in due if p not in keep]
 
     # ---- fetching ------------------------------------------------------------------------------------------
     def _backpressure(self) -> None:
@@ -556,9 +586,10 @@ class ConsumerRuntime:
             self.metrics.consumed_records(p, n)
 
     # ---- committing ----------------------------------------------------------------------------------------
-    def _commit(self, parts: frozenset[int] | None = None, sync: bool = False) -> None:
+    def _commit(self, parts: frozenset[int] | None = None, sync: bool = False) -> frozenset[int]:
         """Commit each partition's watermark. A sync commit (release, shutdown) is sent even if an async
-        commit of the same offset is still outstanding, so its result is known before unassigning."""
+        commit of the same offset is still outstanding, so its result is known before unassigning; it
+        returns the partitions whose commit failed (an async one: none, its callback tells)."""
         from confluent_kafka import KafkaException, TopicPartition
 
         self._advance_idle(parts)
@@ -568,7 +599,7 @@ class ConsumerRuntime:
         chosen = [(st, TopicPartition(self.cfg.topic, p, off)) for p, st, off in states
                   if off is not None and (sync or st.committed != off)]
         if not chosen:
-            return
+            return frozenset()
         tps = [tp for _, tp in chosen]
         for st, tp in chosen:
             st.committed = tp.offset
@@ -579,11 +610,20 @@ class ConsumerRuntime:
             for st, _ in chosen:
                 st.committed = None
             log.warning("offset commit failed", extra={"error": str(exc), "sync": sync})
-            return
+            return frozenset(tp.partition for tp in tps) if sync else frozenset()
+        failed: set[int] = set()
         if sync and result:
             for tp in result:
                 if tp.error is None and tp.offset >= 0:
                     self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
+                elif tp.error is not None:
+                    failed.add(tp.partition)
+                    gone = self._parts.get(tp.partition)
+                    if gone is not None:
+                        gone.committed = None
+        if failed:
+            self.metrics.commit_errors.inc()
+        return frozenset(failed)
 
     def _advance_idle(self, parts: frozenset[int] | None) -> None:
         """Partitions whose every fetched record is done commit the consumer's position, which is past any
