@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lagpilot import paths
-from lagpilot.lab.kafkatls import LISTENERS, PROTOCOLS, KafkaPKI, secure_listener_properties
+from lagpilot.lab.kafkatls import HOSTS, LISTENERS, PROTOCOLS, KafkaPKI, secure_listener_properties
 from lagpilot.lab.proc import free_port, pid_alive, spawn, stop_pid, wait_until
 
 LOG4J = """log4j.rootLogger=WARN, file
@@ -39,8 +39,8 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def listener(self, name: str) -> str:
-        """The bootstrap address of a secured listener (SSL, MTLS, SCRAM, OAUTH)."""
-        return f"127.0.0.1:{self.secure_ports[name]}"
+        """The bootstrap address of a secured listener (SSL, MTLS, SCRAM, OAUTH; V6 on [::1])."""
+        return f"{HOSTS.get(name, '127.0.0.1')}:{self.secure_ports[name]}"
 
     def alive(self) -> bool:
         return pid_alive(self.pid)
@@ -81,7 +81,7 @@ def server_properties(workdir: Path, port: int, controller_port: int,
     }
     if secure is not None:
         pki, ports = secure
-        extra = ",".join(f"{name}://127.0.0.1:{ports[name]}" for name in LISTENERS)
+        extra = ",".join(f"{name}://{HOSTS.get(name, '127.0.0.1')}:{ports[name]}" for name in LISTENERS)
         props["listeners"] += "," + extra
         props["advertised.listeners"] += "," + extra
         props["listener.security.protocol.map"] += "," + ",".join(f"{n}:{PROTOCOLS[n]}" for n in LISTENERS)

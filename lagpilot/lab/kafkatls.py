@@ -14,6 +14,7 @@ listener          protocol       who gets in
 ``SCRAM``         SASL_SSL       SCRAM-SHA-512 users (created with :func:`add_scram_user`)
 ``OAUTH``         SASL_SSL       OAUTHBEARER; Kafka's unsecured-JWS validator (tokens from
                                  :class:`lagpilot.testing.oauth.TokenServer`)
+``V6``            PLAINTEXT      anyone, on the IPv6 loopback ``[::1]``
 ================ ============== =====================================================================
 """
 
@@ -27,8 +28,9 @@ from cryptography import x509
 
 from lagpilot.lab.certs import _issue, _key, _name, _pem, _write_key
 
-LISTENERS = ("SSL", "MTLS", "SCRAM", "OAUTH")
-PROTOCOLS = {"SSL": "SSL", "MTLS": "SSL", "SCRAM": "SASL_SSL", "OAUTH": "SASL_SSL"}
+LISTENERS = ("SSL", "MTLS", "SCRAM", "OAUTH", "V6")
+PROTOCOLS = {"SSL": "SSL", "MTLS": "SSL", "SCRAM": "SASL_SSL", "OAUTH": "SASL_SSL", "V6": "PLAINTEXT"}
+HOSTS = {"V6": "[::1]"}  # the others listen on 127.0.0.1
 
 
 @dataclass(frozen=True)

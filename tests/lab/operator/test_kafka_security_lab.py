@@ -1,9 +1,10 @@
 """ConsumerGroups against a real broker's secured listeners (lagpilot.lab.kafkatls): TLS with a private CA,
 mTLS with a Strimzi-shaped KafkaUser Secret, SASL_SSL SCRAM-SHA-512 and OAUTHBEARER (OIDC client
-credentials from a local token endpoint with short-lived tokens). The operator runs as a process, workers
-as lab pods that get the material as mounted files. A wrong CA, an expired client certificate and a bad
-password each give Degraded with their own reason and an Event, and once fixed, every record arrives.
-A disallowed broker is never contacted, and no secret value shows anywhere."""
+credentials from a local token endpoint with short-lived tokens), and a bracketed IPv6 address. The
+operator runs as a process, workers as lab pods that get the material as mounted files. A wrong CA, an
+expired client certificate and a bad password each give Degraded with their own reason and an Event, and
+once fixed, every record arrives. A disallowed broker is never contacted, and no secret value shows
+anywhere."""
 
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def test_tls_mtls_scram_and_oauthbearer_deliver_every_record(
     with TokenServer("lagpilot", OAUTH_SECRET, lifetime=12,
                      tls=(str(web_certs.serving_cert), str(web_certs.serving_key))) as idp, \
             running_operator(k8s, namespace, tmp_path / "operator.log") as _op:
-        targets = {n: RecordingTarget().start() for n in ("tls", "mtls", "scram", "oauth")}
+        targets = {n: RecordingTarget().start() for n in ("tls", "mtls", "scram", "oauth", "ipv6")}
         try:
             apply(k8s, namespace,
                   group("tls", secure_kafka.listener("SSL"), topic, targets["tls"].url,
@@ -160,7 +161,8 @@ def test_tls_mtls_scram_and_oauthbearer_deliver_every_record(
                   group("oauth", secure_kafka.listener("OAUTH"), topic, targets["oauth"].url,
                         {"securityProtocol": "SASL_SSL", "saslMechanism": "OAUTHBEARER", "tls": tls_ca,
                          "oauth": {"tokenUrl": idp.url, "clientId": "lagpilot", "scope": "kafka",
-                                   "clientSecret": {"secret": "idp-client"}, "ca": {"configMap": "idp-ca"}}}))
+                                   "clientSecret": {"secret": "idp-client"}, "ca": {"configMap": "idp-ca"}}}),
+                  group("ipv6", secure_kafka.listener("V6"), topic, targets["ipv6"].url, {}))
             for name in targets:
                 wait_for(lambda name=name: ready(k8s, namespace, name), timeout=180, what=f"{name} Ready")
             produce(secure_kafka, topic, 0, 40)
