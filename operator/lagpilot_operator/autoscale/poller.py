@@ -31,6 +31,8 @@ from lagpilot.protocol import GROUP, PLURAL, VERSION
 from lagpilot_operator.autoscale.decide import ScaleState
 from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagSnapshot, TopicNotFound
 from lagpilot_operator.autoscale.step import Event, GroupLagState, LagMonitor
+from lagpilot_operator.brokererrors import classify
+from lagpilot_operator.brokers import connection_key, recent_errors
 from lagpilot_operator.index import GroupIndex
 from lagpilot_operator.kube import Kube
 from lagpilot_operator.resource.conditions import find
@@ -171,7 +173,12 @@ class LagPoller:
 
     def apply(self, prep: Prepared, read: LagSnapshot | Exception) -> PollOutcome:
         namespace, name, spec, current, sleep = prep.namespace, prep.name, prep.spec, prep.current, prep.sleep
-        if isinstance(read, (KafkaUnavailable, TopicNotFound)):
+        if isinstance(read, KafkaUnavailable):
+            # The same precise reason as the reconcile's (an untrusted certificate, rejected credentials).
+            reason, message = classify(recent_errors(connection_key(spec.bootstrap_servers, prep.security)),
+                                       str(read))
+            return self._failed(prep.body, reason, message, sleep)
+        if isinstance(read, TopicNotFound):
             return self._failed(prep.body, error_reason(read), str(read), sleep)
         if isinstance(read, Exception):
             raise read
