@@ -28,9 +28,12 @@ def test_the_admission_policy_refuses_other_brokers(k8s: Any, crds: None, namesp
                              extra=["--show-only", "templates/bootstrap-policy.yaml"])
     k8s.kubectl("apply", "-f", "-", input=manifest)
     try:
+        attempts = iter(range(10_000))
+
         def refused() -> Any:
-            out = k8s.kubectl("apply", "-f", "-", namespace=namespace, check=False,
-                              input=group("evil", "kafka.kafka.svc:9093,evil.example.com:9093"))
+            # A fresh name each time: re-applying an unchanged object sends no request, so no admission.
+            out = k8s.kubectl("create", "--dry-run=server", "-f", "-", namespace=namespace, check=False,
+                              input=group(f"evil-{next(attempts)}", "kafka.kafka.svc:9093,evil.example.com:9093"))
             return out if out.returncode != 0 else None
         out = wait_for(refused, timeout=60, what="the policy in force")
         assert "names a broker this operator does not allow" in out.stderr
