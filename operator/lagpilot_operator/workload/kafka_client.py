@@ -140,6 +140,11 @@ def target_materials(t: TargetSpec) -> tuple[Material, ...]:
     return tuple(out)
 
 
+def worker_materials(k: KafkaSpec, t: TargetSpec) -> tuple[Material, ...]:
+    """Everything a worker pod mounts: the brokers' material, then the target's."""
+    return (*client_settings(k).materials, *target_materials(t))
+
+
 def target_env(t: TargetSpec) -> list[dict[str, str]]:
     env = [{"name": m.env, "value": m.path} for m in target_materials(t) if m.env]
     if t.tls is not None and not t.tls.verify_hostname:

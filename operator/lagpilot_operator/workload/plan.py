@@ -195,8 +195,8 @@ def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_F
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    kafka_volumes, kafka_mounts = kafka_client.worker_volumes(
-        [*kafka_client.client_settings(spec.kafka).materials, *kafka_client.target_materials(spec.target)])
+    kafka_volumes, kafka_mounts = kafka_client.worker_volumes(kafka_client.worker_materials(spec.kafka,
+                                                                                             spec.target))
     container["volumeMounts"] += kafka_mounts
     if spec.target.headers_from_secret:
         container["envFrom"] = [{"secretRef": {"name": spec.target.headers_from_secret},

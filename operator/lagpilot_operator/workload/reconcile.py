@@ -67,15 +67,25 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
-def _read_key(kube: Kube, namespace: str) -> Callable[[KeyRef], str | None]:
-    def read(ref: KeyRef) -> str | None:
-        obj = kube.get(ref.kind, namespace, ref.name) or {}
-        if ref.kind == "Secret":
-            raw = (obj.get("data") or {}).get(ref.key)
-            return None if raw is None else base64.b64decode(raw).decode()
-        data = obj.get("data") or {}
-        return data.get(ref.key)
-    return read
+class _Objects:
+    """Secrets and ConfigMaps of one namespace, each read from the API at most once per reconcile (a
+    group's keys often share one Secret, and the existence check and the client settings read the same)."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self._seen: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+    def get(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        if (kind, name) not in self._seen:
+            self._seen[(kind, name)] = self.kube.get(kind, self.namespace, name)
+        return self._seen[(kind, name)]
+
+    def read(self, ref: KeyRef) -> str | None:
+        data = (self.get(ref.kind, ref.name) or {}).get("data") or {}
+        raw = data.get(ref.key)
+        if raw is None or ref.kind != "Secret":
+            return raw
+        return base64.b64decode(raw).decode()
 
 
 def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
@@ -83,20 +93,19 @@ def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
     return kafka_security_and_missing(spec, kube)[0]
 
 
-def kafka_security_and_missing(spec: ConsumerGroupSpec, kube: Kube) -> tuple[dict[str, str], list[str]]:
+def kafka_security_and_missing(spec: ConsumerGroupSpec, kube: Kube,
+                               objects: _Objects | None = None) -> tuple[dict[str, str], list[str]]:
     """The settings, and the material that could not be read (then no client should be made)."""
-    conf, missing = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka),
-                                               _read_key(kube, spec.namespace))
+    objects = objects or _Objects(kube, spec.namespace)
+    conf, missing = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka), objects.read)
     return conf, [m.describe for m in missing]
 
 
-def missing_material(spec: ConsumerGroupSpec, kube: Kube) -> list[str]:
+def missing_material(spec: ConsumerGroupSpec, objects: _Objects) -> list[str]:
     """Every Secret, ConfigMap or key the workers would mount that is not there (the pod would not start)."""
-    missing = [f"Secret {s}" for s in referenced_secrets(spec) if kube.get("Secret", spec.namespace, s) is None]
-    read = _read_key(kube, spec.namespace)
-    materials = [*kafka_client.client_settings(spec.kafka).materials, *kafka_client.target_materials(spec.target)]
-    for m in (m for m in materials if read(m.ref) is None):
-        gone = kube.get(m.ref.kind, spec.namespace, m.ref.name) is None
+    missing = [f"Secret {s}" for s in referenced_secrets(spec) if objects.get("Secret", s) is None]
+    for m in (m for m in kafka_client.worker_materials(spec.kafka, spec.target) if objects.read(m.ref) is None):
+        gone = objects.get(m.ref.kind, m.ref.name) is None
         entry = f"{m.ref.kind} {m.ref.name}" if gone else m.describe
         if entry not in missing:
             missing.append(entry)
@@ -105,8 +114,7 @@ def missing_material(spec: ConsumerGroupSpec, kube: Kube) -> list[str]:
 
 def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
     names = {spec.target.headers_from_secret, spec.kafka.credentials_secret}
-    materials = [*kafka_client.client_settings(spec.kafka).materials, *kafka_client.target_materials(spec.target)]
-    names |= {m.ref.name for m in materials if m.ref.kind == "Secret"}
+    names |= {m.ref.name for m in kafka_client.worker_materials(spec.kafka, spec.target) if m.ref.kind == "Secret"}
     return sorted(n for n in names if n)
 
 
@@ -148,8 +156,9 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     topic: TopicInfo | None = None
     missing: list[str] = []
     if spec is not None and not any(p.code in NO_CONTACT for p in problems):
-        missing = missing_material(spec, kube)
-        security, unread = kafka_security_and_missing(spec, kube)
+        objects = _Objects(kube, namespace)
+        missing = missing_material(spec, objects)
+        security, unread = kafka_security_and_missing(spec, kube, objects)
         result.connection = connection_key(spec.bootstrap_servers, security)
         result.topic = spec.topic
         if not unread:  # without every credential, a client could not even be created: SecretNotFound says why
