@@ -44,7 +44,7 @@ timed run kind-load-clockskew "$CACHE/kind-${LAGPILOT_KIND_VERSION:-v0.33.0}/bin
   --name "$LAGPILOT_KIND_CLUSTER" "$CLOCKSKEW_IMAGE"
 
 step "installing the chart (release $RELEASE in $OPERATOR_NS)"
-HELM_INSTALL="--create-namespace --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text --set nodeSelector.lagpilot-e2e-node=infra"
+HELM_INSTALL="--create-namespace --set clusterWide=true --set image.repository=${LAGPILOT_IMAGE%:*} --set image.tag=${LAGPILOT_IMAGE##*:} --set image.pullPolicy=Never --set logFormat=text --set nodeSelector.lagpilot-e2e-node=infra"
 # shellcheck disable=SC2086
 timed run helm-install "$HELM" upgrade --install "$RELEASE" charts/lagpilot --namespace "$OPERATOR_NS" $HELM_INSTALL \
   --wait --timeout 300s

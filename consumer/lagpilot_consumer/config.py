@@ -84,7 +84,9 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
     "group-id": (str, None, "consumer group id offsets are committed to (every mode)"),
     "target-url": (str, None, "http(s) URL each record is sent to"),
     "method": (str, "POST", "HTTP method"),
-    "headers": (str, "{}", "extra request headers as a JSON object (secrets: use LAGPILOT_HEADER_<Name>)"),
+    "headers": (str, "{}", "extra request headers as a JSON object (secrets: use --headers-dir)"),
+    "headers-dir": (str, "", "extra request headers from files, one per header (file name = header name, "
+                    "_ turned into -; content = value): a mounted Secret, so values are in no env or argv"),
     "timeout-seconds": (float, 10.0, "per-request timeout"),
     "connection": (("pooled", "per-request"), "pooled", "keep-alive pool per thread, or a new "
                    "one per request"),
@@ -155,6 +157,9 @@ def env_name(flag: str) -> str:
     return "LAGPILOT_" + flag.upper().replace("-", "_")
 
 
+FLAG_ENVS = frozenset(env_name(flag) for flag in FLAGS)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
@@ -215,6 +220,19 @@ def _read_secret_file(var: str, path: str) -> str:
         return Path(path).read_text().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"invalid {var}: cannot read {path!r} ({exc.strerror})") from None
+
+
+def _read_header_files(path: str) -> list[tuple[str, str]]:
+    """(header, value) per regular file of a mounted Secret's directory; the kubelet's own entries
+    (``..data``, ``..2026_...``) start with a dot and are skipped."""
+    where = f"--headers-dir {path!r}"
+    try:
+        entries = sorted(e for e in Path(path).iterdir() if not e.name.startswith(".") and e.is_file())
+        return [(e.name.replace("_", "-"), e.read_text().rstrip("\r\n")) for e in entries]
+    except OSError as exc:
+        raise ConfigError(f"invalid {where}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"invalid {where}: a header file is not UTF-8 text") from None
 
 
 def parse_start_from(value: str) -> str | float:
@@ -287,10 +305,15 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     headers = list(hdrs.items())
     origins = {name: f"--headers ({sources['headers']})" for name in hdrs}
     for name, value in sorted(env.items()):
-        if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX):
+        # LAGPILOT_HEADER_MAPPING is --header-mapping's own variable, not a header called "MAPPING".
+        if name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX) and name not in FLAG_ENVS:
             header = name[len(HEADER_PREFIX):].replace("_", "-")
             headers.append((header, value))
             origins[header] = name
+    if values["headers_dir"]:
+        for header, value in _read_header_files(values["headers_dir"]):
+            headers.append((header, value))
+            origins[header] = f"--headers-dir file {header}"
     for name, value in headers:
         check_header(name, value, origins.get(name, "headers"))
     for attr, lo in (("threads", 1), ("max_attempts", 1), ("initial_backoff_ms", 1), ("max_backoff_ms", 1),

@@ -12,6 +12,7 @@ COMMAND_MODULES = {
     "lagpilot.cli.lag": "lag",
     "lagpilot.cli.status": "COMMANDS",
     "lagpilot.cli.demo": "demo",
+    "lagpilot.cli.grants": "COMMANDS",
 }
 
 

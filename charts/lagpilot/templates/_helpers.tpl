@@ -58,9 +58,22 @@ app.kubernetes.io/component: operator
 {{- default (include "lagpilot.image" .) .Values.consumerImage }}
 {{- end }}
 
-{{/* True ("true") when the operator watches a fixed list of namespaces. */}}
+{{/* The namespaces the operator watches, as a JSON list: watchNamespaces, or the release's own
+namespace when that is empty; [] (all namespaces) only with clusterWide. */}}
+{{- define "lagpilot.watched" -}}
+{{- if .Values.clusterWide }}
+{{- if .Values.watchNamespaces }}
+{{- fail "set clusterWide (all namespaces, a ClusterRole) or watchNamespaces (Roles in those), not both" }}
+{{- end }}
+{{- toJson (list) }}
+{{- else }}
+{{- toJson (default (list .Release.Namespace) .Values.watchNamespaces) }}
+{{- end }}
+{{- end }}
+
+{{/* True ("true") when the operator watches a fixed list of namespaces (the default). */}}
 {{- define "lagpilot.namespaced" -}}
-{{- if .Values.watchNamespaces }}true{{ end }}
+{{- if not .Values.clusterWide }}true{{ end }}
 {{- end }}
 
 {{- define "lagpilot.peeringName" -}}

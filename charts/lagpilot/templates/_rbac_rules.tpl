@@ -1,5 +1,6 @@
 {{/*
-What the operator does in a namespace it watches, and nothing more. The same rules back the
+What the operator does in a namespace it watches, and nothing more. No Secret is readable unless named
+in rbac.secretNames or granted (`lagpilot grant-secret`); workers get theirs mounted by the kubelet. The same rules back the
 ClusterRole (all namespaces) and each per-namespace Role (watchNamespaces). Each rule names the code
 that needs it (operator/kube.py, reconcile.py, handlers.py; kopf); docs/helm.md has the table.
 Objects are written by server-side apply (PATCH; create when absent) and kopf patches; the one PUT is the
@@ -41,11 +42,20 @@ assignment ConfigMap, replaced over the resourceVersion read (optimistic concurr
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch]
-# Secrets named by spec.target.headersFromSecret / spec.kafka.credentialsSecret: existence check, and
-# the Kafka credentials for the operator's own metadata reads. Read by name only.
+{{- if .allSecrets }}
+# rbac.readAllSecrets: any Secret a ConsumerGroup names (its Kafka credentials, for the operator's own
+# metadata and lag reads; the others only for an existence check). Read by name only.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+{{- else if .secretNames }}
+# rbac.secretNames: only these Secrets (the Kafka credentials ConsumerGroups name, for the operator's own
+# metadata and lag reads). More are granted per namespace by whoever may read them: `lagpilot grant-secret`.
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: {{ toJson .secretNames }}
+  verbs: [get]
+{{- end }}
 # Events on ConsumerGroups (kopf.event posts core/v1 Events).
 - apiGroups: [""]
   resources: [events]

@@ -170,6 +170,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "failureThreshold": failures}
 
 
+HEADERS_VOLUME = "target-headers"
+HEADERS_DIR = "/etc/lagpilot/target-headers"  # spec.target.headersFromSecret, one file per header
+
+
 def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_FENCE_TIMEOUT_SECONDS,
                  revision: str | None = None, assignment_mode: str = "k8s") -> dict[str, Any]:
     """The worker pod template; with revision=None, the revision label is left out (that form is hashed)."""
@@ -199,8 +203,11 @@ def pod_template(spec: ConsumerGroupSpec, fence_timeout_seconds: int = DEFAULT_F
                                                                                              spec.target))
     container["volumeMounts"] += kafka_mounts
     if spec.target.headers_from_secret:
-        container["envFrom"] = [{"secretRef": {"name": spec.target.headers_from_secret},
-                                 "prefix": "LAGPILOT_HEADER_"}]
+        # Files, not envFrom: a header's value (often a credential) is then in no process environment.
+        kafka_volumes.append({"name": HEADERS_VOLUME, "secret": {"secretName": spec.target.headers_from_secret,
+                                                                 "defaultMode": 0o440}})
+        container["volumeMounts"].append({"name": HEADERS_VOLUME, "mountPath": HEADERS_DIR, "readOnly": True})
+        container["env"].append({"name": "LAGPILOT_HEADERS_DIR", "value": HEADERS_DIR})
     if tpl.resources:
         container["resources"] = dict(tpl.resources)
     pod_spec: dict[str, Any] = {

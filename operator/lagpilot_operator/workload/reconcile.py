@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from lagpilot.protocol import LABEL_CG, LABEL_REVISION
 from lagpilot.timefmt import rfc3339
 from lagpilot_operator.brokers import connection_key
@@ -74,11 +76,23 @@ class _Objects:
     def __init__(self, kube: Kube, namespace: str) -> None:
         self.kube, self.namespace = kube, namespace
         self._seen: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        # Read and refused (403): the chart grants no Secret the operator does not need for itself.
+        self.forbidden: set[tuple[str, str]] = set()
 
     def get(self, kind: str, name: str) -> Mapping[str, Any] | None:
         if (kind, name) not in self._seen:
-            self._seen[(kind, name)] = self.kube.get(kind, self.namespace, name)
+            try:
+                self._seen[(kind, name)] = self.kube.get(kind, self.namespace, name)
+            except ApiException as exc:
+                if exc.status != 403:
+                    raise
+                self.forbidden.add((kind, name))
+                self._seen[(kind, name)] = None
         return self._seen[(kind, name)]
+
+    def knowable(self, ref: KeyRef) -> bool:
+        """False for an object the operator may not read: whether it exists is the kubelet's to find."""
+        return (ref.kind, ref.name) not in self.forbidden
 
     def read(self, ref: KeyRef) -> str | None:
         data = (self.get(ref.kind, ref.name) or {}).get("data") or {}
@@ -96,15 +110,25 @@ def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
 def kafka_security_and_missing(spec: ConsumerGroupSpec, kube: Kube,
                                objects: _Objects | None = None) -> tuple[dict[str, str], list[str]]:
     """The settings, and the material that could not be read (then no client should be made)."""
-    objects = objects or _Objects(kube, spec.namespace)
+    conf, missing, _ = kafka_security_read(spec, objects or _Objects(kube, spec.namespace))
+    return conf, missing
+
+
+def kafka_security_read(spec: ConsumerGroupSpec,
+                        objects: _Objects) -> tuple[dict[str, str], list[str], list[str]]:
+    """(settings, material not there, Secrets the operator may not read) for its own broker connection."""
     conf, missing = kafka_client.operator_conf(kafka_client.client_settings(spec.kafka), objects.read)
-    return conf, [m.describe for m in missing]
+    refused = sorted({m.ref.name for m in missing if not objects.knowable(m.ref)})
+    return conf, [m.describe for m in missing if objects.knowable(m.ref)], refused
 
 
 def missing_material(spec: ConsumerGroupSpec, objects: _Objects) -> list[str]:
-    """Every Secret, ConfigMap or key the workers would mount that is not there (the pod would not start)."""
-    missing = [f"Secret {s}" for s in referenced_secrets(spec) if objects.get("Secret", s) is None]
-    for m in (m for m in kafka_client.worker_materials(spec.kafka, spec.target) if objects.read(m.ref) is None):
+    """Every Secret, ConfigMap or key the workers would mount that is not there (the pod would not start).
+    A Secret the operator may not read is not checked: the kubelet mounts it, or the pod says why not."""
+    missing = [f"Secret {s}" for s in referenced_secrets(spec)
+               if objects.get("Secret", s) is None and objects.knowable(KeyRef("Secret", s, ""))]
+    for m in (m for m in kafka_client.worker_materials(spec.kafka, spec.target)
+              if objects.read(m.ref) is None and objects.knowable(m.ref)):
         gone = objects.get(m.ref.kind, m.ref.name) is None
         entry = f"{m.ref.kind} {m.ref.name}" if gone else m.describe
         if entry not in missing:
@@ -155,13 +179,16 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
 
     topic: TopicInfo | None = None
     missing: list[str] = []
+    refused: list[str] = []
     if spec is not None and not any(p.code in NO_CONTACT for p in problems):
         objects = _Objects(kube, namespace)
         missing = missing_material(spec, objects)
-        security, unread = kafka_security_and_missing(spec, kube, objects)
+        security, unread, refused = kafka_security_read(spec, objects)
         result.connection = connection_key(spec.bootstrap_servers, security)
         result.topic = spec.topic
-        if not unread:  # without every credential, a client could not even be created: SecretNotFound says why
+        if not unread and not refused:
+            # Without every credential a client could not even be created: SecretNotFound or
+            # SecretNotPermitted says why.
             topic = topics.read(spec.bootstrap_servers, spec.topic, security)
             result.partitions = topic.partitions
             if topic.partitions is not None:
@@ -227,11 +254,12 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
             "metadata"]["name"]
 
     pods = kube.list("Pod", namespace, selector)
-    troubles = [t for p in pods if (t := st.pod_trouble(p)) is not None]
+    troubles = [t for p in pods if (t := st.pod_trouble(p, time.time())) is not None]
     obs = st.Observation(
         generation=generation, name=name, desired_workers=workers, revision=revision,
         deployment_name=deployment_name, deployments=[deployment_state(d) for d in existing],
-        problems=problems, topic=topic, missing_secrets=missing, pod_troubles=troubles,
+        problems=problems, topic=topic, missing_secrets=missing, refused_secrets=refused, namespace=namespace,
+        pod_troubles=troubles,
         paused=bool(spec and spec.paused), degraded=[coord.degraded] if coord and coord.degraded else [],
         unowned_partitions=coord.assignment.get("unowned") if coord else None)
     new_status = st.compute(obs, previous, rfc3339())

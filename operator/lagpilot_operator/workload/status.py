@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lagpilot.timefmt import parse_rfc3339
 from lagpilot_operator.resource import conditions as cond
 from lagpilot_operator.resource.conditions import FALSE, TRUE, Condition
 from lagpilot_operator.resource.spec import NO_CONTACT, Problem, describe
@@ -16,6 +17,7 @@ from lagpilot_operator.workload.plan import status_selector
 
 INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"
+SECRET_NOT_PERMITTED = "SecretNotPermitted"
 CRASH_LOOPING = "WorkersCrashLooping"
 IMAGE_PULL = "ImagePullFailed"
 CONFIG_ERROR = "WorkerConfigError"
@@ -45,9 +47,19 @@ class PodTrouble:
     detail: str
 
 
-def pod_trouble(pod: Mapping[str, Any]) -> PodTrouble | None:
-    """Why a worker pod cannot work, judged from its container statuses (None when nothing is wrong)."""
+# A scheduled pod whose containers are still not created this long after it was: its volumes cannot be
+# mounted (a Secret the operator may not read, so could not check, is missing) or its sandbox fails
+# (a slow image pull looks the same, hence the generous wait).
+STUCK_CREATING_SECONDS = 180.0
+
+
+def pod_trouble(pod: Mapping[str, Any], now: float | None = None) -> PodTrouble | None:
+    """Why a worker pod cannot work, judged from its container statuses (None when nothing is wrong).
+    With `now`, also a pod stuck before its containers exist (the kubelet reports that only as Events)."""
     name = str((pod.get("metadata") or {}).get("name"))
+    if now is not None and (stuck := _stuck_creating(pod, now)) is not None:
+        return PodTrouble(name, CONFIG_ERROR, f"{name}: containers not created {stuck:.0f} s after scheduling "
+                          "(a Secret or ConfigMap volume may be missing: kubectl describe pod)")
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         waiting = ((cs.get("state") or {}).get("waiting") or {})
         why = waiting.get("reason") or ""
@@ -58,6 +70,20 @@ def pod_trouble(pod: Mapping[str, Any]) -> PodTrouble | None:
         if why in ("CreateContainerConfigError", "CreateContainerError"):
             return PodTrouble(name, CONFIG_ERROR, f"{name}: {waiting.get('message') or why}")
     return None
+
+
+def _stuck_creating(pod: Mapping[str, Any], now: float) -> float | None:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+                      and c.get("status") == "True"), None)
+    since = parse_rfc3339((scheduled or {}).get("lastTransitionTime"))
+    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason")
+               for cs in status.get("containerStatuses") or []]
+    if since is None or any(w not in (None, "ContainerCreating") for w in waiting):
+        return None
+    return now - since if now - since >= STUCK_CREATING_SECONDS else None
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,9 @@ class Observation:
     problems: Sequence[Problem] = ()
     topic: TopicInfo | None = None
     missing_secrets: Sequence[str] = ()
+    # Secrets the operator's own broker connection needs but RBAC does not let it read (403).
+    refused_secrets: Sequence[str] = ()
+    namespace: str = "<namespace>"
     pod_troubles: Sequence[PodTrouble] = ()
     paused: bool = False
     # Extra Degraded causes from other parts (e.g. the hand-off's RolloutAborted): (reason, message).
@@ -95,6 +124,11 @@ def _degraded_causes(obs: Observation) -> list[tuple[str, str]]:
     if obs.missing_secrets:
         causes.append((SECRET_NOT_FOUND, "not found (workers cannot start without it): "
                        + ", ".join(sorted(obs.missing_secrets))))
+    if obs.refused_secrets:
+        names = " ".join(obs.refused_secrets)
+        causes.append((SECRET_NOT_PERMITTED, f"the operator may not read Secret {', '.join(obs.refused_secrets)}, "
+                       f"which its own broker connection needs (workers get it mounted): grant it with "
+                       f"`lagpilot grant-secret {names} -n {obs.namespace}` or the chart value rbac.secretNames"))
     if obs.topic is not None and obs.topic.reason:
         causes.append((obs.topic.reason, obs.topic.message))
     by_reason: dict[str, list[str]] = {}

@@ -47,11 +47,11 @@ def other_namespace(k8s: Any) -> Iterator[str]:
     k8s.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.mark.parametrize("variant", ["default", "namespaced-monitored"])
+@pytest.mark.parametrize("variant", ["default", "cluster-wide", "namespaced-monitored"])
 def test_rendered_manifests_accepted_by_api_server(k8s: Any, helm_bin: Path, namespace: str,
                                                    other_namespace: str, variant: str) -> None:
     install_chart_crds(k8s)
-    sets: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ("clusterWide=true",) if variant == "cluster-wide" else ()
     if variant == "namespaced-monitored":
         install_monitoring_crds(k8s)
         sets = (*(s for s in MONITORED_NAMESPACED if not s.startswith("watchNamespaces")),
@@ -185,7 +185,7 @@ def test_e2e_suite_runs_on_the_lab(k8s: Any, helm: Any, ports: tuple[int, int], 
     `kind` (several nodes, real kubelets, the release e2e-kind.sh installed) run on kind only."""
     release = f"lp{uuid.uuid4().hex[:6]}"
     metrics_port, health_port = ports
-    helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "240s",
+    helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "240s", "--set", "clusterWide=true",
          "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}", *LAB_RESOURCES)
     try:
         env = {**os.environ, "KUBECONFIG": k8s.kubeconfig, "LAGPILOT_E2E_BOOTSTRAP": bootstrap,

@@ -8,18 +8,27 @@ anywhere."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from lagpilot.lab.certs import CertPaths, ensure_certs
 from lagpilot.lab.kafka import KafkaBroker, create_topic, start_kafka, stop_kafka
 from lagpilot.lab.kafkatls import KafkaPKI, add_scram_user, ensure_kafka_pki
+from lagpilot.testing.kubeobjects import (
+    apply,
+    condition,
+    config_map,
+    degraded_with,
+    deployments,
+    event_with,
+    get,
+    ready,
+    secret,
+)
 from lagpilot.testing.oauth import TokenServer
 from lagpilot.testing.operator import running_operator
 from lagpilot.testing.target import RecordingTarget
@@ -51,37 +60,6 @@ def web_certs(lab_root: Path) -> CertPaths:
     return ensure_certs(lab_root / "web-certs")
 
 
-def apply(k8s: Any, ns: str, *docs: dict[str, Any]) -> None:
-    k8s.kubectl("apply", "-f", "-", namespace=ns, input=yaml.safe_dump_all(docs))
-
-
-def get(k8s: Any, ns: str, kind: str, name: str | None = None, selector: str | None = None) -> Any:
-    args = ["get", kind, *([name] if name else []), "-o", "json", *(["-l", selector] if selector else [])]
-    out = k8s.kubectl(*args, namespace=ns, check=False)
-    if out.returncode != 0:
-        return None
-    data = json.loads(out.stdout)
-    return data.get("items") if name is None else data
-
-
-def condition(cg: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (cg.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def deployments(k8s: Any, ns: str, cg: str) -> list[dict[str, Any]]:
-    return get(k8s, ns, "deployments", selector=f"lagpilot.io/consumergroup={cg}") or []
-
-
-def secret(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "data": {k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()}}
-
-
-def config_map(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-            "data": {k.replace("_", "."): v for k, v in data.items()}}
-
-
 def group(name: str, bootstrap: str, topic: str, url: str, kafka: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name},
             "spec": {"bootstrapServers": bootstrap, "topic": topic, "workers": 1, "threads": 2,
@@ -101,22 +79,6 @@ def values(target: RecordingTarget) -> set[bytes]:
     return {a.body for a in target.accepted()}
 
 
-def ready(k8s: Any, ns: str, name: str) -> Any:
-    cg = get(k8s, ns, "consumergroup", name)
-    return cg if cg and condition(cg, "Ready").get("status") == "True" else None
-
-
-def degraded_with(k8s: Any, ns: str, name: str, reason: str) -> Any:
-    cg = get(k8s, ns, "consumergroup", name)
-    c = condition(cg or {}, "Degraded")
-    return cg if c.get("status") == "True" and c.get("reason") == reason else None
-
-
-def event_with(k8s: Any, ns: str, name: str, reason: str) -> bool:
-    return any(e["reason"] == reason and e["involvedObject"]["name"] == name
-               for e in get(k8s, ns, "events") or [])
-
-
 def assert_no_secret_anywhere(k8s: Any, ns: str, tmp_path: Path, *values_: str) -> None:
     """Nothing the API server holds about the group (status, Events, pods' env and argv) nor the operator's
     and workers' logs contains a secret value."""
@@ -134,14 +96,14 @@ def test_tls_mtls_scram_and_oauthbearer_deliver_every_record(
     topic = "secure-" + namespace[-5:]
     create_topic(secure_kafka.bootstrap_servers, topic, 2)
     apply(k8s, namespace,
-          config_map("kafka-ca", ca_crt=pki.text("cluster-ca.crt")),
-          config_map("idp-ca", ca_crt=web_certs.ca_cert.read_text()),
+          config_map("kafka-ca", {"ca.crt": pki.text("cluster-ca.crt")}),
+          config_map("idp-ca", {"ca.crt": web_certs.ca_cert.read_text()}),
           # Strimzi's shapes: the cluster CA Secret, a TLS KafkaUser's and a SCRAM KafkaUser's Secrets
-          secret("my-cluster-cluster-ca-cert", ca_crt=pki.text("cluster-ca.crt")),
-          secret("lagpilot-worker-tls", user_crt=pki.text("user.crt"), user_key=pki.text("user.key"),
-                 ca_crt=pki.text("clients-ca.crt")),
-          secret("lagpilot-worker", password=SCRAM_PASSWORD),
-          secret("idp-client", clientSecret=OAUTH_SECRET))
+          secret("my-cluster-cluster-ca-cert", {"ca.crt": pki.text("cluster-ca.crt")}),
+          secret("lagpilot-worker-tls", {"user.crt": pki.text("user.crt"), "user.key": pki.text("user.key"),
+                                         "ca.crt": pki.text("clients-ca.crt")}),
+          secret("lagpilot-worker", {"password": SCRAM_PASSWORD}),
+          secret("idp-client", {"clientSecret": OAUTH_SECRET}))
     tls_ca = {"ca": {"configMap": "kafka-ca"}}
     strimzi_ca = {"ca": {"secret": "my-cluster-cluster-ca-cert"}}
     with TokenServer("lagpilot", OAUTH_SECRET, lifetime=12,
@@ -198,12 +160,13 @@ def test_a_refused_connection_is_degraded_with_its_reason_and_nothing_is_lost_on
     topic = f"{case}-{namespace[-5:]}"
     create_topic(secure_kafka.bootstrap_servers, topic, 2)
     apply(k8s, namespace,
-          secret("cluster-ca", ca_crt=pki.text("cluster-ca.crt")),
-          secret("other-ca", ca_crt=pki.text("other-ca.crt")),
-          secret("good-cert", tls_crt=pki.text("user.crt"), tls_key=pki.text("user.key")),
-          secret("expired-cert", tls_crt=pki.text("expired-user.crt"), tls_key=pki.text("expired-user.key")),
-          secret("good-user", username="lagpilot-worker", password=SCRAM_PASSWORD),
-          secret("bad-user", username="lagpilot-worker", password="not-the-password"))
+          secret("cluster-ca", {"ca.crt": pki.text("cluster-ca.crt")}),
+          secret("other-ca", {"ca.crt": pki.text("other-ca.crt")}),
+          secret("good-cert", {"tls.crt": pki.text("user.crt"), "tls.key": pki.text("user.key")}),
+          secret("expired-cert", {"tls.crt": pki.text("expired-user.crt"),
+                                  "tls.key": pki.text("expired-user.key")}),
+          secret("good-user", {"username": "lagpilot-worker", "password": SCRAM_PASSWORD}),
+          secret("bad-user", {"username": "lagpilot-worker", "password": "not-the-password"}))
 
     def kafka(broken: bool) -> dict[str, Any]:
         if case == "wrong-ca":
@@ -241,7 +204,7 @@ def test_a_disallowed_broker_is_never_contacted(k8s: Any, namespace: str, crds: 
     listener.settimeout(0.2)
     trap = f"127.0.0.1:{listener.getsockname()[1]}"
     env = {"LAGPILOT_ALLOWED_BOOTSTRAP_SERVERS": f"{secure_kafka.listener('SCRAM')},kafka.example:*"}
-    apply(k8s, namespace, secret("creds", username="u", password="p"))
+    apply(k8s, namespace, secret("creds", {"username": "u", "password": "p"}))
     try:
         with running_operator(k8s, namespace, tmp_path / "operator.log", env):
             apply(k8s, namespace, group("evil", trap, "orders", "http://127.0.0.1:9/x", {

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from lagpilot.testing.apiserver import read_write_counts
+from lagpilot.testing.kubeobjects import apply, condition, deployments, get
 from lagpilot.testing.operator import Operator, running_operator
 from lagpilot.testing.wait import wait_for
 
@@ -28,27 +29,6 @@ def cg_doc(name: str, bootstrap: str, topic: str, **spec: Any) -> dict[str, Any]
     return {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name},
             "spec": {"bootstrapServers": bootstrap, "topic": topic,
                      "target": {"url": "http://127.0.0.1:9/none"}, **spec}}
-
-
-def apply(k8s: Any, ns: str, *docs: dict[str, Any], check: bool = True) -> Any:
-    return k8s.kubectl("apply", "-f", "-", namespace=ns, input=yaml.safe_dump_all(docs), check=check)
-
-
-def get(k8s: Any, ns: str, kind: str, name: str | None = None, selector: str | None = None) -> Any:
-    args = ["get", kind, *([name] if name else []), "-o", "json", *(["-l", selector] if selector else [])]
-    out = k8s.kubectl(*args, namespace=ns, check=False)
-    if out.returncode != 0:
-        return None
-    data = json.loads(out.stdout)
-    return data.get("items") if name is None else data
-
-
-def condition(cg: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (cg.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def deployments(k8s: Any, ns: str, cg: str) -> list[dict[str, Any]]:
-    return get(k8s, ns, "deployments", selector=f"lagpilot.io/consumergroup={cg}") or []
 
 
 def settled_status(k8s: Any, ns: str, name: str) -> Callable[[], Any]:
@@ -273,11 +253,13 @@ def test_full_example_is_accepted_and_planned(k8s: Any, namespace: str, operator
     apply(k8s, namespace, *docs)
     (dep,) = wait_for(lambda: deployments(k8s, namespace, "orders-to-billing"), what="Deployment")
     c = dep["spec"]["template"]["spec"]["containers"][0]
-    assert c["envFrom"] == [{"secretRef": {"name": "billing-auth"}, "prefix": "LAGPILOT_HEADER_"}]
+    assert "envFrom" not in c
     env = {e["name"]: e for e in c["env"]}
+    assert env["LAGPILOT_HEADERS_DIR"]["value"] == "/etc/lagpilot/target-headers"
     assert env["LAGPILOT_KAFKA_SASL_PASSWORD_FILE"]["value"] == "/etc/lagpilot/kafka/kafka-sasl/password"
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert volumes["kafka-sasl"]["secret"]["secretName"] == "kafka-creds"
+    assert volumes["target-headers"]["secret"] == {"secretName": "billing-auth", "defaultMode": 0o440}
     assert dep["spec"]["replicas"] == 3
     # the example's brokers do not exist in the lab: the operator says so
     cg = wait_for(lambda: (x := get(k8s, namespace, "consumergroup", "orders-to-billing")) and

@@ -5,17 +5,16 @@ token at once), and one taking a bearer token from a Secret. Every record arrive
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from lagpilot.lab.certs import CertPaths, ensure_certs
 from lagpilot.lab.kafkatls import KafkaPKI, ensure_kafka_pki
+from lagpilot.testing.kubeobjects import apply, get, ready, secret
 from lagpilot.testing.oauth import TokenServer
 from lagpilot.testing.operator import running_operator
 from lagpilot.testing.target import RecordingTarget
@@ -27,33 +26,10 @@ OAUTH_SECRET = "target-oauth-secret-5c1e"
 STATIC_TOKEN = "static-bearer-token-0d77"
 
 
-def apply(k8s: Any, ns: str, *docs: dict[str, Any]) -> None:
-    k8s.kubectl("apply", "-f", "-", namespace=ns, input=yaml.safe_dump_all(docs))
-
-
-def get(k8s: Any, ns: str, kind: str, name: str | None = None) -> Any:
-    out = k8s.kubectl("get", kind, *([name] if name else []), "-o", "json", namespace=ns, check=False)
-    if out.returncode != 0:
-        return None
-    data = json.loads(out.stdout)
-    return data.get("items") if name is None else data
-
-
-def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
-
-
 def group(name: str, bootstrap: str, topic: str, target: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name},
             "spec": {"bootstrapServers": bootstrap, "topic": topic, "workers": 1, "threads": 2,
                      "target": target}}
-
-
-def ready(k8s: Any, ns: str, name: str) -> bool:
-    cg = get(k8s, ns, "consumergroup", name) or {}
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (cg.get("status") or {}).get(
-        "conditions") or [])
 
 
 def produce(bootstrap: str, topic: str, start: int, count: int) -> None:

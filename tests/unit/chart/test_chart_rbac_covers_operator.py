@@ -49,8 +49,8 @@ def plural(kind: str) -> str:
 
 def operator_rule_sets(helm: Path) -> list[list[dict[str, Any]]]:
     """Rules the operator holds in namespace shop: the ClusterRole (all namespaces), or shop's Role."""
-    cluster = [cr for cr in by_kind(render(helm), "ClusterRole") if not cr["metadata"]["name"].endswith(
-        "-discovery")]
+    cluster = [cr for cr in by_kind(render(helm, ("clusterWide=true",)), "ClusterRole")
+               if not cr["metadata"]["name"].endswith("-discovery")]
     namespaced = [r for r in by_kind(render(helm, MONITORED_NAMESPACED), "Role")
                   if r["metadata"]["namespace"] == "shop"]
     assert len(cluster) == 1 and len(namespaced) == 1

@@ -38,14 +38,45 @@ def test_helm_lint_default_and_namespaced_monitored(helm: Path) -> None:
 
 
 def test_default_render_objects(helm: Path) -> None:
+    """Least privilege by default: the release's own namespace, a Role there, only read-only discovery
+    cluster-wide, and no Secret readable at all."""
     docs = render(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                            "ClusterRoleBinding", "Service", "Deployment", "ClusterKopfPeering"])
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                            "Service", "Deployment", "KopfPeering"])
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert d["metadata"]["namespace"] == "lagpilot-system"
         assert d["metadata"]["labels"]["app.kubernetes.io/instance"] == "lagpilot"
+    assert env_of(container(docs))["LAGPILOT_WATCH_NAMESPACES"] == "lagpilot-system"
+    (role,) = by_kind(docs, "Role")
+    assert not [r for r in role["rules"] if "secrets" in r["resources"]]
+
+
+@pytest.mark.parametrize(("sets", "rule"), [
+    ([], None),
+    (["rbac.secretNames={kafka-user,my-cluster-cluster-ca-cert}"],
+     {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["kafka-user", "my-cluster-cluster-ca-cert"],
+      "verbs": ["get"]}),
+    (["rbac.readAllSecrets=true"], {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}),
+    (["clusterWide=true", "rbac.secretNames={kafka-user}"],
+     {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["kafka-user"], "verbs": ["get"]}),
+])
+def test_secrets_the_operator_may_read(helm: Path, sets: list[str], rule: dict[str, Any] | None) -> None:
+    docs = render(helm, sets)
+    (roles,) = [[r for r in by_kind(docs, kind) if not r["metadata"]["name"].endswith("-discovery")]
+                for kind in (("ClusterRole",) if "clusterWide=true" in sets else ("Role",))]
+    (role,) = roles
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == ([rule] if rule else [])
+    for r in role["rules"]:
+        if "secrets" in r["resources"]:
+            assert set(r["verbs"]) == {"get"}, "never list or watch: that would read every Secret"
+
+
+def test_cluster_wide_and_a_namespace_list_exclude_each_other(helm: Path) -> None:
+    with pytest.raises(HelmError, match="not both"):
+        render(helm, ["clusterWide=true", "watchNamespaces={shop}"])
 
 
 def test_operator_deployment_security_and_command(helm: Path) -> None:
@@ -71,7 +102,8 @@ def test_operator_env_probes_and_ports(helm: Path) -> None:
     c = container(render(helm, ["logFormat=text", "consumerImage=reg.example/worker:7",
                                 "metrics.port=9100", "health.port=9101"]))
     env = env_of(c)
-    assert env["LAGPILOT_WATCH_NAMESPACES"] == ""
+    assert env["LAGPILOT_WATCH_NAMESPACES"] == "lagpilot-system"  # the default: the release namespace
+    assert env_of(container(render(helm, ["clusterWide=true"])))["LAGPILOT_WATCH_NAMESPACES"] == ""
     assert env["LAGPILOT_CONSUMER_IMAGE"] == "reg.example/worker:7"
     assert env["LAGPILOT_LOG_FORMAT"] == "text"
     assert env["LAGPILOT_METRICS_PORT"] == "9100"
@@ -124,14 +156,14 @@ def test_namespaced_mode_has_no_cluster_wide_writes(helm: Path) -> None:
 
 
 def test_peering_object_and_flags(helm: Path) -> None:
-    docs = render(helm, ["peering.priority=5"])
+    docs = render(helm, ["peering.priority=5", "clusterWide=true"])
     (peering,) = by_kind(docs, "ClusterKopfPeering")
     args = container(docs)["args"]
     assert f"--peering={peering['metadata']['name']}" in args and "--priority=5" in args
     (cr,) = [c for c in by_kind(docs, "ClusterRole") if not c["metadata"]["name"].endswith("-discovery")]
     assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
             "verbs": ["list", "watch", "patch"]} in cr["rules"]
-    off = render(helm, ["peering.enabled=false"])
+    off = render(helm, ["peering.enabled=false", "clusterWide=true"])
     assert "--standalone" in container(off)["args"]
     assert not [d for d in off if "Peering" in d["kind"]]
     (cr,) = [c for c in by_kind(off, "ClusterRole") if not c["metadata"]["name"].endswith("-discovery")]
@@ -139,7 +171,7 @@ def test_peering_object_and_flags(helm: Path) -> None:
 
 
 def test_cluster_mode_binds_cluster_role(helm: Path) -> None:
-    docs = render(helm)
+    docs = render(helm, ["clusterWide=true"])
     assert not by_kind(docs, "Role")
     names = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
     assert names == {cr["metadata"]["name"] for cr in by_kind(docs, "ClusterRole")}
@@ -178,7 +210,7 @@ def test_worker_pod_monitor_matches_operator_labels(helm: Path) -> None:
     """The PodMonitor selects the labels the operator really puts on worker pods, and their port name."""
     from lagpilot_operator.workload import plan
 
-    pm = one(render(helm, ["serviceMonitor.enabled=true"]), "PodMonitor")
+    pm = one(render(helm, ["serviceMonitor.enabled=true", "clusterWide=true"]), "PodMonitor")
     labels = plan.group_labels("orders")
     assert pm["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pm["spec"]["namespaceSelector"] == {"any": True}

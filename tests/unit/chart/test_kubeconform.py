@@ -38,6 +38,7 @@ EVERYTHING: Doc = {
     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "100%"}},
     "metrics": {"service": {"type": "NodePort", "annotations": {"example.com/scrape": "true"}}},
     "serviceAccount": {"name": "lp-operator", "annotations": {"example.com/role": "operator"}},
+    "rbac": {"create": True, "secretNames": ["kafka-user", "my-cluster-cluster-ca-cert"], "readAllSecrets": False},
     "resources": {"requests": {"cpu": 1, "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
     "podAnnotations": {"example.com/owner": "platform"},
     "podLabels": {"team": "platform"},
@@ -68,11 +69,13 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("default", kinds=frozenset({"Deployment", "ClusterKopfPeering", "ClusterRole", "Service"})),
+    Variant("default", kinds=frozenset({"Deployment", "KopfPeering", "Role", "RoleBinding", "Service"})),
+    Variant("cluster-wide", ("clusterWide=true", "rbac.secretNames={kafka-user}"),
+            kinds=frozenset({"ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding"})),
     Variant("namespaced-monitored", (*MONITORED_NAMESPACED, "serviceMonitor.workers=true"),
             kinds=frozenset({"Role", "RoleBinding", "KopfPeering", "ServiceMonitor", "PodMonitor",
                              "PrometheusRule", "ConfigMap"})),
-    Variant("cluster-monitored", ("serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+    Variant("cluster-monitored", ("clusterWide=true", "serviceMonitor.enabled=true", "prometheusRule.enabled=true",
                                   "grafanaDashboard.enabled=true"),
             kinds=frozenset({"ClusterRole", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"})),
     Variant("include-crds", extra=("--include-crds",), kinds=frozenset({"CustomResourceDefinition"})),

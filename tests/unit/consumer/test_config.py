@@ -34,6 +34,46 @@ def test_headers_from_json_and_env_prefix() -> None:
     assert dict(c.headers) == {"X-A": "1", "Authorization": "Bearer s3cret", "X-Api-Key": "k"}
 
 
+def test_header_mapping_variable_is_not_a_header() -> None:
+    c = parse(BASE, {"LAGPILOT_HEADER_MAPPING": "x-tenant", "LAGPILOT_HEADER_X_A": "1"})
+    assert dict(c.headers) == {"X-A": "1"}
+
+
+def mounted_secret(root: Path, data: dict[str, str]) -> Path:
+    """A directory laid out as the kubelet's atomic writer makes it: ..data -> a timestamped dir, and each
+    key a symlink through ..data."""
+    stamp = root / "..2026_12_03_09_00_00.123"
+    stamp.mkdir(parents=True)
+    for k, v in data.items():
+        (stamp / k).write_text(v)
+    (root / "..data").symlink_to(stamp.name)
+    for k in data:
+        (root / k).symlink_to(f"..data/{k}")
+    return root
+
+
+def test_headers_from_a_mounted_secret_directory(tmp_path: Path) -> None:
+    d = mounted_secret(tmp_path / "h", {"Authorization": "Bearer s3cret\n", "X_Api_Key": "k"})
+    c = parse([*BASE, "--headers", '{"X-A": "1"}'], {"LAGPILOT_HEADERS_DIR": str(d)})
+    assert dict(c.headers) == {"X-A": "1", "Authorization": "Bearer s3cret", "X-Api-Key": "k"}
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    ({"Authorization": "Bearer a\nb"}, "line break"),
+    ({"Bad Name": "v"}, "not an HTTP token"),
+])
+def test_a_bad_header_file_is_refused_without_its_value(tmp_path: Path, data: dict[str, str], why: str) -> None:
+    d = mounted_secret(tmp_path / "h", data)
+    with pytest.raises(ConfigError, match=why) as err:
+        parse([*BASE, "--headers-dir", str(d)], {})
+    assert "Bearer a" not in str(err.value)
+
+
+def test_an_unreadable_headers_dir_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--headers-dir .*cannot read it"):
+        parse([*BASE, "--headers-dir", str(tmp_path / "missing")], {})
+
+
 def test_kafka_properties_from_env_and_file(tmp_path: Path) -> None:
     f = tmp_path / "k.properties"
     f.write_text("# comment\nssl.ca.location = /ca.pem\n")

@@ -85,7 +85,12 @@ def test_full_spec_every_field_lands_in_worker_env() -> None:
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["TZ"] == "UTC"
-    assert container(dep)["envFrom"] == [{"secretRef": {"name": "billing-auth"}, "prefix": "LAGPILOT_HEADER_"}]
+    # headersFromSecret: files in a read-only volume, never envFrom (values would be in the environment)
+    assert "envFrom" not in container(dep)
+    assert env["LAGPILOT_HEADERS_DIR"] == "/etc/lagpilot/target-headers"
+    assert volumes["target-headers"]["secret"] == {"secretName": "billing-auth", "defaultMode": 0o440}
+    assert {"name": "target-headers", "mountPath": "/etc/lagpilot/target-headers", "readOnly": True} in container(
+        dep)["volumeMounts"]
 
 
 def test_no_credential_literal_anywhere_in_planned_objects() -> None:

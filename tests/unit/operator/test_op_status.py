@@ -87,6 +87,7 @@ def test_scaled_to_zero_is_idle_and_ready() -> None:
     ({"topic": TopicInfo(None, "TopicNotFound", "topic orders does not exist")}, "TopicNotFound"),
     ({"topic": TopicInfo(None, "BrokerUnreachable", "no broker")}, "BrokerUnreachable"),
     ({"missing_secrets": ["kafka-creds"]}, "SecretNotFound"),
+    ({"refused_secrets": ["kafka-creds"]}, "SecretNotPermitted"),
     ({"degraded": [("RolloutAborted", "error rate 0.2 > 0.01")]}, "RolloutAborted"),
 ])
 def test_degraded_reasons(kw: dict[str, Any], reason: str) -> None:
@@ -163,3 +164,47 @@ def test_events_on_transitions() -> None:
     rolling = compute(obs(deployments=[dep("cg-old"), dep()]), ready, T1)
     done = compute(obs(), rolling, T2)
     assert any(e[1] == "RolloutComplete" for e in events_for(rolling["conditions"], done["conditions"]))
+
+
+def test_a_secret_the_operator_may_not_read_names_the_grant_that_fixes_it() -> None:
+    s = compute(obs(refused_secrets=["kafka-user", "cluster-ca"], namespace="shop"), {}, T0)
+    d = next(x for x in s["conditions"] if x["type"] == "Degraded")
+    assert d["reason"] == "SecretNotPermitted"
+    assert "`lagpilot grant-secret kafka-user cluster-ca -n shop`" in d["message"]
+    assert "rbac.secretNames" in d["message"]
+
+
+def pending_pod(scheduled_at: str | None, waiting: str | None = "ContainerCreating",
+                phase: str = "Pending", deleting: bool = False) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "conditions": []}
+    if scheduled_at:
+        status["conditions"].append({"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled_at})
+    if waiting is not None:
+        status["containerStatuses"] = [{"name": "consumer", "ready": False, "restartCount": 0,
+                                        "state": {"waiting": {"reason": waiting}}}]
+    meta: dict[str, Any] = {"name": "cg-new-abc"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": status}
+
+
+NOW = 1767225600.0  # 2026-01-01T00:00:00Z
+
+
+@pytest.mark.parametrize(("pod", "stuck"), [
+    (pending_pod("2025-12-31T23:56:00Z"), True),  # 4 minutes creating: a volume cannot be mounted
+    (pending_pod("2025-12-31T23:56:00Z", waiting=None), True),  # no container status at all yet
+    (pending_pod("2025-12-31T23:59:00Z"), False),  # 1 minute: an image may still be pulling
+    (pending_pod(None), False),  # not scheduled (the scheduler's problem, not the pod's)
+    (pending_pod("2025-12-31T23:56:00Z", phase="Running"), False),
+    (pending_pod("2025-12-31T23:56:00Z", deleting=True), False),
+    (pending_pod("2025-12-31T23:56:00Z", waiting="ErrImagePull"), False),  # told apart as ImagePullFailed
+])
+def test_a_pod_stuck_before_its_containers_exist(pod: dict[str, Any], stuck: bool) -> None:
+    t = pod_trouble(pod, NOW)
+    if not stuck:
+        assert t is None or t.reason == "ImagePullFailed"
+        return
+    assert t is not None and t.reason == "WorkerConfigError"
+    assert "240 s" in t.detail and "kubectl describe pod" in t.detail
+    assert pod_trouble(pod) is None  # without the time (pod watch events), nothing is judged stale
