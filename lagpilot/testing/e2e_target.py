@@ -52,7 +52,8 @@ def make_handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
             entry: dict[str, Any] = {"partition": int(h.get("X-Lagpilot-Partition", -1)),
                                      "offset": int(h.get("X-Lagpilot-Offset", -1)),
                                      "key": h.get("X-Lagpilot-Key"), "worker": h.get("X-Lagpilot-Worker"),
-                                     "path": self.path, "body": body, "start": start, "end": None}
+                                     "path": self.path, "body": body, "start": start, "end": None,
+                                     "authorization": h.get("Authorization")}
             with rec.lock:
                 rec.records.append(entry)
             self._send(200, b"{}")

@@ -152,3 +152,41 @@ def test_delete_removes_owned_objects(api: Any, running_group: tuple[str, str, s
     wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod(
         namespace, label_selector=f"lagpilot.io/consumergroup={name}").items,
         what="worker pods to be gone", timeout=240, interval=2)
+
+
+SECRET_TOKEN = "Bearer e2e-header-secret-7d41"
+
+
+def test_a_secret_reaches_the_workers_as_files_the_operator_never_reads(
+        api: Any, e2e_namespace: str, worker_bootstrap: str, test_bootstrap: str,
+        topic_factory: Callable[[int], str], target: Target) -> None:
+    """headersFromSecret on real kubelets: the Secret is mounted (mode 0440, group 65532 by fsGroup) and
+    read by the non-root worker; the chart's default RBAC gives the operator no Secret read, so it never
+    checks it (no SecretNotFound, no 403 in a reconcile); the value is in no pod spec or env."""
+    import json
+
+    from kubernetes import client
+
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core.create_namespaced_secret(e2e_namespace, {
+        "metadata": {"name": "target-auth"}, "stringData": {"Authorization": SECRET_TOKEN + "\n"}})
+    topic = topic_factory(2)
+    body = consumergroup(e2e_namespace, worker_bootstrap, topic, target.url, workers=1)
+    body["spec"]["target"]["headersFromSecret"] = "target-auth"
+    custom.create_namespaced_custom_object(GROUP, VERSION, e2e_namespace, PLURAL, body)
+    name = body["metadata"]["name"]
+
+    def ready() -> dict[str, Any] | None:
+        status = get_cg(api, e2e_namespace, name).get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions") or []}
+        return conds if conds.get("Ready", {}).get("status") == "True" else None
+
+    conds = wait_for(ready, what=f"ConsumerGroup {name} Ready", timeout=300, interval=2)
+    assert conds["Degraded"]["status"] == "False", conds["Degraded"]
+    produce(test_bootstrap, topic, 40, 5)
+    records = wait_for(lambda: distinct_at_least(target, 40), what="40 deliveries", timeout=240, interval=2)
+    assert {r["authorization"] for r in records} == {SECRET_TOKEN}
+    pods = core.list_namespaced_pod(e2e_namespace, label_selector=f"lagpilot.io/consumergroup={name}").items
+    dump = json.dumps([api.sanitize_for_serialization(p) for p in pods])
+    assert "e2e-header-secret" not in dump
+    assert all(not c.env_from for p in pods for c in p.spec.containers)
