@@ -97,12 +97,28 @@ def install_crds(k8s: Any) -> None:
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/consumergroups.lagpilot.io")
 
 
+def service_account_kubeconfig(k8s: Any, namespace: str, service_account: str, path: Path) -> str:
+    """A kubeconfig for the lab's API server that authenticates as a ServiceAccount (a TokenRequest token),
+    so a process run with it gets exactly that account's RBAC, as in a pod."""
+    import yaml
+
+    from lagpilot.lab.cluster import write_kubeconfig
+
+    admin = yaml.safe_load(Path(k8s.kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    token = k8s.kubectl("create", "token", service_account, "-n", namespace, "--duration", "2h").stdout.strip()
+    write_kubeconfig(path, cluster["server"], Path(cluster["certificate-authority"]), token=token,
+                     user=f"system:serviceaccount:{namespace}:{service_account}", namespace=namespace)
+    return str(path)
+
+
 @contextlib.contextmanager
 def running_operator(k8s: Any, namespace: str, log: Path, env: dict[str, str] | None = None,
-                     delete_timeout: float = 30) -> Iterator[Operator]:
-    """A real operator process watching `namespace`; on exit the namespace's ConsumerGroups are deleted
-    through it (so it removes its finalizers), it is stopped, leftovers are stripped, its log printed."""
-    op = Operator(k8s.kubeconfig, namespace, log, dict(env or {})).start()
+                     delete_timeout: float = 30, kubeconfig: str | None = None) -> Iterator[Operator]:
+    """A real operator process watching `namespace` (as the lab's admin, or as whoever `kubeconfig` names);
+    on exit the namespace's ConsumerGroups are deleted through it (so it removes its finalizers), it is
+    stopped, leftovers are stripped, its log printed."""
+    op = Operator(kubeconfig or k8s.kubeconfig, namespace, log, dict(env or {})).start()
     try:
         yield op
     finally:

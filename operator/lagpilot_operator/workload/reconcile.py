@@ -109,9 +109,10 @@ def kafka_security(spec: ConsumerGroupSpec, kube: Kube) -> dict[str, str]:
 
 def kafka_security_and_missing(spec: ConsumerGroupSpec, kube: Kube,
                                objects: _Objects | None = None) -> tuple[dict[str, str], list[str]]:
-    """The settings, and the material that could not be read (then no client should be made)."""
-    conf, missing, _ = kafka_security_read(spec, objects or _Objects(kube, spec.namespace))
-    return conf, missing
+    """The settings, and the material that could not be read, missing or not permitted (then no client
+    should be made)."""
+    conf, missing, refused = kafka_security_read(spec, objects or _Objects(kube, spec.namespace))
+    return conf, missing + [f"Secret {name} (not permitted)" for name in refused]
 
 
 def kafka_security_read(spec: ConsumerGroupSpec,

@@ -9,6 +9,9 @@ anywhere."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import pytest
 from lagpilot.lab.certs import CertPaths, ensure_certs
 from lagpilot.lab.kafka import KafkaBroker, create_topic, start_kafka, stop_kafka
 from lagpilot.lab.kafkatls import KafkaPKI, add_scram_user, ensure_kafka_pki
+from lagpilot.testing.chart import helm_template
 from lagpilot.testing.kubeobjects import (
     apply,
     condition,
@@ -30,7 +34,7 @@ from lagpilot.testing.kubeobjects import (
     secret,
 )
 from lagpilot.testing.oauth import TokenServer
-from lagpilot.testing.operator import running_operator
+from lagpilot.testing.operator import running_operator, service_account_kubeconfig
 from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
 
@@ -243,3 +247,69 @@ def test_the_lag_cli_reads_a_scram_password_from_a_file_not_argv(secure_kafka: K
     bad = subprocess.run([*argv[:-1], "sasl.password=@/nonexistent/pw"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "cannot read '/nonexistent/pw'" in bad.stderr
+
+
+def test_the_operator_as_its_chart_service_account_reads_only_granted_secrets(
+        k8s: Any, namespace: str, crds: None, tmp_path: Path, secure_kafka: KafkaBroker, pki: KafkaPKI,
+        helm_bin: Path) -> None:
+    """The operator runs with a token of the ServiceAccount the chart's default values make (a Role in its
+    own namespace, no Secret readable): a group whose SCRAM password it may not read is Degraded
+    SecretNotPermitted with an Event and loses nothing; once `lagpilot grant-secret` grants that one
+    Secret (with the admin's rights), every record arrives, carrying the header from a Secret the operator
+    never may read (the workers get it mounted)."""
+    release = f"sa{namespace[-5:]}"
+    manifest = helm_template(helm_bin, ["peering.enabled=false"], namespace=namespace, release=release,
+                             extra=["--show-only", "templates/rbac.yaml",
+                                    "--show-only", "templates/serviceaccount.yaml"])
+    k8s.kubectl("apply", "-f", "-", input=manifest)
+    sa = f"{release}-lagpilot"
+    who = f"system:serviceaccount:{namespace}:{sa}"
+    topic = "granted-" + namespace[-5:]
+    create_topic(secure_kafka.bootstrap_servers, topic, 2)
+    apply(k8s, namespace, secret("my-cluster-cluster-ca-cert", {"ca.crt": pki.text("cluster-ca.crt")}),
+          secret("lagpilot-worker", {"password": SCRAM_PASSWORD}),
+          secret("target-auth", {"Authorization": "Bearer " + HEADER_TOKEN + "\n"}))
+    kubeconfig = service_account_kubeconfig(k8s, namespace, sa, tmp_path / "operator.kubeconfig")
+    target = RecordingTarget().start()
+    try:
+        with running_operator(k8s, namespace, tmp_path / "operator.log", kubeconfig=kubeconfig) as op:
+            doc = group("granted", secure_kafka.listener("SCRAM"), topic, target.url,
+                        {"securityProtocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512",
+                         "credentialsSecret": "lagpilot-worker", "username": "lagpilot-worker",
+                         "tls": {"ca": {"secret": "my-cluster-cluster-ca-cert"}}})
+            doc["spec"]["target"]["headersFromSecret"] = "target-auth"
+            apply(k8s, namespace, doc)
+            cg = wait_for(lambda: degraded_with(k8s, namespace, "granted", "SecretNotPermitted"), timeout=90,
+                          what="SecretNotPermitted")
+            message = condition(cg, "Degraded")["message"]
+            assert "lagpilot-worker" in message and "my-cluster-cluster-ca-cert" in message
+            assert f"lagpilot grant-secret lagpilot-worker my-cluster-cluster-ca-cert -n {namespace}" in message
+            assert "target-auth" not in message  # only the workers need it: not the operator's to check
+            wait_for(lambda: event_with(k8s, namespace, "granted", "SecretNotPermitted"), what="Event")
+            produce(secure_kafka, topic, 0, 30)
+            out = subprocess.run(
+                [str(Path(sys.executable).parent / "lagpilot"), "grant-secret", "lagpilot-worker",
+                 "my-cluster-cluster-ca-cert", "-n", namespace, "--operator", f"{namespace}/{sa}"],
+                capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": k8s.kubeconfig})
+            assert out.returncode == 0, out.stderr
+            assert "lagpilot-worker" in out.stdout and "my-cluster-cluster-ca-cert" in out.stdout
+            wait_for(lambda: ready(k8s, namespace, "granted"), timeout=120, what="Ready once granted")
+            expected = {f"v{i}".encode() for i in range(30)}
+            target.wait_for(lambda t: values(t) >= expected, timeout=120)
+            assert {a.headers.get("Authorization") for a in target.accepted()} == {"Bearer " + HEADER_TOKEN}
+            assert values(target) == expected
+            assert can_get(k8s, who, "secret/lagpilot-worker", namespace)
+            assert not can_get(k8s, who, "secret/target-auth", namespace)
+            assert "403" not in op.log() and "Forbidden" not in op.log().replace("SecretNotPermitted", "")
+            assert_no_secret_anywhere(k8s, namespace, tmp_path, SCRAM_PASSWORD, HEADER_TOKEN)
+    finally:
+        target.stop()
+        k8s.kubectl("delete", "-f", "-", "--ignore-not-found", input=manifest, check=False)
+
+
+HEADER_TOKEN = "header-token-e3a18c"
+
+
+def can_get(k8s: Any, who: str, resource: str, namespace: str) -> bool:
+    out = k8s.kubectl("auth", "can-i", "get", resource, "--as", who, "-n", namespace, check=False)
+    return out.stdout.strip() == "yes"

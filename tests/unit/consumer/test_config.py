@@ -70,7 +70,7 @@ def test_a_bad_header_file_is_refused_without_its_value(tmp_path: Path, data: di
 
 
 def test_an_unreadable_headers_dir_says_so(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--headers-dir .*cannot read it"):
+    with pytest.raises(ConfigError, match=r"--headers-dir .*cannot read it"):
         parse([*BASE, "--headers-dir", str(tmp_path / "missing")], {})
 
 
