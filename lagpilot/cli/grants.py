@@ -13,8 +13,7 @@ from rich.table import Table
 from lagpilot.cli.cluster import EXIT_NOT_OK, EXIT_USAGE, Cluster, cluster_options, fail
 from lagpilot.secretgrants import DEFAULT_OPERATOR, Operator, after_grant, after_revoke, grant_objects
 
-OPERATOR_HELP = ("the operator's ServiceAccount as NAMESPACE/NAME (env LAGPILOT_OPERATOR_SERVICEACCOUNT; "
-                 f"default {DEFAULT_OPERATOR}, the chart's documented install)")
+OPERATOR_HELP = "the operator's ServiceAccount as NAMESPACE/NAME (the chart's documented install is the default)"
 
 
 def _operator(text: str) -> Operator:
@@ -74,11 +73,16 @@ def _update(cluster: Cluster, operator: Operator, change: Callable[[Any], list[s
     Console().print(table)
 
 
+def secret_names_and_operator(command: Callable[..., None]) -> Callable[..., None]:
+    """NAMES..., --operator and the cluster options: what both commands take."""
+    command = cluster_options(command)
+    command = click.option("--operator", "operator_sa", envvar="LAGPILOT_OPERATOR_SERVICEACCOUNT",
+                           default=DEFAULT_OPERATOR, show_default=True, help=OPERATOR_HELP)(command)
+    return click.argument("names", nargs=-1, required=True)(command)
+
+
 @click.command("grant-secret")
-@click.argument("names", nargs=-1, required=True)
-@click.option("--operator", "operator_sa", envvar="LAGPILOT_OPERATOR_SERVICEACCOUNT", default=DEFAULT_OPERATOR,
-              show_default=True, help=OPERATOR_HELP)
-@cluster_options
+@secret_names_and_operator
 def grant_secret(names: tuple[str, ...], operator_sa: str, cluster: Cluster) -> None:
     """Let the operator read the Secrets NAMES (by name: get only) in the namespace: the Kafka credentials
     a ConsumerGroup names, for the operator's own metadata and lag reads. The API server checks that you
@@ -87,10 +91,7 @@ def grant_secret(names: tuple[str, ...], operator_sa: str, cluster: Cluster) -> 
 
 
 @click.command("revoke-secret")
-@click.argument("names", nargs=-1, required=True)
-@click.option("--operator", "operator_sa", envvar="LAGPILOT_OPERATOR_SERVICEACCOUNT", default=DEFAULT_OPERATOR,
-              show_default=True, help=OPERATOR_HELP)
-@cluster_options
+@secret_names_and_operator
 def revoke_secret(names: tuple[str, ...], operator_sa: str, cluster: Cluster) -> None:
     """Take back what grant-secret gave: the operator may no longer read the Secrets NAMES here."""
     _update(cluster, _operator(operator_sa), lambda role: after_revoke(role, names), "change the grant")

@@ -67,3 +67,25 @@ def one(docs: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(docs, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+def apply_operator_rbac(k8s: Any, helm: Path, namespace: str, release: str,
+                        sets: Iterable[str] = ("peering.enabled=false",)) -> tuple[str, str]:
+    """The chart's ServiceAccount and RBAC for a release in `namespace`, applied to the cluster:
+    (the manifest, to delete it afterwards; the ServiceAccount's name)."""
+    manifest = helm_template(helm, sets, namespace=namespace, release=release,
+                             extra=["--show-only", "templates/rbac.yaml",
+                                    "--show-only", "templates/serviceaccount.yaml"])
+    k8s.kubectl("apply", "-f", "-", input=manifest)
+    sa = next(d["metadata"]["name"] for d in yaml.safe_load_all(manifest) if d and d["kind"] == "ServiceAccount")
+    return manifest, sa
+
+
+def lagpilot_cli(k8s: Any, *args: str, kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The `lagpilot` command of this environment, as the lab's admin or as whoever `kubeconfig` names."""
+    import os
+    import sys
+
+    env = {**os.environ, "KUBECONFIG": kubeconfig or k8s.kubeconfig}
+    return subprocess.run([str(Path(sys.executable).parent / "lagpilot"), *args], capture_output=True,
+                          text=True, timeout=60, env=env)

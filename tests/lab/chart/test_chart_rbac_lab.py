@@ -6,16 +6,13 @@ the API server's own authorizer answers)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lagpilot.testing.chart import helm_template
+from lagpilot.testing.chart import apply_operator_rbac, lagpilot_cli
 from lagpilot.testing.operator import service_account_kubeconfig
 
 pytestmark = pytest.mark.lab
@@ -27,11 +24,8 @@ def can(k8s: Any, who: str, verb: str, resource: str, namespace: str) -> bool:
 
 
 def grant(k8s: Any, verb: str, namespace: str, sa: str, *names: str, kubeconfig: str | None = None) -> Any:
-    """`lagpilot grant-secret|revoke-secret` as the lab's admin, or as whoever `kubeconfig` names."""
-    env = {**os.environ, "KUBECONFIG": kubeconfig or k8s.kubeconfig}
-    args = [str(Path(sys.executable).parent / "lagpilot"), f"{verb}-secret", *names, "-n", namespace,
-            "--operator", f"{namespace}/{sa}"]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    return lagpilot_cli(k8s, f"{verb}-secret", *names, "-n", namespace, "--operator", f"{namespace}/{sa}",
+                        kubeconfig=kubeconfig)
 
 
 def test_the_default_operator_reads_no_secret_and_writes_nothing_outside_its_namespace(
@@ -40,11 +34,7 @@ def test_the_default_operator_reads_no_secret_and_writes_nothing_outside_its_nam
     elsewhere = f"other-{uuid.uuid4().hex[:6]}"
     k8s.kubectl("create", "namespace", elsewhere)
     # Default values; only peering off (its CRD objects are not the point here).
-    manifest = helm_template(helm_bin, ["peering.enabled=false"], namespace=namespace, release=release,
-                             extra=["--show-only", "templates/rbac.yaml",
-                                    "--show-only", "templates/serviceaccount.yaml"])
-    k8s.kubectl("apply", "-f", "-", input=manifest)
-    sa = f"{release}-lagpilot"
+    manifest, sa = apply_operator_rbac(k8s, helm_bin, namespace, release)
     who = f"system:serviceaccount:{namespace}:{sa}"
     try:
         for verb in ("get", "list", "watch"):
@@ -86,12 +76,9 @@ def test_the_default_operator_reads_no_secret_and_writes_nothing_outside_its_nam
 
 def test_secret_names_from_values_are_readable_by_name_only(k8s: Any, namespace: str, helm_bin: Path) -> None:
     release = f"rb{uuid.uuid4().hex[:6]}"
-    manifest = helm_template(helm_bin, ["peering.enabled=false", "rbac.secretNames={kafka-user}"],
-                             namespace=namespace, release=release,
-                             extra=["--show-only", "templates/rbac.yaml",
-                                    "--show-only", "templates/serviceaccount.yaml"])
-    k8s.kubectl("apply", "-f", "-", input=manifest)
-    who = f"system:serviceaccount:{namespace}:{release}-lagpilot"
+    manifest, sa = apply_operator_rbac(k8s, helm_bin, namespace, release,
+                                       ["peering.enabled=false", "rbac.secretNames={kafka-user}"])
+    who = f"system:serviceaccount:{namespace}:{sa}"
     try:
         assert can(k8s, who, "get", "secret/kafka-user", namespace)
         assert not can(k8s, who, "get", "secret/billing-auth", namespace)

@@ -9,9 +9,6 @@ anywhere."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import pytest
 from lagpilot.lab.certs import CertPaths, ensure_certs
 from lagpilot.lab.kafka import KafkaBroker, create_topic, start_kafka, stop_kafka
 from lagpilot.lab.kafkatls import KafkaPKI, add_scram_user, ensure_kafka_pki
-from lagpilot.testing.chart import helm_template
+from lagpilot.testing.chart import apply_operator_rbac, lagpilot_cli
 from lagpilot.testing.kubeobjects import (
     apply,
     condition,
@@ -258,11 +255,7 @@ def test_the_operator_as_its_chart_service_account_reads_only_granted_secrets(
     Secret (with the admin's rights), every record arrives, carrying the header from a Secret the operator
     never may read (the workers get it mounted)."""
     release = f"sa{namespace[-5:]}"
-    manifest = helm_template(helm_bin, ["peering.enabled=false"], namespace=namespace, release=release,
-                             extra=["--show-only", "templates/rbac.yaml",
-                                    "--show-only", "templates/serviceaccount.yaml"])
-    k8s.kubectl("apply", "-f", "-", input=manifest)
-    sa = f"{release}-lagpilot"
+    manifest, sa = apply_operator_rbac(k8s, helm_bin, namespace, release)
     who = f"system:serviceaccount:{namespace}:{sa}"
     topic = "granted-" + namespace[-5:]
     create_topic(secure_kafka.bootstrap_servers, topic, 2)
@@ -287,10 +280,8 @@ def test_the_operator_as_its_chart_service_account_reads_only_granted_secrets(
             assert "target-auth" not in message  # only the workers need it: not the operator's to check
             wait_for(lambda: event_with(k8s, namespace, "granted", "SecretNotPermitted"), what="Event")
             produce(secure_kafka, topic, 0, 30)
-            out = subprocess.run(
-                [str(Path(sys.executable).parent / "lagpilot"), "grant-secret", "lagpilot-worker",
-                 "my-cluster-cluster-ca-cert", "-n", namespace, "--operator", f"{namespace}/{sa}"],
-                capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": k8s.kubeconfig})
+            out = lagpilot_cli(k8s, "grant-secret", "lagpilot-worker", "my-cluster-cluster-ca-cert", "-n", namespace,
+                               "--operator", f"{namespace}/{sa}")
             assert out.returncode == 0, out.stderr
             assert "lagpilot-worker" in out.stdout and "my-cluster-cluster-ca-cert" in out.stdout
             wait_for(lambda: ready(k8s, namespace, "granted"), timeout=120, what="Ready once granted")
