@@ -303,7 +303,7 @@ class Redirecting:
     """POST /in answers a redirect to /processed (302 or 307); /processed records the bodies it gets and
     answers 200 to anything, as a naive endpoint would (so a body-less GET there would look delivered)."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, location: str = "/processed") -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.bodies: list[bytes] = []
@@ -325,7 +325,7 @@ class Redirecting:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/in":
                     outer.redirected.add(body)
-                    self._answer(status, "/processed")
+                    self._answer(status, location.format(port=outer.server.server_address[1]))
                 else:
                     outer.bodies.append(body)
                     self._answer(200)
@@ -345,6 +345,33 @@ class Redirecting:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_credentials_in_the_target_url_reach_no_dead_letter_header_and_no_log(
+        bootstrap: str, topic_factory: Callable[..., str], run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """Issue 16: userinfo in the target URL (and in a Location it is sent to) is redacted from the
+    dead-letter topic's lagpilot-error header and from every log line."""
+    password = "url-pw-8812"
+    topic = topic_factory(partitions=1, prefix="c-userinfo")
+    dlq = topic_factory(partitions=1, prefix="c-userinfo-dead")
+    produce(bootstrap, topic, [(0, f"k{i}".encode(), f"k{i}:0".encode()) for i in range(5)])
+    found = Redirecting(302, f"http://lp-user:{password}@127.0.0.1:{{port}}/processed")
+    try:
+        url = found.url.replace("http://", f"http://lp-user:{password}@")
+        cp = run_consumer("--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"gui-{topic}",
+                          "--target-url", url, "--partitions", "0", "--max-attempts", "1",
+                          "--dead-letter-topic", dlq, "--commit-interval-ms", "200", "--log-format", "json")
+        cp.wait_ready()
+        dead = read_all(bootstrap, dlq, 1, expect=5, timeout=60)
+        errors = [dict(d.headers())["lagpilot-error"].decode() for d in dead]
+        assert all("redirect to http://127.0.0.1" in e for e in errors), errors  # userinfo dropped
+        assert not [e for e in errors if password in e], errors
+        wait_for(lambda: committed(bootstrap, f"gui-{topic}", topic, 1).get(0) == 5, timeout=30,
+                 what="the dead-lettered records committed")
+        cp.terminate()
+        assert password not in cp.tail(10**7)
+    finally:
+        found.close()
 
 
 def test_a_redirecting_target_loses_nothing(bootstrap: str, topic_factory: Callable[..., str],
