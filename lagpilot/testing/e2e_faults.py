@@ -40,8 +40,10 @@ def spare_node(c: Cluster) -> str:
 
 def group_doc(bootstrap: str, topic: str, url: str, image: str = "") -> dict[str, Any]:
     """Two workers, one per kind worker node."""
+    # One revision's pods on distinct nodes (matchLabelKeys: pods of the same ReplicaSet only), so a
+    # rollout's new pods are not kept off a node by the old ones (required anti-affinity is symmetric).
     spread = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-        "topologyKey": "kubernetes.io/hostname",
+        "topologyKey": "kubernetes.io/hostname", "matchLabelKeys": ["pod-template-hash"],
         "labelSelector": {"matchLabels": {"lagpilot.io/consumergroup": NAME}}}]}}
     doc: dict[str, Any] = {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": NAME},
            "spec": {"bootstrapServers": bootstrap, "topic": topic, "groupId": f"g-{topic}", "workers": 2,
@@ -54,6 +56,18 @@ def group_doc(bootstrap: str, topic: str, url: str, image: str = "") -> dict[str
 
 def owners(c: Cluster) -> list[str]:
     return list(((c.cg().get("status") or {}).get("assignment") or {}).get("owners") or [])
+
+
+def on_new_revision(c: Cluster, old: str | None) -> str | None:
+    """The new revision, once the rollout is Stable on it and a pod of it owns every partition."""
+    st = c.cg().get("status") or {}
+    rollout, owners_ = st.get("rollout") or {}, (st.get("assignment") or {}).get("owners") or []
+    revision = {p.metadata.name: (p.metadata.labels or {}).get("lagpilot.io/revision") for p in c.pods()}
+    new = st.get("revision")
+    if (new and new != old and rollout.get("phase") == "Stable" and rollout.get("stableRevision") == new
+            and len(owners_) == PARTITIONS and all(revision.get(o) == new for o in owners_)):
+        return str(new)
+    return None
 
 
 class Scenario:

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from lagpilot.testing.consumer import committed
-from lagpilot.testing.e2e_cluster import Cluster, arrivals
-from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, Scenario, docker, owners
+from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals
+from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, Scenario, docker, on_new_revision, owners
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault
 from lagpilot.testing.wait import wait_for
@@ -219,4 +219,58 @@ def test_leader_and_coordinator_killed_mid_delivery(
     print(f"broker failover run {run}/{RUNS}: "
           + "; ".join(f"{f.name}, back in sync {f.end - f.start:.0f}s later" for f in faults)
           + f"; {verdict.summary()}")
+    assert verdict.ok, verdict.details()
+
+
+CANARY_PARTITIONS = [1]
+
+
+@pytest.mark.parametrize("run", range(1, RUNS + 1))
+def test_canary_while_the_group_coordinator_moves(
+        run: int, cluster: Cluster, kafka3: Kafka3, target: Target, topic3: Callable[[int], str]) -> None:
+    """Scenario 5, second half: a Canary rollout under steady production, and while the canary holds its
+    partition the broker coordinating the group is killed. While the canary is judged exactly the named
+    partition is on the new revision; the rollout completes; nothing lost, order kept, no overlap, and
+    commits resume up to the end of every partition."""
+    c = cluster
+    s = Scenario(c, kafka3.in_cluster, kafka3.external, target, topic3)
+    old_revision = (c.cg().get("status") or {}).get("revision")
+    faults: list[Fault] = []
+    seen_on_canary: set[int] = set()
+
+    def canary_holds() -> bool:
+        st = c.cg().get("status") or {}
+        if (st.get("rollout") or {}).get("phase") != "Canary":
+            return False
+        revision = {p.metadata.name: (p.metadata.labels or {}).get("lagpilot.io/revision") for p in c.pods()}
+        owners_ = (st.get("assignment") or {}).get("owners") or []
+        on_new = {p for p, o in enumerate(owners_) if o and revision.get(o) not in (None, old_revision)}
+        seen_on_canary.update(on_new)
+        return on_new == set(CANARY_PARTITIONS)
+
+    try:
+        c.custom.patch_namespaced_custom_object(GROUP, VERSION, c.ns, PLURAL, NAME, {"spec": {
+            "rollout": {"strategy": "Canary", "canary": {"partitions": CANARY_PARTITIONS, "workers": 1,
+                                                         "analysisSeconds": 45}},
+            "template": {"podAnnotations": {"lagpilot.io/e2e-canary": str(run)}}}})
+        wait_for(canary_holds, 240, what=f"the canary holding partitions {CANARY_PARTITIONS}", interval=1)
+        coordinator = coordinator_of(kafka3, s.group)
+        faults.append(kill_and_wait(kafka3, c, coordinator, s, CANARY_PARTITIONS[0],
+                                    f"group coordinator (broker {coordinator}) killed during the canary"))
+        canary_holds()
+        rolled = wait_for(lambda: on_new_revision(c, old_revision), 360, interval=2,
+                          what="the canary promoted and the rollout done")
+        try:
+            s.drain()
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {s.verdict(faults).details()}; committed "
+                                 f"{committed(kafka3.external, s.group, s.topic, PARTITIONS)} of {s.ends()}; "
+                                 f"status {c.cg().get('status')}") from exc
+    finally:
+        s.producer.stop()
+    verdict = s.verdict(faults)
+    print(f"canary + coordinator failover run {run}/{RUNS}: " + "; ".join(
+        f"{f.name}, back in sync {f.end - f.start:.0f}s later" for f in faults)
+        + f"; rolled to {rolled}; {verdict.summary()}")
+    assert seen_on_canary == set(CANARY_PARTITIONS), f"partitions on the canary: {sorted(seen_on_canary)}"
     assert verdict.ok, verdict.details()

@@ -13,6 +13,8 @@ everything the producer had acknowledged:
    deliver nothing and commit nothing over the other's commits.
 3. clock skew: scenario 2 with the cut-off worker's wall clock stepped 15 s behind or ahead first (the
    test image of scripts/images/clockskew; its Lease renewTime shows the skew before the cut).
+5. (first half) a Rolling rollout started while the node of a worker that owns partitions is frozen: it
+   completes on the new revision, and the resumed (by then deleted) pod delivers and commits nothing.
 
 The worker pods are spread over the two kind worker nodes (required pod anti-affinity); Kafka, the
 operator, CoreDNS and the target run on the node labelled LAGPILOT_E2E_INFRA_NODE, so only consumer
@@ -32,8 +34,8 @@ from collections.abc import Callable
 import pytest
 
 from lagpilot.testing.consumer import committed
-from lagpilot.testing.e2e_cluster import Cluster, arrivals
-from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, THREADS, Scenario, docker
+from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals
+from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, THREADS, Scenario, docker, on_new_revision
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault, Verdict
 from lagpilot.testing.wait import wait_for
@@ -42,6 +44,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults]
 
 FENCE_S, TARGET_TIMEOUT_S = 15.0, 10.0  # the defaults the ConsumerGroup below keeps
 SPARE = os.environ.get("LAGPILOT_E2E_SPARE_NODE", "")
+INFRA = os.environ.get("LAGPILOT_E2E_INFRA_NODE", "lagpilot-e2e-node=infra")
 CLOCKSKEW_IMAGE = os.environ.get("LAGPILOT_E2E_CLOCKSKEW_IMAGE", "")
 
 
@@ -75,6 +78,45 @@ def test_frozen_node_resumes_without_delivering_what_it_lost(
         if paused:
             docker("unpause", s.node)
         s.producer.stop()
+    judge_resumed(s, "frozen node", run, frozen_at, resumed_at, "")
+
+
+@pytest.mark.parametrize("run", range(1, RUNS + 1))
+def test_rolling_rollout_while_a_node_is_frozen(
+        run: int, cluster: Cluster, worker_bootstrap: str, test_bootstrap: str, target: Target,
+        topic_factory: Callable[[int], str]) -> None:
+    """Scenario 5, first half: a Rolling rollout starts while the node of a worker that owns partitions is
+    frozen. The rollout must finish on the new revision (the frozen worker counts as gone once its Lease
+    is a duration old, on the operator's clock), and the resumed pod, by then deleted and owning nothing,
+    must deliver and commit nothing."""
+    s = Scenario(cluster, worker_bootstrap, test_bootstrap, target, topic_factory)
+    old_revision = (cluster.cg().get("status") or {}).get("revision")
+    infra_key, _, infra_value = INFRA.partition("=")
+    paused = False
+    try:
+        docker("pause", s.node)
+        paused, frozen_at = True, time.time()
+        # The new revision runs on the infra node only (the spare one is frozen).
+        cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, cluster.ns, PLURAL, NAME, {
+            "spec": {"template": {"affinity": None, "nodeSelector": {infra_key: infra_value}}}})
+        rolled = wait_for(lambda: on_new_revision(cluster, old_revision), 300, interval=2,
+                          what="the Rolling rollout done on the new revision while the node is frozen")
+        done_at = time.time()
+        s.drain()
+        docker("unpause", s.node)
+        paused, resumed_at = False, time.time()
+        time.sleep(25)
+    finally:
+        if paused:
+            docker("unpause", s.node)
+        s.producer.stop()
+    judge_resumed(s, "rolling rollout, node frozen", run, frozen_at, resumed_at,
+                  f", rollout to {rolled} done {done_at - frozen_at:.0f}s after the freeze")
+
+
+def judge_resumed(s: Scenario, what: str, run: int, frozen_at: float, resumed_at: float, extra: str) -> None:
+    """After a freeze: the resumed worker delivered nothing but what was already on the wire, the history
+    is clean, and the committed offsets did not move back."""
     records = arrivals(s.target.records())
     zombie = [a for a in records if a.worker == s.victim and a.start > resumed_at]
     # A delivery frozen after its last ownership check and before its request was written goes out on
@@ -82,8 +124,8 @@ def test_frozen_node_resumes_without_delivering_what_it_lost(
     # slot, in the first moment; every request begun after that is checked against the Lease and cancelled.
     on_the_wire = {(a.partition, a.offset) for a in zombie if a.start - resumed_at < 1.0}
     verdict = s.verdict([Fault("freeze", frozen_at, resumed_at)])
-    print_verdict("frozen node", run, f"{s.node} paused {resumed_at - frozen_at:.0f}s, {s.victim} lost "
-                  f"{s.lost}, requests on the wire at the freeze {len(on_the_wire)}", verdict)
+    print_verdict(what, run, f"{s.node} paused {resumed_at - frozen_at:.0f}s, {s.victim} lost "
+                  f"{s.lost}, requests on the wire at the freeze {len(on_the_wire)}{extra}", verdict)
     assert len(zombie) == len(on_the_wire) <= THREADS, (
         f"the resumed worker delivered {len(zombie)} records after the freeze: "
         f"{[(a.partition, a.offset, round(a.start - resumed_at, 3)) for a in zombie][:10]}")
@@ -91,7 +133,7 @@ def test_frozen_node_resumes_without_delivering_what_it_lost(
     unexplained = [d for d in verdict.forbidden_duplicates if (d.partition, d.offset) not in on_the_wire]
     assert unexplained == [], verdict.details()
     assert len(verdict.overlaps) <= len(on_the_wire), verdict.details()
-    assert committed(test_bootstrap, s.group, s.topic, PARTITIONS) == s.ends(), \
+    assert committed(s.test_bootstrap, s.group, s.topic, PARTITIONS) == s.ends(), \
         "committed offsets went back after the resume"
 
 
