@@ -84,11 +84,9 @@ class TokenServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         if self.tls is not None:
-            import ssl
+            from lagpilot.testing.target import serve_tls
 
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*self.tls)
-            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+            serve_tls(server, self.tls)
         self._server = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
                          name="token-server").start()

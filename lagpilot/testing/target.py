@@ -132,6 +132,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def serve_tls(server: Any, cert_and_key: tuple[str, str], client_ca: str | None = None) -> None:
+    """Make a listening test server speak TLS with this certificate; with ``client_ca``, require a client
+    certificate signed by it (mutual TLS)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*cert_and_key)
+    if client_ca is not None:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+
+
 class RecordingTarget:
     """See the module docstring. Thread-safe; all times are ``time.monotonic()``."""
 
@@ -162,14 +175,7 @@ class RecordingTarget:
         server = _Server((self.host, self._port), _Handler)
         server.target = self
         if self.tls is not None:
-            import ssl
-
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*self.tls)
-            if self.client_ca is not None:
-                ctx.load_verify_locations(self.client_ca)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+            serve_tls(server, self.tls, self.client_ca)
         self._server = server
         self._port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},

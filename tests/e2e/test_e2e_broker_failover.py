@@ -193,6 +193,16 @@ def kill_and_wait(kafka3: Kafka3, c: Cluster, node_id: int, s: Scenario, partiti
     return Fault(what, start, time.time())
 
 
+def drain_or_explain(s: Scenario, kafka3: Kafka3, faults: list[Fault]) -> None:
+    """Scenario.drain, and when it times out, the verdict so far, the commits and the group's status."""
+    try:
+        s.drain()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {s.verdict(faults).details()}; committed "
+                             f"{committed(kafka3.external, s.group, s.topic, PARTITIONS)} of {s.ends()}; "
+                             f"status {s.c.cg().get('status')}") from exc
+
+
 @pytest.mark.parametrize("run", range(1, RUNS + 1))
 def test_leader_and_coordinator_killed_mid_delivery(
         run: int, cluster: Cluster, kafka3: Kafka3, target: Target, topic3: Callable[[int], str]) -> None:
@@ -206,13 +216,7 @@ def test_leader_and_coordinator_killed_mid_delivery(
         coordinator = coordinator_of(kafka3, s.group)
         faults.append(kill_and_wait(kafka3, c, coordinator, s, 0,
                                     f"group coordinator (broker {coordinator}) killed"))
-        try:
-            s.drain()  # commits resume: every partition committed to its end
-        except AssertionError as exc:
-            verdict = s.verdict(faults)
-            raise AssertionError(f"{exc}; {verdict.details()}; committed "
-                                 f"{committed(kafka3.external, s.group, s.topic, PARTITIONS)} of {s.ends()}; "
-                                 f"status {c.cg().get('status')}") from exc
+        drain_or_explain(s, kafka3, faults)  # commits resume: every partition committed to its end
     finally:
         s.producer.stop()
     verdict = s.verdict(faults)
@@ -260,12 +264,7 @@ def test_canary_while_the_group_coordinator_moves(
         canary_holds()
         rolled = wait_for(lambda: on_new_revision(c, old_revision), 360, interval=2,
                           what="the canary promoted and the rollout done")
-        try:
-            s.drain()
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; {s.verdict(faults).details()}; committed "
-                                 f"{committed(kafka3.external, s.group, s.topic, PARTITIONS)} of {s.ends()}; "
-                                 f"status {c.cg().get('status')}") from exc
+        drain_or_explain(s, kafka3, faults)
     finally:
         s.producer.stop()
     verdict = s.verdict(faults)
