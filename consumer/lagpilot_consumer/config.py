@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from lagpilot.routes import Route, RouteError, load_routes
 from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, DEFAULT_UNAVAILABLE, CodeSet
 from lagpilot_consumer.sources.static import parse_partitions
 
@@ -75,6 +76,8 @@ class Config:
     oauth_client_secret_file: str = ""
     oauth_scope: str = ""
     oauth_ca_file: str = ""
+    routes: tuple[Route, ...] = ()  # empty: every record goes to --target-url
+    unmatched: str = "skip"  # skip | dead-letter: what happens to a record no route matches
 
 
 # flag -> (kind, default, help). kind: str|int|float|choice tuple. Defaults None = required/derived.
@@ -113,6 +116,10 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
                        "(traceparent and tracestate always are)"),
     "idempotency-header": (str, "", "request header carrying <topic>/<partition>/<offset> (e.g. "
                            "Idempotency-Key; empty: none)"),
+    "routes": (str, "", "routes as JSON (spec.routes): a record goes to every route it matches, in order, "
+               "as one unit; each route's url/method/headers override --target-url/--method/--headers"),
+    "unmatched": (("skip", "dead-letter"), "skip", "with --routes: a record matching no route is skipped "
+                  "(counted) or written to the dead-letter topic"),
     "dead-letter-topic": (str, "", "topic for records that cannot be delivered (empty: retry forever)"),
     "max-inflight": (int, 1000, "records fetched but not done before fetching pauses"),
     "max-inflight-bytes": (int, 64 * 1024 * 1024, "bytes of record values fetched but not done before "
@@ -396,6 +403,12 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         if not HEADER_NAME.match(name):
             raise ConfigError(f"invalid header name {name!r} (--header-mapping / --idempotency-header): "
                               "not an HTTP token")
+    try:
+        routes = load_routes(values["routes"])
+    except RouteError as exc:
+        raise ConfigError(f"invalid --routes ({sources['routes']}): {exc}") from None
+    if values["unmatched"] == "dead-letter" and not values["dead_letter_topic"]:
+        raise bad("unmatched", "needs --dead-letter-topic")
     bind = values["bind"] or env.get("POD_IP") or "0.0.0.0"
     return Config(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"], group_id=values["group_id"],
@@ -417,6 +430,6 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         assignment_configmap=values["assignment_configmap"],
         fence_timeout_seconds=values["fence_timeout_seconds"],
         lease_renew_seconds=values["lease_renew_seconds"], kafka_config=tuple(kafka), start_from=start_from,
-        target_tls_verify=values["target_tls_verify"] == "true",
+        target_tls_verify=values["target_tls_verify"] == "true", routes=routes, unmatched=values["unmatched"],
         **{attr: values[attr] for attr in (*files, "oauth_token_url", "oauth_client_id", "oauth_scope")},
     )

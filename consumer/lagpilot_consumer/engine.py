@@ -29,9 +29,11 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
+from lagpilot.routes import Route, routes_for
 from lagpilot_consumer import cloudevents, http1
 from lagpilot_consumer.auth import target_auth
 from lagpilot_consumer.config import Config
@@ -47,7 +49,7 @@ log = logging.getLogger("lagpilot.consumer.delivery")
 MAX_REDIRECTS = 3  # 307/308 hops followed within the target's origin
 SWEEP_SECONDS = 0.05  # how often parked records are checked for cancellation
 _RESERVED = {"host", "content-length", "transfer-encoding", "connection"}
-_OURS = {"x-lagpilot-topic", "x-lagpilot-partition", "x-lagpilot-offset", "x-lagpilot-timestamp",
+_OURS = {"x-lagpilot-topic", "x-lagpilot-route", "x-lagpilot-partition", "x-lagpilot-offset", "x-lagpilot-timestamp",
          "x-lagpilot-key", "x-lagpilot-key-encoding", "x-lagpilot-base64-headers"}
 
 
@@ -109,14 +111,16 @@ class WorkQueue(Protocol):
 class Job:
     """A dispatched record: its scheduler item and its attempts so far."""
 
-    __slots__ = ("attempt", "counted", "due", "item", "msg")
+    __slots__ = ("attempt", "counted", "due", "item", "msg", "plan", "step")
 
     def __init__(self, item: Item) -> None:
         self.item = item
         self.msg = HeadersOnce(item.payload)
-        self.attempt = 0
+        self.attempt = 0  # attempts of the current request (a record with routes has one per route)
         self.counted = 0
         self.due = 0.0
+        self.plan: tuple[int, ...] | None = None  # the targets this record goes to, in order; None: not yet
+        self.step = 0  # index in ``plan`` of the request being delivered (the ones before are done)
 
     def record(self) -> Record:
         """The record for its dead letter. A part that cannot be read (what made the delivery crash)
@@ -151,23 +155,27 @@ class RequestBuilder:
     too, so tracing works end to end; ``--idempotency-header`` names a header carrying
     ``<topic>/<partition>/<offset>``, the same on every redelivery."""
 
-    def __init__(self, cfg: Config, topic: str) -> None:
+    def __init__(self, cfg: Config, topic: str, url: str | None = None, method: str | None = None,
+                 headers: tuple[tuple[str, str], ...] = (), route: str | None = None) -> None:
         self.cfg = cfg
         self.topic = topic
+        self.url = url or cfg.target_url
         worker = cfg.pod_name or f"{socket.gethostname()}-{os.getpid()}"
-        base: list[tuple[str, str]] = [("X-Lagpilot-Worker", worker), *cfg.headers]
+        base: list[tuple[str, str]] = [("X-Lagpilot-Worker", worker), *cfg.headers, *headers]
         seen: dict[str, tuple[str, str]] = {}
         for name, value in base:  # later ones win, as they did when headers were a dict
             if name.lower() in _RESERVED - {"host"} or name.lower() in _OURS:
                 continue
             seen[name.lower()] = (name, value)
-        host = seen.pop("host", ("Host", http1.host_header(cfg.target_url)))[1]
+        host = seen.pop("host", ("Host", http1.host_header(self.url)))[1]
         lines = [f"Host: {host}"] + [f"{n}: {v}" for n, v in seen.values()] + [f"X-Lagpilot-Topic: {topic}"]
+        if route is not None:
+            lines.append(f"X-Lagpilot-Route: {route}")
         self.rest = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         # The same without a configured Content-Type, for requests whose Content-Type is the event's.
         no_ct = [ln for ln in lines if not ln.lower().startswith("content-type:")]
         self.rest_no_content_type = ("\r\n".join(no_ct) + "\r\n").encode("latin-1")
-        self.method = cfg.method
+        self.method = method or cfg.method
         self.format = cfg.format
         self.forwarded = {"traceparent", "tracestate", *(n.lower() for n in cfg.header_mapping)}
         self.idempotency = cfg.idempotency_header.encode("latin-1")
@@ -225,6 +233,25 @@ class RequestBuilder:
         return b"".join(parts)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one request of a record goes: ``--target-url``, or a route's own url/method/headers."""
+
+    name: str | None  # the route's name; None without routes
+    url: str
+    origin: Origin
+    builder: RequestBuilder
+    line: bytes
+
+    @classmethod
+    def of(cls, cfg: Config, route: Route | None = None) -> Target:
+        t = route.target if route is not None else None
+        url = (t.url if t is not None else None) or cfg.target_url
+        builder = RequestBuilder(cfg, cfg.topic, url, t.method if t is not None else None,
+                                 t.headers if t is not None else (), route.name if route is not None else None)
+        return cls(route.name if route is not None else None, url, Origin.of(url), builder, builder.line(url))
+
+
 class DeliveryEngine:
     """Runs the event loop in its own thread; every public method but the coroutines is thread-safe."""
 
@@ -235,10 +262,9 @@ class DeliveryEngine:
         self.dlq = dlq
         self.limit = ConcurrencyLimit(cfg.threads)
         self.rate = RateLimit(cfg.max_requests_per_second)
-        self.builder = RequestBuilder(cfg, cfg.topic)
-        self.origin = Origin.of(cfg.target_url)
+        self.routes: tuple[Route, ...] = cfg.routes
+        self.targets = [Target.of(cfg, r) for r in cfg.routes] if cfg.routes else [Target.of(cfg)]
         self.auth = target_auth(cfg, metrics)
-        self._line = self.builder.line(cfg.target_url)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool: Pool | None = None
         self._thread: threading.Thread | None = None
@@ -375,50 +401,89 @@ class DeliveryEngine:
         finally:
             self._busy -= 1
 
+    def _plan(self, job: Job) -> tuple[int, ...]:
+        if not self.routes:
+            return (0,)
+        return routes_for(self.routes, job.msg)
+
     async def _attempt(self, job: Job) -> None:
+        """The record's next attempt: its current request and, when that is delivered, the requests of the
+        routes after it, one after the other, until one fails (parked: its retry resumes there) or the
+        last is done."""
+        item = job.item
+        if job.plan is None:
+            job.plan = self._plan(job)
+            if not job.plan:
+                await self._unmatched(job)
+                return
+        cfg = self.cfg
+        while True:
+            if await self._cancelled_after_rate_wait(job):
+                return
+            job.attempt += 1
+            target = self.targets[job.plan[job.step]]
+            a = await self._send(job.msg, target)
+            decision = next_step(a.status, a.retry_after, job.attempt, job.counted, success=cfg.success_codes,
+                             retry=cfg.retry_codes, unavailable=cfg.unavailable_codes,
+                             max_attempts=cfg.max_attempts, initial_ms=cfg.initial_backoff_ms,
+                             max_ms=cfg.max_backoff_ms, dead_letter=self.dlq is not None)
+            p = item.partition
+            if decision.action == "done":
+                self.limit.on_success()
+                self.metrics.delivery("success", p, a.status, a.seconds)
+                job.step += 1
+                if job.step < len(job.plan):
+                    job.attempt = job.counted = 0
+                    continue
+                self.work.finish(item, "success")
+                return
+            break
+        if decision.overload and self.limit.on_overload(time.monotonic()):
+            log.info("target overloaded or unavailable: fewer requests at once",
+                     extra={"limit": self.limit.allowed(), "status": a.status, "error": a.error})
+        if decision.counted:
+            job.counted += 1
+        if decision.action == "dead_letter":
+            self.metrics.delivery("dead_letter", p, a.status, a.seconds)
+            await self._dead_letter(job, a, decision.verdict)
+            return
+        if decision.action == "hold":
+            self.metrics.delivery("error", p, a.status, a.seconds)
+            if job.counted == cfg.max_attempts or (decision.verdict == "fatal" and job.attempt == 1) \
+                    or job.attempt % 10 == 0:
+                log.error("record failed and there is no dead-letter topic: retrying at the max backoff",
+                          extra={"partition": p, "offset": item.offset, "status": a.status,
+                                 "error": a.error, "attempts": job.attempt, "route": target.name})
+        else:
+            self.metrics.delivery("retry", p, a.status, a.seconds)
+        self._park(job, decision.delay)
+
+    async def _cancelled_after_rate_wait(self, job: Job) -> bool:
+        """Checks ownership right before a request (and again after waiting for the rate limit); a
+        cancelled record ends here."""
         item = job.item
         if self.work.cancelled(item):
             self.work.finish(item, "cancelled")
-            return
+            return True
         wait = self.rate.reserve(time.monotonic())
         if wait > 0:
             self.metrics.rate_limited_seconds.inc(wait)
             await asyncio.sleep(wait)
             if self.work.cancelled(item):
                 self.work.finish(item, "cancelled")
-                return
-        job.attempt += 1
-        a = await self._send(job.msg)
-        cfg = self.cfg
-        step = next_step(a.status, a.retry_after, job.attempt, job.counted, success=cfg.success_codes,
-                         retry=cfg.retry_codes, unavailable=cfg.unavailable_codes,
-                         max_attempts=cfg.max_attempts, initial_ms=cfg.initial_backoff_ms,
-                         max_ms=cfg.max_backoff_ms, dead_letter=self.dlq is not None)
-        p = item.partition
-        if step.action == "done":
-            self.limit.on_success()
-            self.metrics.delivery("success", p, a.status, a.seconds)
-            self.work.finish(item, "success")
+                return True
+        return False
+
+    async def _unmatched(self, job: Job) -> None:
+        """A record no route takes: skipped (done, so the commit moves past it) or dead-lettered."""
+        self.metrics.unmatched.inc()
+        if self.cfg.unmatched == "dead-letter" and self.dlq is not None:
+            await self._dead_letter(job, Attempt(None, "the record matched no route", 0.0), "unmatched")
             return
-        if step.overload and self.limit.on_overload(time.monotonic()):
-            log.info("target overloaded or unavailable: fewer requests at once",
-                     extra={"limit": self.limit.allowed(), "status": a.status, "error": a.error})
-        if step.counted:
-            job.counted += 1
-        if step.action == "dead_letter":
-            self.metrics.delivery("dead_letter", p, a.status, a.seconds)
-            await self._dead_letter(job, a, step.verdict)
+        if self.work.cancelled(job.item):
+            self.work.finish(job.item, "cancelled")
             return
-        if step.action == "hold":
-            self.metrics.delivery("error", p, a.status, a.seconds)
-            if job.counted == cfg.max_attempts or (step.verdict == "fatal" and job.attempt == 1) \
-                    or job.attempt % 10 == 0:
-                log.error("record failed and there is no dead-letter topic: retrying at the max backoff",
-                          extra={"partition": p, "offset": item.offset, "status": a.status,
-                                 "error": a.error, "attempts": job.attempt})
-        else:
-            self.metrics.delivery("retry", p, a.status, a.seconds)
-        self._park(job, step.delay)
+        self.work.finish(job.item, "skipped")
 
     async def _crashed(self, job: Job, exc: Exception) -> None:
         """An exception while delivering (hostile input, a bug) counts as a failed attempt of this
@@ -437,7 +502,7 @@ class DeliveryEngine:
                 log.exception("dead-lettering a crashed record failed; retrying it")
         self._park(job, backoff_seconds(job.counted, cfg.initial_backoff_ms, cfg.max_backoff_ms))
 
-    async def _send(self, msg: Any) -> Attempt:
+    async def _send(self, msg: Any, target: Target) -> Attempt:
         """One attempt, every 307/308 hop within the origin included, bounded as a whole by the timeout.
         Other redirects are answers, not followed: a 301/302/303 would turn the POST into a body-less GET
         and a 2xx from there would commit a record never processed."""
@@ -445,8 +510,9 @@ class DeliveryEngine:
         cfg = self.cfg
         t0 = time.perf_counter()
         deadline = time.monotonic() + cfg.timeout_seconds
-        body, extra = self.builder.body(msg)
-        url, line, origin = cfg.target_url, self._line, self.origin
+        builder = target.builder
+        body, extra = builder.body(msg)
+        url, line, origin = target.url, target.line, target.origin
         auth, refreshed = self.auth, False
         try:
             hop = 0
@@ -455,7 +521,7 @@ class DeliveryEngine:
                 if auth is not None:
                     sent = await auth.header()
                     headers = [*extra, (b"Authorization", sent)]
-                resp = await self.pool.request(origin, self.builder.head(line, msg, len(body), headers), body,
+                resp = await self.pool.request(origin, builder.head(line, msg, len(body), headers), body,
                                                deadline)
                 status = resp.status
                 if status == 401 and auth is not None and auth.refreshable and not refreshed:
@@ -465,28 +531,34 @@ class DeliveryEngine:
                 hop += 1
                 if 300 <= status < 400:
                     loc = resp.headers.get(b"location", b"").decode("latin-1")
-                    target = urljoin(url, loc)
-                    if status in (307, 308) and same_origin(target, cfg.target_url) and hop <= MAX_REDIRECTS:
-                        url, line = target, self.builder.line(target)
+                    hop_url = urljoin(url, loc)
+                    if status in (307, 308) and same_origin(hop_url, target.url) and hop <= MAX_REDIRECTS:
+                        url, line = hop_url, builder.line(hop_url)
                         continue
                     why = ("to another origin, or too many" if status in (307, 308) else
                            "it would re-send the record as a GET without its body")
-                    return Attempt(status, f"HTTP {status}: redirect to {redact_url(target)} not followed "
+                    return Attempt(status, f"HTTP {status}: redirect to {redact_url(hop_url)} not followed "
                                            f"({why})", time.perf_counter() - t0)
                 return http1.attempt_from(resp, t0)
         except HttpError as exc:
-            return Attempt(None, http1.error_text(exc, cfg.timeout_seconds, cfg.target_url), time.perf_counter() - t0)
+            return Attempt(None, http1.error_text(exc, cfg.timeout_seconds, target.url), time.perf_counter() - t0)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _dead_letter(self, job: Job, a: Attempt, verdict: str) -> None:
         assert self.dlq is not None and self.loop is not None
         rec = job.record()
-        reason = {"reason": "rejected" if verdict == "fatal" else "attempts-exhausted",
+        why = {"fatal": "rejected", "unmatched": "unmatched"}.get(verdict, "attempts-exhausted")
+        reason = {"reason": why,
                   "status": "" if a.status is None else str(a.status), "error": a.error,
                   "attempts": str(job.attempt), "original-topic": rec.topic,
                   "original-partition": str(rec.partition), "original-offset": str(rec.offset)}
         if rec.timestamp_ms is not None:
             reason["original-timestamp"] = str(rec.timestamp_ms)
+        if self.routes and job.plan:
+            # Which request failed, and which of the record's requests were delivered before it.
+            names = [self.targets[i].name or "" for i in job.plan]
+            reason["route"] = names[min(job.step, len(names) - 1)]
+            reason["routes-delivered"] = ",".join(names[:job.step])
         log.warning("dead-lettering record", extra={"partition": rec.partition, "offset": rec.offset,
                                                     "status": a.status, "error": a.error,
                                                     "attempts": job.attempt})

@@ -61,6 +61,8 @@ class Metrics:
                                          "stops fetching", ["partition"], registry=r)
         self.fetch_held = Gauge("lagpilot_partition_fetch_held", "1 while a partition stops fetching "
                                 "because of --max-outstanding-per-partition", ["partition"], registry=r)
+        self.unmatched = Counter("lagpilot_records_unmatched", "Records that matched no route (skipped, or "
+                                 "dead-lettered with --unmatched dead-letter)", registry=r)
         self._deliv: dict[tuple[str, int], Counter] = {}
         self._hist: dict[tuple[str, int], Histogram] = {}
         self._cons: dict[int, Counter] = {}

@@ -35,6 +35,7 @@ class Arrival:
     status: int
     body: bytes
     headers: dict[str, str]
+    path: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -106,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
             # http.server decodes header bytes as latin-1; undo that to get the bytes sent.
             key = (base64.b64decode(raw_key) if self.headers.get("X-Lagpilot-Key-Encoding") == "base64"
                    else raw_key.encode("latin-1"))
-        status, retry_after, delay = target._decide(key)
+        status, retry_after, delay = target._decide(key, self.path)
         if target.authorize is not None and not target.authorize(self.headers.get("Authorization")):
             status, retry_after, delay = 401, None, 0.0
         if delay > 0:
@@ -119,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
             partition=int(self.headers.get("X-Lagpilot-Partition", "-1")),
             offset=int(self.headers.get("X-Lagpilot-Offset", "-1")),
             key=key, worker=self.headers.get("X-Lagpilot-Worker") or self.client_address[0],
-            start=start, end=time.monotonic(), status=status, body=body, headers=h))
+            start=start, end=time.monotonic(), status=status, body=body, headers=h, path=self.path))
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body_out)))
@@ -167,6 +168,7 @@ class RecordingTarget:
         self._fail_left: int | None = None
         self._fail_retry_after: int | None = None
         self._reject: dict[bytes, tuple[int, int | None]] = {}
+        self._reject_paths: dict[str, tuple[int, int]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -232,11 +234,23 @@ class RecordingTarget:
             for k in keys:
                 self._reject.pop(k, None)
 
+    def reject_path(self, path: str, status: int = 503, count: int = 1) -> None:
+        """Answer ``status`` to the next ``count`` requests for ``path`` (a route's URL path)."""
+        with self._lock:
+            self._reject_paths[path] = (status, count)
+
     def set_latency(self, seconds: float) -> None:
         self.latency_s = seconds
 
-    def _decide(self, key: bytes | None) -> tuple[int, int | None, float]:
+    def _decide(self, key: bytes | None, path: str = "") -> tuple[int, int | None, float]:
         with self._lock:
+            if path in self._reject_paths:
+                status, left = self._reject_paths[path]
+                if left <= 1:
+                    del self._reject_paths[path]
+                else:
+                    self._reject_paths[path] = (status, left - 1)
+                return status, None, self.latency_s
             if key is not None and key in self._reject:
                 status, retry_after = self._reject[key]
                 return status, retry_after, self.latency_s

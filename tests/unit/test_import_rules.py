@@ -1,6 +1,7 @@
 """The package layout's import rules (docs/architecture.md, "Packages"), checked on the source tree:
 
-- `lagpilot.protocol`, `lagpilot.timefmt` and `lagpilot.redact` import nothing of ours (every part may import them);
+- `lagpilot.protocol`, `lagpilot.timefmt`, `lagpilot.redact` and `lagpilot.routes` import nothing of ours
+  (every part may import them);
 - the pure planners (decisions from observed state to desired state) import no I/O library and, of ours,
   only other pure modules: so they stay testable without a cluster, a broker or a network;
 - the consumer never imports the operator, the operator never imports the consumer; neither imports the
@@ -22,7 +23,7 @@ PACKAGE_ROOTS = {"lagpilot": ROOT / "lagpilot", "lagpilot_operator": ROOT / "ope
                  "lagpilot_consumer": ROOT / "consumer" / "lagpilot_consumer"}
 OURS = tuple(PACKAGE_ROOTS)
 
-LEAVES = {"lagpilot.protocol", "lagpilot.timefmt", "lagpilot.redact"}
+LEAVES = {"lagpilot.protocol", "lagpilot.timefmt", "lagpilot.redact", "lagpilot.routes"}
 PURE = LEAVES | {
     "lagpilot_operator.resource.spec", "lagpilot_operator.resource.conditions", "lagpilot_operator.resource.patch",
     "lagpilot_operator.workload.plan", "lagpilot_operator.workload.diff", "lagpilot_operator.workload.status",

@@ -15,6 +15,7 @@ from typing import Any
 
 from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP, parse_status_codes
 from lagpilot.redact import redact_url
+from lagpilot.routes import UNMATCHED, Route, RouteError, parse_routes
 from lagpilot.timefmt import parse_rfc3339
 
 # Longest ConsumerGroup name: "<name>-<10 hex revision>" must stay a 63-character DNS label.
@@ -215,6 +216,8 @@ class ConsumerGroupSpec:
     autoscaling: AutoscaleSpec = field(default_factory=AutoscaleSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     paused: bool = False
+    routes: tuple[Route, ...] = ()  # empty: every record to target
+    unmatched: str = "skip"  # skip | deadLetter: a record no route matches
 
     @property
     def assignment_configmap(self) -> str:
@@ -369,6 +372,14 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
     threads = r.integer(raw, "threads", "spec", 4, minimum=1, maximum=1024)
     ordering = r.string(raw, "ordering", "spec", default="key", choices=ORDERINGS) or "key"
     paused = r.boolean(raw, "paused", "spec", False)
+    routes: tuple[Route, ...] = ()
+    try:
+        routes = parse_routes(raw.get("routes"), "spec.routes")
+    except RouteError as exc:
+        r.bad(exc.path, "InvalidRoute", exc.reason)
+    unmatched = r.string(raw, "unmatched", "spec", default="skip", choices=UNMATCHED) or "skip"
+    if unmatched == "deadLetter" and dlq is None:
+        r.bad("spec.unmatched", "NoDeadLetterTopic", "deadLetter needs spec.deadLetterTopic")
     start_from = r.string(raw, "startFrom", "spec", default="earliest") or "earliest"
     if start_from not in START_FROM and ("T" not in start_from or parse_rfc3339(start_from) is None):
         r.bad("spec.startFrom", "InvalidStartFrom",
@@ -381,7 +392,7 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
         name=name, namespace=namespace, bootstrap_servers=bootstrap, topic=topic, group_id=group_id,
         target=target, image=image, workers=workers, threads=threads, ordering=ordering, retry=retry,
         dead_letter_topic=dlq, start_from=start_from, kafka=kafka, template=template, autoscaling=autoscaling,
-        rollout=rollout, paused=paused)
+        rollout=rollout, paused=paused, routes=routes, unmatched=unmatched)
     return spec, problems
 
 

@@ -32,6 +32,7 @@ from lagpilot.protocol import (
     WORKER_APP,
     AssignmentDoc,
 )
+from lagpilot.routes import routes_document
 from lagpilot_operator.resource.spec import ConsumerGroupSpec
 from lagpilot_operator.workload import kafka_client
 from lagpilot_operator.workload.sizing import effective_workers
@@ -151,6 +152,10 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
         env.append(_env_value("LAGPILOT_MAX_REQUESTS_PER_SECOND", _format_number(t.max_requests_per_second)))
     if spec.dead_letter_topic:
         env.append(_env_value("LAGPILOT_DEAD_LETTER_TOPIC", spec.dead_letter_topic))
+    if spec.routes:
+        env.append(_env_value("LAGPILOT_ROUTES", routes_document(spec.routes)))
+    if spec.unmatched == "deadLetter":
+        env.append(_env_value("LAGPILOT_UNMATCHED", "dead-letter"))
     if spec.start_from != "earliest":
         env.append(_env_value("LAGPILOT_START_FROM", spec.start_from))
     env += kafka_client.worker_env(kafka_client.client_settings(spec.kafka))

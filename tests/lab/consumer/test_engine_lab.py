@@ -6,8 +6,10 @@ and the request-rate cap."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,3 +223,93 @@ def test_https_target_verified_against_a_mounted_ca(tmp_path: Path, monkeypatch:
         finally:
             engine.stop()
         assert (0, 9) not in {(a.partition, a.offset) for a in target.arrivals()}
+
+
+class JsonMessage(Message):
+    """A record whose value is a JSON order."""
+
+    def __init__(self, partition: int, offset: int, key: bytes, kind: str) -> None:
+        super().__init__(partition, offset, key)
+        self.kind = kind
+
+    def value(self) -> bytes:
+        return json.dumps({"order": {"type": self.kind, "n": self._o}}).encode()
+
+
+class Letters:
+    """A dead-letter writer that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[int, dict[str, str]]] = []
+
+    def write(self, rec: Any, reason: dict[str, str], cancelled: object) -> bool:
+        self.written.append((rec.offset, reason))
+        return True
+
+
+ROUTES = json.dumps([
+    {"name": "users", "match": {"key": {"prefix": "user-"}}, "target": {"url": "{base}/users"}},
+    {"name": "refunds", "match": {"json": {"path": "order.type", "equals": "refund"}},
+     "target": {"url": "{base}/refunds", "method": "PUT", "headers": {"X-Route-Header": "r"}}},
+])
+
+
+def routes_config(target: RecordingTarget, *extra: str) -> Config:
+    base = target.url.rsplit("/", 1)[0]
+    return config(target, "--routes", ROUTES.replace("{base}", base), *extra)
+
+
+def test_a_record_matching_two_routes_is_two_requests_in_route_order_resumed_at_the_failed_one(
+        target: RecordingTarget) -> None:
+    queue = Queue()
+    kinds = ["refund", "sale", "refund", "refund"]
+    for off, kind in enumerate(kinds):
+        queue.add(JsonMessage(0, off, b"user-1", kind))
+    queue.add(JsonMessage(1, 0, b"admin", "refund"))  # only the JSON route
+    queue.add(JsonMessage(1, 1, b"admin", "sale"))  # no route: skipped
+    target.reject_path("/refunds", status=503, count=3)  # offset 0's second request fails 3 times
+    metrics = Metrics()
+    engine = run(routes_config(target), queue, metrics)
+    try:
+        wait_for(lambda: len(queue.outcomes) == 6, timeout=30, what="six records finished")
+    finally:
+        engine.stop()
+    assert queue.outcomes[(1, 1)] == "skipped"
+    assert metrics.unmatched._value.get() == 1
+    accepted = [(a.partition, a.offset, a.path) for a in target.arrivals() if a.accepted]
+    user = [(o, path) for p, o, path in accepted if p == 0]
+    assert user == [(0, "/users"), (0, "/refunds"), (1, "/users"), (2, "/users"), (2, "/refunds"),
+                    (3, "/users"), (3, "/refunds")], "route order within a record, key order across records"
+    failed = [(a.offset, a.path) for a in target.arrivals() if not a.accepted]
+    assert failed == [(0, "/refunds")] * 3
+    users_of_0 = [a for a in target.arrivals() if a.partition == 0 and a.offset == 0 and a.path == "/users"]
+    assert len(users_of_0) == 1, "the retry resumed at the failed request, the delivered one was not re-sent"
+    assert [(o, path) for p, o, path in accepted if p == 1] == [(0, "/refunds")]
+    refund = next(a for a in target.arrivals() if a.path == "/refunds" and a.accepted)
+    assert refund.headers["X-Route-Header"] == "r" and refund.headers["X-Lagpilot-Route"] == "refunds"
+    assert "X-Route-Header" not in next(a for a in target.arrivals() if a.path == "/users").headers
+
+
+def test_a_route_that_keeps_failing_dead_letters_the_record_saying_which_route_and_what_was_done(
+        target: RecordingTarget) -> None:
+    queue = Queue()
+    queue.add(JsonMessage(0, 0, b"user-1", "refund"))
+    queue.add(JsonMessage(0, 1, b"user-1", "refund"))
+    queue.add(JsonMessage(0, 2, b"nobody", "sale"))  # no route: dead-lettered with --unmatched dead-letter
+    target.reject_path("/refunds", status=400, count=1)  # offset 0's refund request is rejected (fatal)
+    letters = Letters()
+    engine = DeliveryEngine(routes_config(target, "--unmatched", "dead-letter", "--dead-letter-topic", "dlq"),
+                            Metrics(), queue, letters)  # type: ignore[arg-type]
+    engine.start()
+    engine.wake()
+    try:
+        wait_for(lambda: len(queue.outcomes) == 3, timeout=30, what="three records finished")
+    finally:
+        engine.stop()
+    assert queue.outcomes == {(0, 0): "dead_letter", (0, 1): "success", (0, 2): "dead_letter"}
+    by_offset = dict(letters.written)
+    assert by_offset[0]["reason"] == "rejected" and by_offset[0]["status"] == "400"
+    assert by_offset[0]["route"] == "refunds" and by_offset[0]["routes-delivered"] == "users"
+    assert by_offset[2]["reason"] == "unmatched" and by_offset[2]["error"] == "the record matched no route"
+    assert [(a.offset, a.path) for a in target.arrivals() if a.accepted] == [(0, "/users"), (1, "/users"),
+                                                                             (1, "/refunds")]

@@ -106,6 +106,11 @@ def test_k8s_mode_takes_pod_identity_from_env() -> None:
     (["--no-such-flag"], {}, "unrecognized arguments"),
     ([], {"LAGPILOT_KAFKA_ENABLE_AUTO_COMMIT": "true"}, "enable.auto.commit"),
     (["--kafka-config-file", "/nonexistent/x"], {}, "cannot read"),
+    (["--routes", "{"], {}, "invalid --routes (argv): routes: is not JSON"),
+    ([], {"LAGPILOT_ROUTES": '[{"match": {"key": {"regex": "("}}}]'},
+     "invalid --routes (LAGPILOT_ROUTES): routes[0].match.key.regex: is not a valid regular expression"),
+    (["--unmatched", "dead-letter"], {}, "needs --dead-letter-topic"),
+    (["--unmatched", "drop"], {}, "must be one of skip, dead-letter"),
 ])
 def test_invalid_values_name_the_value_and_why(args: list[str], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -262,7 +262,7 @@ def test_full_example_uses_every_spec_level() -> None:
                 visit(item, path + "[]")
 
     for name, cg in EXAMPLES:
-        if name.startswith(("full.yaml", "secure.yaml")):
+        if name.startswith(("full.yaml", "secure.yaml", "routes.yaml")):
             visit(cg["spec"], "spec")
     spec_levels = {lv.path for lv in gen.levels(SCHEMA) if lv.path.startswith("spec")}
     assert spec_levels <= used

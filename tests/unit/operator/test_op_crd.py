@@ -99,7 +99,7 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 def examples() -> list[dict[str, Any]]:
     docs = []
-    for name in ("minimal.yaml", "full.yaml", "secure.yaml"):
+    for name in ("minimal.yaml", "full.yaml", "secure.yaml", "routes.yaml"):
         docs += [d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text())
                  if d["kind"] == "ConsumerGroup"]
     return docs
@@ -133,6 +133,9 @@ def test_schema_defaults_equal_operator_defaults(cg: dict[str, Any]) -> None:
     ({"target": {"url": "http://x", "connection": "keep"}}, ".spec.target.connection: not in enum"),
     ({"rollout": {"strategy": "Big"}}, ".spec.rollout.strategy: not in enum"),
     ({"bogus": 1}, ".spec.bogus: unknown field"),
+    ({"routes": [{"match": {"kee": {}}}]}, ".spec.routes[0].match.kee: unknown field"),
+    ({"routes": [{"target": {"method": "GET"}}]}, ".spec.routes[0].target.method: not in enum"),
+    ({"unmatched": "drop"}, ".spec.unmatched: not in enum"),
 ])
 def test_schema_rejects(patch: dict[str, Any], fragment: str) -> None:
     cg = examples()[0]

@@ -145,6 +145,14 @@ INVALID: list[tuple[str, dict[str, Any], tuple[str, str]]] = [
     ("canary error rate", {"rollout": {"canary": {"maxErrorRate": 2}}}, ("spec.rollout.canary.maxErrorRate",
                                                                          "OutOfRange")),
     ("paused type", {"paused": "yes"}, ("spec.paused", "WrongType")),
+    ("route match field", {"routes": [{"match": {"kee": {"exact": "x"}}}]}, ("spec.routes[0].match", "InvalidRoute")),
+    ("route regex", {"routes": [{"match": {"key": {"regex": "("}}}]},
+     ("spec.routes[0].match.key.regex", "InvalidRoute")),
+    ("route names", {"routes": [{"name": "a"}, {"name": "a"}]}, ("spec.routes[1].name", "InvalidRoute")),
+    ("route json path", {"routes": [{"match": {"json": {"path": "a..b", "exists": True}}}]},
+     ("spec.routes[0].match.json.path", "InvalidRoute")),
+    ("unmatched enum", {"unmatched": "drop"}, ("spec.unmatched", "NotAllowed")),
+    ("unmatched dead letter without topic", {"unmatched": "deadLetter"}, ("spec.unmatched", "NoDeadLetterTopic")),
     ("template type", {"template": []}, ("spec.template", "WrongType")),
 ]
 
@@ -184,3 +192,29 @@ def test_perrequest_connection_and_explicit_group_id() -> None:
 def test_number_accepts_int_timeout() -> None:
     spec, problems = parse(body({"target": {"url": "http://x", "timeoutSeconds": 3}}), IMAGE)
     assert not problems and spec is not None and spec.target.timeout_seconds == 3
+
+
+def test_routes_example_parses_and_the_workers_get_the_same_routes() -> None:
+    from lagpilot.routes import load_routes
+    from lagpilot_consumer.config import parse as parse_config
+    from lagpilot_operator.workload.plan import consumer_env
+
+    cg = yaml.safe_load((ROOT / "examples" / "routes.yaml").read_text())
+    cg["metadata"]["namespace"] = "shop"
+    spec, problems = parse(cg, IMAGE)
+    assert spec is not None and problems == []
+    assert [r.name for r in spec.routes] == ["ledger", "refunds", "crm"] and spec.unmatched == "deadLetter"
+    env = {e["name"]: e["value"] for e in consumer_env(spec, 20) if "value" in e}
+    assert load_routes(env["LAGPILOT_ROUTES"]) == spec.routes
+    assert env["LAGPILOT_UNMATCHED"] == "dead-letter"
+    cfg = parse_config([], {**env, "POD_NAMESPACE": "shop", "POD_NAME": "w-0"})
+    assert cfg.routes == spec.routes and cfg.unmatched == "dead-letter"
+
+
+def test_no_routes_means_no_routes_env() -> None:
+    from lagpilot_operator.workload.plan import consumer_env
+
+    spec, _ = parse(body(), IMAGE)
+    assert spec is not None and spec.routes == () and spec.unmatched == "skip"
+    names = {e["name"] for e in consumer_env(spec, 20)}
+    assert "LAGPILOT_ROUTES" not in names and "LAGPILOT_UNMATCHED" not in names
