@@ -502,7 +502,7 @@ class DeliveryEngine:
                 log.exception("dead-lettering a crashed record failed; retrying it")
         self._park(job, backoff_seconds(job.counted, cfg.initial_backoff_ms, cfg.max_backoff_ms))
 
-    async def _send(self, msg: Any, target: Target) -> Attempt:
+    async def _send(self, msg: Any, target: Target | None = None) -> Attempt:
         """One attempt, every 307/308 hop within the origin included, bounded as a whole by the timeout.
         Other redirects are answers, not followed: a 301/302/303 would turn the POST into a body-less GET
         and a 2xx from there would commit a record never processed."""
@@ -510,6 +510,7 @@ class DeliveryEngine:
         cfg = self.cfg
         t0 = time.perf_counter()
         deadline = time.monotonic() + cfg.timeout_seconds
+        target = target or self.targets[0]
         builder = target.builder
         body, extra = builder.body(msg)
         url, line, origin = target.url, target.line, target.origin
