@@ -23,6 +23,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import operator
 import os
 import socket
 import threading
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
-from lagpilot.routes import Route, routes_for
+from lagpilot.routes import Route, RouteTarget, routes_for
 from lagpilot_consumer import cloudevents, http1
 from lagpilot_consumer.auth import target_auth
 from lagpilot_consumer.config import Config
@@ -57,14 +58,24 @@ class UnreadableHeaders(ValueError):
     """The record's Kafka headers cannot be read (a header name that is not UTF-8)."""
 
 
-class HeadersOnce:
-    """A Kafka message whose ``headers()`` is called at most once.
+# ``Message.headers()`` called through a C-level call (``PyObject_VectorcallMethod``), never a plain
+# ``msg.headers()``: see HeadersOnce.
+_read_headers = operator.methodcaller("headers")
 
-    confluent-kafka raises from ``Message.headers()`` for a header name that is not UTF-8 (Kafka allows any
-    bytes; Go clients write them), and every later call returns a list holding a NULL object, which
-    crashes the interpreter when read. So the first result, or the first exception, is kept and given
-    back on every attempt: such a record crashes each attempt the same way (retried, dead-lettered after
-    ``--max-attempts``), and the worker lives."""
+
+class HeadersOnce:
+    """A Kafka message whose ``headers()`` is called at most once, through a checked call.
+
+    For a header name that is not UTF-8 (Kafka allows any bytes; Go clients write them) confluent-kafka's
+    ``Message.headers()`` (2.16.x) returns a list holding a NULL object *with the decode error still set*
+    instead of failing, and caches that list. CPython's generic call path sees the pending error and raises
+    ``SystemError`` from it; but a plain ``msg.headers()`` call site that the 3.11 interpreter has
+    specialised (after a few calls) skips that check: the NULL list comes back as a result, the error stays
+    pending for some later unrelated call, and reading the list crashes the interpreter (the worker
+    segfaulted in 4 of 12 runs of the lab test). ``operator.methodcaller`` always goes through
+    ``PyObject_VectorcallMethod``, which checks. The first result, or the first exception, is kept and
+    given back on every attempt: such a record crashes each attempt the same way (retried, dead-lettered
+    after ``--max-attempts``), and the worker lives."""
 
     __slots__ = ("_headers", "_msg")
 
@@ -75,7 +86,7 @@ class HeadersOnce:
     def headers(self) -> Any:
         if self._headers is HeadersOnce:
             try:
-                self._headers = self._msg.headers()
+                self._headers = _read_headers(self._msg)
             except Exception as exc:
                 cause = exc.__cause__ or exc  # confluent-kafka wraps the UnicodeDecodeError in a SystemError
                 self._headers = UnreadableHeaders(f"Kafka headers not readable ({type(cause).__name__}: {cause})")
@@ -245,11 +256,10 @@ class Target:
 
     @classmethod
     def of(cls, cfg: Config, route: Route | None = None) -> Target:
-        t = route.target if route is not None else None
-        url = (t.url if t is not None else None) or cfg.target_url
-        builder = RequestBuilder(cfg, cfg.topic, url, t.method if t is not None else None,
-                                 t.headers if t is not None else (), route.name if route is not None else None)
-        return cls(route.name if route is not None else None, url, Origin.of(url), builder, builder.line(url))
+        name, t = (route.name, route.target) if route is not None else (None, RouteTarget())
+        url = t.url or cfg.target_url
+        builder = RequestBuilder(cfg, cfg.topic, url, t.method, t.headers, name)
+        return cls(name, url, Origin.of(url), builder, builder.line(url))
 
 
 class DeliveryEngine:
@@ -262,7 +272,6 @@ class DeliveryEngine:
         self.dlq = dlq
         self.limit = ConcurrencyLimit(cfg.threads)
         self.rate = RateLimit(cfg.max_requests_per_second)
-        self.routes: tuple[Route, ...] = cfg.routes
         self.targets = [Target.of(cfg, r) for r in cfg.routes] if cfg.routes else [Target.of(cfg)]
         self.auth = target_auth(cfg, metrics)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -402,9 +411,9 @@ class DeliveryEngine:
             self._busy -= 1
 
     def _plan(self, job: Job) -> tuple[int, ...]:
-        if not self.routes:
+        if not self.cfg.routes:
             return (0,)
-        return routes_for(self.routes, job.msg)
+        return routes_for(self.cfg.routes, job.msg)
 
     async def _attempt(self, job: Job) -> None:
         """The record's next attempt: its current request and, when that is delivered, the requests of the
@@ -424,9 +433,9 @@ class DeliveryEngine:
             target = self.targets[job.plan[job.step]]
             a = await self._send(job.msg, target)
             decision = next_step(a.status, a.retry_after, job.attempt, job.counted, success=cfg.success_codes,
-                             retry=cfg.retry_codes, unavailable=cfg.unavailable_codes,
-                             max_attempts=cfg.max_attempts, initial_ms=cfg.initial_backoff_ms,
-                             max_ms=cfg.max_backoff_ms, dead_letter=self.dlq is not None)
+                                 retry=cfg.retry_codes, unavailable=cfg.unavailable_codes,
+                                 max_attempts=cfg.max_attempts, initial_ms=cfg.initial_backoff_ms,
+                                 max_ms=cfg.max_backoff_ms, dead_letter=self.dlq is not None)
             p = item.partition
             if decision.action == "done":
                 self.limit.on_success()
@@ -555,7 +564,7 @@ class DeliveryEngine:
                   "original-partition": str(rec.partition), "original-offset": str(rec.offset)}
         if rec.timestamp_ms is not None:
             reason["original-timestamp"] = str(rec.timestamp_ms)
-        if self.routes and job.plan:
+        if self.cfg.routes and job.plan:
             # Which request failed, and which of the record's requests were delivered before it.
             names = [self.targets[i].name or "" for i in job.plan]
             reason["route"] = names[min(job.step, len(names) - 1)]

@@ -27,7 +27,7 @@ LEAVES = {"lagpilot.protocol", "lagpilot.timefmt", "lagpilot.redact", "lagpilot.
 PURE = LEAVES | {
     "lagpilot_operator.resource.spec", "lagpilot_operator.resource.conditions", "lagpilot_operator.resource.patch",
     "lagpilot_operator.workload.plan", "lagpilot_operator.workload.diff", "lagpilot_operator.workload.status",
-    "lagpilot_operator.workload.sizing", "lagpilot_operator.workload.resync",
+    "lagpilot_operator.workload.sizing", "lagpilot_operator.workload.cpu", "lagpilot_operator.workload.resync",
     "lagpilot_operator.workload.kafka_client", "lagpilot_operator.brokererrors",
     "lagpilot_operator.handoff.planner", "lagpilot_operator.handoff.rollout", "lagpilot_operator.handoff.observe",
     "lagpilot_operator.handoff.triggers",

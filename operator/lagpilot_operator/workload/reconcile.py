@@ -35,6 +35,7 @@ from lagpilot_operator.workload import kafka_client
 from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload import status as st
 from lagpilot_operator.workload.applied import AppliedCache
+from lagpilot_operator.workload.cpu import PodSizing, size_pods
 from lagpilot_operator.workload.diff import deployment_state, differences, stale_deployments
 from lagpilot_operator.workload.status import TopicInfo
 from lagpilot_operator.workload.topics import TopicReader
@@ -200,9 +201,12 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     revision = deployment_name = None
     coord: HandoffResult | None = None
     workers = int(previous.get("workers") or 0)
+    sizing: PodSizing | None = None
     if spec is not None and not problems:
         workers = desired_workers(spec, previous)
-        desired = planner.plan(spec, owner, workers, settings.fence_timeout_seconds, settings.assignment_mode)
+        sizing = size_pods(spec, workers, topic.partitions if topic is not None else None)
+        pod_spec, pod_count = sizing.spec, sizing.pods
+        desired = planner.plan(pod_spec, owner, pod_count, settings.fence_timeout_seconds, settings.assignment_mode)
         revision, deployment_name = desired.revision, desired.deployment_name
         for obj in desired.applied:
             fresh, token = applied.check(obj) if applied is not None else (False, 0)
@@ -219,7 +223,7 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
             # The hand-off owns the per-revision Deployments (it leaves them alone while
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.
             if topic is not None and topic.partitions is not None:
-                coord = reconcile_handoff(kube, body, spec, revision, workers, topic.partitions, time.time(),
+                coord = reconcile_handoff(kube, body, pod_spec, revision, pod_count, topic.partitions, time.time(),
                                              settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube))
                 result.actions += coord.actions
                 if coord.rollout.get("phase") == ABORTED and coord.rollout.get("stableRevision"):
@@ -248,6 +252,10 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         deployment_name = newest["metadata"]["name"]
         revision = (newest["metadata"].get("labels") or {}).get(LABEL_REVISION)
         workers = int((newest.get("spec") or {}).get("replicas") or 0)
+        if int(((previous.get("sizing") or {}).get("podsPerWorker")) or 1) > 1:
+            # Pods of workers split by CPU: report those pods, and keep the worker count as it was.
+            sizing = PodSizing(spec, int(previous.get("workers") or 0), workers,
+                               int(previous["sizing"]["podsPerWorker"])) if spec is not None else None
     if spec is not None and spec.paused and deployment_name and not any(
             d["metadata"]["name"] == deployment_name for d in existing) and existing:
         # Paused before the new revision was created: report on what runs.
@@ -257,7 +265,8 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
     pods = kube.list("Pod", namespace, selector)
     troubles = [t for p in pods if (t := st.pod_trouble(p, time.time())) is not None]
     obs = st.Observation(
-        generation=generation, name=name, desired_workers=workers, revision=revision,
+        generation=generation, name=name, desired_workers=sizing.pods if sizing else workers, revision=revision,
+        sizing=sizing,
         deployment_name=deployment_name, deployments=[deployment_state(d) for d in existing],
         problems=problems, topic=topic, missing_secrets=missing, refused_secrets=refused, namespace=namespace,
         pod_troubles=troubles,

@@ -12,6 +12,7 @@ from lagpilot.timefmt import parse_rfc3339
 from lagpilot_operator.resource import conditions as cond
 from lagpilot_operator.resource.conditions import FALSE, TRUE, Condition
 from lagpilot_operator.resource.spec import NO_CONTACT, Problem, describe
+from lagpilot_operator.workload.cpu import PodSizing
 from lagpilot_operator.workload.diff import DeploymentState, differences
 from lagpilot_operator.workload.plan import status_selector
 
@@ -109,6 +110,8 @@ class Observation:
     # Partitions no worker is confirmed to process (status.assignment.unowned, assignment mode k8s);
     # None when not known (kafka mode, or no partition count): then readiness is judged on workers only.
     unowned_partitions: Sequence[int] | None = None
+    # Workers split into pods by CPU (workload.cpu): desired_workers then counts pods, status reports workers.
+    sizing: PodSizing | None = None
 
 
 def _degraded_causes(obs: Observation) -> list[tuple[str, str]]:
@@ -148,6 +151,8 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
     ready = current.ready if current else 0
     causes = _degraded_causes(obs)
     invalid = bool(obs.problems)
+    # With workers split by CPU the counts below are pods: say so.
+    unit = "worker pods" if obs.sizing and obs.sizing.pods_per_worker > 1 else "workers"
 
     degraded = (Condition("Degraded", TRUE, causes[0][0], "; ".join(m for _, m in causes)) if causes
                 else Condition("Degraded", FALSE, "AsExpected", "no problems found"))
@@ -164,10 +169,10 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
                                 f"replacing {', '.join(sorted(d.name for d in old))}")
     elif not current.settled or current.replicas != obs.desired_workers:
         progressing = Condition("Progressing", TRUE, "Scaling",
-                                f"{ready}/{obs.desired_workers} workers ready")
+                                f"{ready}/{obs.desired_workers} {unit} ready")
     else:
         progressing = Condition("Progressing", FALSE, "Complete",
-                                f"revision {obs.revision} runs {obs.desired_workers} workers")
+                                f"revision {obs.revision} runs {obs.desired_workers} {unit}")
 
     all_ready = (current is not None and not old and current.settled
                  and current.replicas == obs.desired_workers and ready >= obs.desired_workers)
@@ -177,13 +182,13 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
         ready_c = Condition("Ready", TRUE, "ScaledToZero", "no workers requested")
     elif all_ready and obs.unowned_partitions:
         ready_c = Condition("Ready", FALSE, "PartitionsUnowned",
-                            f"{ready}/{obs.desired_workers} workers ready; partitions not owned yet: "
+                            f"{ready}/{obs.desired_workers} {unit} ready; partitions not owned yet: "
                             f"{list(obs.unowned_partitions)}")
     elif all_ready:
-        ready_c = Condition("Ready", TRUE, "WorkersReady", f"{ready}/{obs.desired_workers} workers ready"
+        ready_c = Condition("Ready", TRUE, "WorkersReady", f"{ready}/{obs.desired_workers} {unit} ready"
                             + ("" if obs.unowned_partitions is None else "; every partition owned"))
     else:
-        ready_c = Condition("Ready", FALSE, "WorkersNotReady", f"{ready}/{obs.desired_workers} workers ready")
+        ready_c = Condition("Ready", FALSE, "WorkersNotReady", f"{ready}/{obs.desired_workers} {unit} ready")
 
     if invalid:
         phase = "Invalid"
@@ -202,8 +207,8 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
     partitions = obs.topic.partitions if obs.topic and obs.topic.partitions is not None else previous_partitions
     out: dict[str, Any] = {
         "observedGeneration": obs.generation,
-        "workers": obs.desired_workers,
-        "readyWorkers": ready,
+        "workers": obs.sizing.workers if obs.sizing else obs.desired_workers,
+        "readyWorkers": obs.sizing.ready_workers(ready) if obs.sizing else ready,
         "selector": status_selector(obs.name),
         "phase": phase,
         "conditions": cond.merge(previous.get("conditions") or [], [ready_c, progressing, degraded], now,
@@ -213,6 +218,11 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
         out["revision"] = obs.revision
     if partitions is not None:
         out["partitions"] = partitions
+    sizing = obs.sizing.status() if obs.sizing else None
+    if sizing is not None:
+        out["sizing"] = sizing
+    elif previous.get("sizing") is not None:
+        out["sizing"] = None  # a merge patch: removes it
     return out
 
 

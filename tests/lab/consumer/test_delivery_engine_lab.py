@@ -7,6 +7,8 @@ its key's order, then dead-lettered."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -135,9 +137,44 @@ def test_offsets_behind_a_stuck_record_are_bounded_and_other_partitions_go_on(
     assert cp.terminate() == 0
 
 
-@pytest.mark.skip(reason="confluent-kafka 2.16.1: Message.headers() on a non-UTF-8 header name leaves a Python "
-                         "exception set and a NULL in the list; the worker segfaulted in 4 of 12 runs "
-                         "(docs/consumer.md, open findings). Un-skip to reproduce.")
+READ_HEADERS = """
+import sys
+from confluent_kafka import Consumer
+from lagpilot_consumer.engine import HeadersOnce, UnreadableHeaders
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "headers-" + sys.argv[2],
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe([sys.argv[2]])
+msgs = []
+while len(msgs) < int(sys.argv[3]):
+    m = c.poll(5)
+    if m is not None and m.error() is None:
+        msgs.append(m)
+unreadable = 0
+for m in msgs:
+    try:
+        HeadersOnce(m).headers()
+    except UnreadableHeaders:
+        unreadable += 1
+print("unreadable", unreadable, flush=True)
+c.close()
+"""
+
+
+def test_unreadable_kafka_headers_raise_where_they_are_read_every_time(
+        bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """confluent-kafka returns the header list of a non-UTF-8 header name with the decode error still set.
+    Read at a plain ``msg.headers()`` call site, the error escapes once CPython 3.11 has specialised that
+    site (after a few calls) and surfaces at some later, unrelated call; the list it returned crashes the
+    interpreter when read. Through ``HeadersOnce`` (a checked call) every one of 60 such records raises
+    ``UnreadableHeaders`` where it is read, and the process ends normally. With ``HeadersOnce`` calling
+    ``self._msg.headers()`` directly this fails: the SystemError escapes its ``try``."""
+    topic = topic_factory(partitions=1, prefix="e-headers")
+    produce_raw(bootstrap, topic, [(0, b"k", f"v{i}".encode(), [(b"\xff\xfe-bad", b"v")]) for i in range(60)])
+    run = subprocess.run([sys.executable, "-c", READ_HEADERS, bootstrap, topic, "60"], capture_output=True,
+                         text=True, timeout=120)
+    assert (run.returncode, run.stdout.strip()) == (0, "unreadable 60"), run.stderr[-2000:]
+
+
 def test_a_delivery_that_crashes_is_retried_in_key_order_then_dead_lettered(
         bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
         run_consumer: Callable[..., ConsumerProcess]) -> None:

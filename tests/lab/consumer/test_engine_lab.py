@@ -81,14 +81,25 @@ class Queue:
         return item.partition in self.cancelled_partitions
 
 
+class Letters:
+    """A dead-letter writer that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[int, dict[str, str]]] = []
+
+    def write(self, rec: Any, reason: dict[str, str], cancelled: object) -> bool:
+        self.written.append((rec.offset, reason))
+        return True
+
+
 def config(target: RecordingTarget, *extra: str) -> Config:
     return parse(["--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--group-id", "g", "--target-url",
                   target.url, "--partitions", "0-3", "--initial-backoff-ms", "20", "--max-backoff-ms", "100",
                   *extra], {})
 
 
-def run(cfg: Config, queue: Queue, metrics: Metrics | None = None) -> DeliveryEngine:
-    engine = DeliveryEngine(cfg, metrics or Metrics(), queue, None)
+def run(cfg: Config, queue: Queue, metrics: Metrics | None = None, dlq: Letters | None = None) -> DeliveryEngine:
+    engine = DeliveryEngine(cfg, metrics or Metrics(), queue, dlq)  # type: ignore[arg-type]
     engine.start()
     engine.wake()
     return engine
@@ -109,26 +120,17 @@ def test_an_exception_while_delivering_is_a_failed_attempt_retried_in_order(targ
 
 def test_a_crashing_record_is_dead_lettered_after_max_attempts_when_there_is_a_topic(
         target: RecordingTarget) -> None:
-    class Dlq:
-        written: list[dict[str, str]] = []
-
-        def write(self, rec: object, reason: dict[str, str], cancelled: object) -> bool:
-            self.written.append(reason)
-            return True
-
     queue = Queue()
     queue.add(Message(0, 0, b"k", crash=10**6))  # every attempt crashes (value() raises)
     queue.add(Message(0, 1, b"k"))
-    dlq = Dlq()
-    engine = DeliveryEngine(config(target, "--max-attempts", "3"), Metrics(), queue, dlq)  # type: ignore[arg-type]
-    engine.start()
-    engine.wake()
+    dlq = Letters()
+    engine = run(config(target, "--max-attempts", "3"), queue, dlq=dlq)
     try:
         wait_for(lambda: len(queue.outcomes) == 2, timeout=20, what="both finished")
     finally:
         engine.stop()
     assert queue.outcomes == {(0, 0): "dead_letter", (0, 1): "success"}
-    assert dlq.written[0]["error"].startswith("UnicodeEncodeError"), dlq.written
+    assert dlq.written[0][1]["error"].startswith("UnicodeEncodeError"), dlq.written
 
 
 def test_parked_records_end_at_once_when_cancelled(target: RecordingTarget) -> None:
@@ -236,17 +238,6 @@ class JsonMessage(Message):
         return json.dumps({"order": {"type": self.kind, "n": self._o}}).encode()
 
 
-class Letters:
-    """A dead-letter writer that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.written: list[tuple[int, dict[str, str]]] = []
-
-    def write(self, rec: Any, reason: dict[str, str], cancelled: object) -> bool:
-        self.written.append((rec.offset, reason))
-        return True
-
-
 ROUTES = json.dumps([
     {"name": "users", "match": {"key": {"prefix": "user-"}}, "target": {"url": "{base}/users"}},
     {"name": "refunds", "match": {"json": {"path": "order.type", "equals": "refund"}},
@@ -298,10 +289,8 @@ def test_a_route_that_keeps_failing_dead_letters_the_record_saying_which_route_a
     queue.add(JsonMessage(0, 2, b"nobody", "sale"))  # no route: dead-lettered with --unmatched dead-letter
     target.reject_path("/refunds", status=400, count=1)  # offset 0's refund request is rejected (fatal)
     letters = Letters()
-    engine = DeliveryEngine(routes_config(target, "--unmatched", "dead-letter", "--dead-letter-topic", "dlq"),
-                            Metrics(), queue, letters)  # type: ignore[arg-type]
-    engine.start()
-    engine.wake()
+    engine = run(routes_config(target, "--unmatched", "dead-letter", "--dead-letter-topic", "dlq"), queue,
+                 dlq=letters)
     try:
         wait_for(lambda: len(queue.outcomes) == 3, timeout=30, what="three records finished")
     finally:

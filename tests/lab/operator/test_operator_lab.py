@@ -193,6 +193,43 @@ def test_scale_subresource_and_drift_repair(k8s: Any, namespace: str, operator: 
     wait_for(lambda: get(k8s, namespace, "role", "scaled-worker"), what="Role recreated")
 
 
+def test_a_worker_given_two_cores_runs_as_two_one_core_pods(k8s: Any, namespace: str, operator: Operator,
+                                                             bootstrap: str, topic_factory: Any) -> None:
+    """One worker process uses one core: a worker given 2 (here a limit of 2 and a request of 1500m) runs as
+    2 pods of 1 core (request 750m) with all of its memory; the scale subresource still counts workers, and
+    the split adds no pod past the partition count."""
+    topic = topic_factory(partitions=3)
+    apply(k8s, namespace, cg_doc("cores", bootstrap, topic, workers=1, template={"resources": {
+        "limits": {"cpu": "2", "memory": "300Mi"}, "requests": {"cpu": "1500m"}}}))
+    (dep,) = wait_for(lambda: deployments(k8s, namespace, "cores"), what="Deployment")
+    name = dep["metadata"]["name"]
+    wait_for(lambda: get(k8s, namespace, "deployment", name)["spec"]["replicas"] == 2, what="2 pods for 1 worker")
+    [c] = get(k8s, namespace, "deployment", name)["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"limits": {"cpu": "1", "memory": "300Mi"}, "requests": {"cpu": "750m"}}
+    status = wait_for(lambda: (st := get(k8s, namespace, "consumergroup", "cores").get("status") or {})
+                      .get("sizing") and st, what="status.sizing")
+    assert status["workers"] == 1 and status["sizing"] == {"podsPerWorker": 2, "pods": 2, "cpuPerPod": "1"}
+
+    k8s.kubectl("scale", "cg/cores", "--replicas=2", namespace=namespace)
+    # 2 workers of 2 cores on 3 partitions: 3 pods, not 4 (a fourth would own nothing).
+    wait_for(lambda: get(k8s, namespace, "deployment", name)["spec"]["replicas"] == 3, what="3 pods for 2 workers")
+    wait_for(lambda: (get(k8s, namespace, "consumergroup", "cores").get("status") or {}).get("sizing", {})
+             .get("pods") == 3, what="status.sizing.pods 3")
+    scale = json.loads(k8s.kubectl("get", "--raw", f"/apis/lagpilot.io/v1alpha1/namespaces/{namespace}/"
+                                   "consumergroups/cores/scale").stdout)
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2), scale
+
+    # Back to one core: one pod per worker, and status.sizing is gone.
+    k8s.kubectl("patch", "cg/cores", "--type=merge", "-p",
+                json.dumps({"spec": {"template": {"resources": {"limits": {"cpu": "1"}, "requests": None}}}}),
+                namespace=namespace)
+    wait_for(lambda: (st := get(k8s, namespace, "consumergroup", "cores").get("status") or {})
+             .get("workers") == 2 and "sizing" not in st
+             and any(d["spec"]["replicas"] == 2 and d["spec"]["template"]["spec"]["containers"][0]["resources"]
+                     == {"limits": {"cpu": "1", "memory": "300Mi"}} for d in deployments(k8s, namespace, "cores")),
+             timeout=120, what="one pod per worker again")
+
+
 def test_schema_rejects_invalid_specs(k8s: Any, namespace: str, crds: None) -> None:
     base = cg_doc("bad", "k:9092", "orders")
     cases = [
