@@ -27,6 +27,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [[ " ${need_apt[*]} " == *" nginx"* ]] && [ -s /run/nginx.pid ]; then
     $SUDO kill "$(cat /run/nginx.pid)" 2>/dev/null || true
   fi
+  # The same for tinyproxy (the proxy lab test runs its own, on its own port).
+  if [[ " ${need_apt[*]} " == *" tinyproxy "* ]] && [ -s /run/tinyproxy/tinyproxy.pid ]; then
+    $SUDO kill "$(cat /run/tinyproxy/tinyproxy.pid)" 2>/dev/null || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from lagpilot.routes import Route, RouteError, load_routes
 from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, DEFAULT_UNAVAILABLE, CodeSet
+from lagpilot_consumer.proxy import ProxyConfigError, ProxySettings, proxy_settings
 from lagpilot_consumer.sources.static import parse_partitions
 
 
@@ -77,6 +78,7 @@ class Config:
     oauth_scope: str = ""
     oauth_ca_file: str = ""
     routes: tuple[Route, ...] = ()  # empty: every record goes to --target-url
+    proxies: ProxySettings = field(default_factory=ProxySettings)  # HTTP(S)_PROXY, NO_PROXY of the environment
     unmatched: str = "skip"  # skip | dead-letter: what happens to a record no route matches
 
 
@@ -409,6 +411,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         raise ConfigError(f"invalid --routes ({sources['routes']}): {exc}") from None
     if values["unmatched"] == "dead-letter" and not values["dead_letter_topic"]:
         raise bad("unmatched", "needs --dead-letter-topic")
+    try:
+        proxies = proxy_settings(env)
+    except ProxyConfigError as exc:
+        raise ConfigError(str(exc)) from None
     bind = values["bind"] or env.get("POD_IP") or "0.0.0.0"
     return Config(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"], group_id=values["group_id"],
@@ -431,5 +437,6 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         fence_timeout_seconds=values["fence_timeout_seconds"],
         lease_renew_seconds=values["lease_renew_seconds"], kafka_config=tuple(kafka), start_from=start_from,
         target_tls_verify=values["target_tls_verify"] == "true", routes=routes, unmatched=values["unmatched"],
+        proxies=proxies,
         **{attr: values[attr] for attr in (*files, "oauth_token_url", "oauth_client_id", "oauth_scope")},
     )

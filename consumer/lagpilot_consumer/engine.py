@@ -349,7 +349,8 @@ class DeliveryEngine:
         cfg = self.cfg
         self.pool = Pool(cfg.timeout_seconds, cfg.max_connection_age_seconds, reuse=cfg.connection == "pooled",
                          ssl_context=http1.client_ssl_context(cfg.target_ca_file, cfg.target_cert_file,
-                                                              cfg.target_key_file, cfg.target_tls_verify))
+                                                              cfg.target_key_file, cfg.target_tls_verify),
+                         proxies=cfg.proxies)
         loop.call_later(SWEEP_SECONDS, self._tick)
         self._ready.set()
         try:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from lagpilot_consumer.delivery import Attempt, redact_url
+from lagpilot_consumer.proxy import Proxy, ProxySettings
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,39 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
+class _Tunnel(asyncio.Protocol):
+    """A proxy's answer to CONNECT, read up to its blank line (never by the HTTP parser: a 200 to CONNECT
+    has no length, and what follows is the tunnel)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer and not self.reply.done():
+            line = self.buffer.split(b"\r\n", 1)[0].split()
+            status = int(line[1]) if len(line) > 1 and line[1].isdigit() else 0
+            self.reply.set_result(status)
+        elif len(self.buffer) > 65536 and not self.reply.done():
+            self.reply.set_exception(HttpError("ProxyError: the proxy's answer to CONNECT is too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(HttpError("ProxyError: the proxy closed the connection during CONNECT"))
+
+
+def authority(origin: Origin) -> str:
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return f"{host}:{origin.port}"
+
+
+def absolute_form(head: bytes, origin: Origin) -> bytes:
+    """The request line as a proxy wants it for a plain-http target: ``POST http://host:port/path``."""
+    method, rest = head.split(b" ", 1)
+    return method + b" http://" + authority(origin).encode("idna") + rest
+
+
 @dataclass
 class Response:
     status: int
@@ -183,12 +217,21 @@ class Pool:
     of a target being rolled then sees new ones); ``reuse=False`` is one connection per request."""
 
     def __init__(self, timeout: float, max_age: float = 60.0, reuse: bool = True,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, proxies: ProxySettings | None = None) -> None:
         self.timeout = timeout
         self.max_age = max_age
         self.reuse = reuse
         self._idle: dict[Origin, list[_Conn]] = {}
         self._ssl = ssl_context
+        self._proxies = proxies if proxies else None
+        self._proxy_of: dict[Origin, Proxy | None] = {}
+
+    def proxy_for(self, origin: Origin) -> Proxy | None:
+        if self._proxies is None:
+            return None
+        if origin not in self._proxy_of:
+            self._proxy_of[origin] = self._proxies.for_target(origin.scheme, origin.host, origin.port)
+        return self._proxy_of[origin]
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -201,16 +244,44 @@ class Pool:
         if left <= 0:
             raise HttpError("connect timeout")
         sslctx = self._ssl_context() if origin.scheme == "https" else None
+        proxy = self.proxy_for(origin)
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(_Conn, origin.host, origin.port, ssl=sslctx,
-                                       server_hostname=origin.host if sslctx else None), left)
+            if proxy is None:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(_Conn, origin.host, origin.port, ssl=sslctx,
+                                           server_hostname=origin.host if sslctx else None), left)
+            elif sslctx is None:
+                _, conn = await asyncio.wait_for(loop.create_connection(_Conn, proxy.host, proxy.port), left)
+            else:
+                conn = await asyncio.wait_for(self._tunnel(loop, proxy, origin, sslctx), left)
         except TimeoutError:
-            raise HttpError(f"ConnectTimeout: no connection within {self.timeout:g} s") from None
+            via = "" if proxy is None else f" through the proxy {proxy}"
+            raise HttpError(f"ConnectTimeout: no connection{via} within {self.timeout:g} s") from None
         except ssl.SSLError as exc:  # before OSError: it is one (a certificate not trusted, a bad name)
             raise HttpError(f"SSLError: {getattr(exc, 'verify_message', None) or exc.reason or exc}") from None
         except OSError as exc:
             raise HttpError(f"ConnectionError: {exc.strerror or exc}") from None
+        return conn
+
+    @staticmethod
+    async def _tunnel(loop: asyncio.AbstractEventLoop, proxy: Proxy, origin: Origin,
+                      sslctx: ssl.SSLContext) -> _Conn:
+        """An https target through an http proxy: CONNECT, then TLS with the target inside the tunnel (the
+        proxy sees neither the records nor the target's certificate checks)."""
+        transport, tunnel = await loop.create_connection(_Tunnel, proxy.host, proxy.port)
+        where = authority(origin)
+        transport.write(f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n\r\n".encode("idna"))
+        try:
+            status = await tunnel.reply
+            if status != 200:
+                raise HttpError(f"ProxyError: the proxy {proxy} answered {status or 'nonsense'} to CONNECT {where}")
+            conn = _Conn()
+            tls = await loop.start_tls(transport, conn, sslctx, server_hostname=origin.host)
+        except BaseException:
+            transport.abort()
+            raise
+        assert tls is not None
+        conn.connection_made(tls)
         return conn
 
     def _take_idle(self, origin: Origin) -> _Conn | None:
@@ -244,6 +315,8 @@ class Pool:
                 conn = await self._connect(origin, deadline)
             waiter = conn.start(loop)
             assert conn.transport is not None
+            if origin.scheme == "http" and self.proxy_for(origin) is not None:
+                head = absolute_form(head, origin)
             conn.transport.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 conn.transport.write(body)

@@ -84,13 +84,19 @@ def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout: 
         c.close()
 
 
+PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
 class ConsumerProcess:
     """``.venv/bin/lagpilot-consumer`` with the given flags, output to a log file."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.http_port = free_port()
         self.log_path = log_path
-        full_env = {**os.environ, "LAGPILOT_HTTP_PORT": str(self.http_port), "LAGPILOT_BIND": "127.0.0.1",
+        # A proxy of the machine running the tests (a developer's HTTPS_PROXY) is not the test's: the worker
+        # honours those variables, so only a test that sets them gets one.
+        inherited = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
+        full_env = {**inherited, "LAGPILOT_HTTP_PORT": str(self.http_port), "LAGPILOT_BIND": "127.0.0.1",
                     **(env or {})}
         self.log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([str(VENV_BIN / "lagpilot-consumer"), *args], stdout=self.log,

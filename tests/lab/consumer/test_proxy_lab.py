@@ -1,0 +1,108 @@
+"""The worker behind an egress proxy, on the lab broker: HTTP_PROXY forwards plain-http requests (tinyproxy adds
+its Via header to each), HTTPS_PROXY tunnels https with CONNECT (TLS to the target inside the tunnel, verified
+against the target's private CA), NO_PROXY sends a target around the proxy, and a proxy that is down
+dead-letters nothing: the records wait and go once it is back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lagpilot.testing.consumer import ConsumerProcess, committed, keyed_records, produce
+from lagpilot.testing.proxy import TinyProxy
+from lagpilot.testing.target import RecordingTarget
+from lagpilot.testing.wait import wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
+
+
+def args(bootstrap: str, topic: str, url: str, *extra: str) -> list[str]:
+    return ["--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"g-{topic}", "--target-url", url,
+            "--partitions", "0-1", "--commit-interval-ms", "200", "--initial-backoff-ms", "50",
+            "--max-backoff-ms", "300", "--max-attempts", "2", *extra]
+
+
+def in_key_order(target: RecordingTarget) -> bool:
+    seen: dict[bytes | None, list[int]] = {}
+    for a in target.accepted():
+        seen.setdefault(a.key, []).append(int(a.body.decode().partition(":")[2]))
+    return all(v == sorted(v) for v in seen.values())
+
+
+def test_plain_http_goes_through_http_proxy_and_no_proxy_goes_around_it(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess], tmp_path: Path) -> None:
+    topic = topic_factory(partitions=2, prefix="proxy-http")
+    produce(bootstrap, topic, keyed_records(60, 2, 6))
+    with TinyProxy(tmp_path / "proxy") as proxy:
+        cp = run_consumer(*args(bootstrap, topic, target.url), env={"HTTP_PROXY": proxy.url})
+        cp.wait_ready()
+        assert target.wait_for(lambda t: len(t.accepted_records()) >= 60, timeout=60), cp.tail()
+        vias = {a.headers.get("Via", "") for a in target.accepted()}
+        assert all("lagpilot-test-proxy" in v for v in vias), vias  # every request came through the proxy
+        assert in_key_order(target)
+        wait_for(lambda: committed(bootstrap, f"g-{topic}", topic, 2) == {0: 30, 1: 30}, timeout=20,
+                 what="all committed")
+        assert cp.terminate() == 0
+
+        topic2 = topic_factory(partitions=2, prefix="proxy-bypass")
+        produce(bootstrap, topic2, keyed_records(20, 2, 4))
+        before = len(target.accepted())
+        cp = run_consumer(*args(bootstrap, topic2, target.url),
+                          env={"HTTP_PROXY": proxy.url, "NO_PROXY": "localhost,127.0.0.0/8"})
+        cp.wait_ready()
+        assert target.wait_for(lambda t: len(t.accepted()) >= before + 20, timeout=60), cp.tail()
+        assert not any("Via" in a.headers for a in target.accepted()[before:])  # straight to the target
+        assert cp.terminate() == 0
+
+
+def test_https_is_tunnelled_with_connect_and_verified_inside_the_tunnel(
+        bootstrap: str, topic_factory: Callable[..., str], run_consumer: Callable[..., ConsumerProcess],
+        tmp_path: Path) -> None:
+    from lagpilot.lab.certs import ensure_certs
+
+    certs = ensure_certs(tmp_path / "pki")
+    topic = topic_factory(partitions=2, prefix="proxy-tls")
+    produce(bootstrap, topic, keyed_records(40, 2, 4))
+    with RecordingTarget(tls=(str(certs.serving_cert), str(certs.serving_key))) as target, \
+            TinyProxy(tmp_path / "proxy") as proxy:
+        url = target.url.replace("http://", "https://")
+        cp = run_consumer(*args(bootstrap, topic, url, "--target-ca-file", str(certs.ca_cert)),
+                          env={"HTTPS_PROXY": proxy.url, "HTTP_PROXY": "http://127.0.0.1:9"})
+        cp.wait_ready()
+        assert target.wait_for(lambda t: len(t.accepted_records()) >= 40, timeout=60), cp.tail()
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        assert f"CONNECT 127.0.0.1:{port}" in proxy.log(), proxy.log()[-2000:]
+        assert not any("Via" in a.headers for a in target.accepted())  # end-to-end TLS: the proxy saw no request
+        assert in_key_order(target)
+        assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 0
+        assert cp.terminate() == 0
+
+
+def test_a_proxy_that_is_down_dead_letters_nothing_and_the_records_go_once_it_is_back(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess], tmp_path: Path) -> None:
+    topic = topic_factory(partitions=2, prefix="proxy-down")
+    dlq = topic_factory(partitions=1, prefix="proxy-down-dead")
+    produce(bootstrap, topic, keyed_records(30, 2, 3))
+    proxy = TinyProxy(tmp_path / "proxy")
+    port = proxy.port
+    proxy.stop()  # its port is now closed: every attempt is a connection error
+    cp = run_consumer(*args(bootstrap, topic, target.url, "--dead-letter-topic", dlq),
+                      env={"HTTP_PROXY": f"http://127.0.0.1:{port}"})
+    cp.wait_ready()
+    wait_for(lambda: (cp.metric("lagpilot_deliveries_total", outcome="retry") or 0) >= 6, timeout=30,
+             what="attempts failing against the closed proxy port")
+    assert target.accepted() == [] and cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 0
+    assert "ConnectionError" in cp.tail(10**6) or "connection" in cp.tail(10**6).lower()
+    assert committed(bootstrap, f"g-{topic}", topic, 2) in ({}, {0: 0, 1: 0})
+    proxy = TinyProxy(tmp_path / "proxy2", port=port)
+    try:
+        assert target.wait_for(lambda t: len(t.accepted_records()) >= 30, timeout=60), cp.tail()
+        assert in_key_order(target)
+        assert cp.metric("lagpilot_deliveries_total", outcome="dead_letter") == 0
+        assert cp.terminate() == 0
+    finally:
+        proxy.stop()
