@@ -1,7 +1,8 @@
 """The worker behind an egress proxy, on the lab broker: HTTP_PROXY forwards plain-http requests (tinyproxy adds
 its Via header to each), HTTPS_PROXY tunnels https with CONNECT (TLS to the target inside the tunnel, verified
 against the target's private CA), NO_PROXY sends a target around the proxy, and a proxy that is down
-dead-letters nothing: the records wait and go once it is back."""
+dead-letters nothing: the records wait and go once it is back; and a worker that cannot start (a header value
+with a line break, a proxy URL with a credential) says why in one line."""
 
 from __future__ import annotations
 
@@ -106,3 +107,26 @@ def test_a_proxy_that_is_down_dead_letters_nothing_and_the_records_go_once_it_is
         assert cp.terminate() == 0
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("env, says, secret", [
+    ({"LAGPILOT_HEADER_Authorization": "Bearer s3cret\n"}, "invalid value of request header 'Authorization' "
+     "(from LAGPILOT_HEADER_Authorization): it contains a line break", "s3cret"),
+    ({"HTTPS_PROXY": "http://egress:pr0xy-pw@proxy.corp:3128"}, "invalid HTTPS_PROXY: a proxy URL with "
+     "credentials is refused", "pr0xy-pw"),
+], ids=["header-with-a-newline", "proxy-credential"])
+def test_a_worker_that_cannot_start_says_why_in_one_line_without_the_secret(
+        env: dict[str, str], says: str, secret: str, tmp_path: Path) -> None:
+    """Issue 13: a header value with a line break (a Secret written with a trailing newline) would make every
+    request fail and dead-letter the stream; a proxy credential would sit in the environment. Both stop the
+    real worker process at start: exit 2, one line on stderr naming the variable, never the value."""
+    import subprocess
+
+    from lagpilot.testing.consumer import VENV_BIN
+
+    run = subprocess.run([str(VENV_BIN / "lagpilot-consumer"), *args("127.0.0.1:9", "t", "http://127.0.0.1:9/x")],
+                         env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"lagpilot-consumer: {says}"), lines
+    assert secret not in run.stderr + run.stdout
