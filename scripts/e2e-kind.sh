@@ -62,6 +62,9 @@ export LAGPILOT_E2E_CLOCKSKEW_IMAGE=$CLOCKSKEW_IMAGE LAGPILOT_E2E_KAFKA_IMAGE=$K
 export LAGPILOT_E2E_FAULT_RUNS=${LAGPILOT_E2E_FAULT_RUNS:-1}
 export LAGPILOT_E2E_HELM=$HELM LAGPILOT_E2E_HELM_INSTALL=$HELM_INSTALL LAGPILOT_E2E_HELM_RELEASE=$RELEASE
 export LAGPILOT_E2E_OPERATOR_NAMESPACE=$OPERATOR_NS
+# Each fault run's verdict line (lost, out of order, duplicates, overlap) is shown at the end, passing or not.
+export LAGPILOT_E2E_VERDICTS=$LOGS/fault-verdicts.txt
+rm -f "$LAGPILOT_E2E_VERDICTS"
 status=0
 # shellcheck disable=SC2086
 # The kind fault suite (marker `faults`: frozen node, API black-hole, clock skew, broker failover, rollouts
@@ -73,6 +76,10 @@ if [ "${LAGPILOT_E2E_FAULTS:-1}" = 0 ]; then
   step "LAGPILOT_E2E_FAULTS=0: the kind fault suite is NOT run"
 fi
 "$PY" -m pytest -p no:cacheprovider tests/e2e -m "$markers" -v ${PYTEST_ARGS:-} || status=$?
+if [ -s "$LAGPILOT_E2E_VERDICTS" ]; then
+  step "fault verdicts ($LAGPILOT_E2E_VERDICTS):"
+  sed 's/^/  /' "$LAGPILOT_E2E_VERDICTS" >&2 || true
+fi
 if [ "$status" != 0 ]; then
   step "e2e failed (exit $status): operator logs in $LOGS/operator.log"
   kubectl -n "$OPERATOR_NS" logs deploy/"$RELEASE" --tail=500 > "$LOGS/operator.log" 2>&1 || true

@@ -24,6 +24,18 @@ WORKER_IMAGE = os.environ.get("LAGPILOT_E2E_WORKER_IMAGE", "")
 RUNS = int(os.environ.get("LAGPILOT_E2E_FAULT_RUNS", "3"))  # runs of each scenario in a row
 
 
+VERDICTS = os.environ.get("LAGPILOT_E2E_VERDICTS", "")  # a file each run's verdict line is appended to
+
+
+def report_verdict(line: str) -> None:
+    """Print a run's verdict line, and append it to LAGPILOT_E2E_VERDICTS (scripts/e2e-kind.sh shows that
+    file at the end, so the figures of passing runs, whose output pytest keeps, are seen too)."""
+    print(line)
+    if VERDICTS:
+        with open(VERDICTS, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
 def docker(*args: str, timeout: float = 60) -> str:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:

@@ -24,7 +24,7 @@ import pytest
 
 from lagpilot.testing.consumer import committed
 from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals
-from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, Scenario, docker, on_new_revision, owners
+from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, Scenario, docker, on_new_revision, owners, report_verdict
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault
 from lagpilot.testing.wait import wait_for
@@ -220,7 +220,7 @@ def test_leader_and_coordinator_killed_mid_delivery(
     finally:
         s.producer.stop()
     verdict = s.verdict(faults)
-    print(f"broker failover run {run}/{RUNS}: "
+    report_verdict(f"broker failover run {run}/{RUNS}: "
           + "; ".join(f"{f.name}, back in sync {f.end - f.start:.0f}s later" for f in faults)
           + f"; {verdict.summary()}")
     assert verdict.ok, verdict.details()
@@ -268,7 +268,7 @@ def test_canary_while_the_group_coordinator_moves(
     finally:
         s.producer.stop()
     verdict = s.verdict(faults)
-    print(f"canary + coordinator failover run {run}/{RUNS}: " + "; ".join(
+    report_verdict(f"canary + coordinator failover run {run}/{RUNS}: " + "; ".join(
         f"{f.name}, back in sync {f.end - f.start:.0f}s later" for f in faults)
         + f"; rolled to {rolled}; {verdict.summary()}")
     assert seen_on_canary == set(CANARY_PARTITIONS), f"partitions on the canary: {sorted(seen_on_canary)}"

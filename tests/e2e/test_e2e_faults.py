@@ -35,7 +35,15 @@ import pytest
 
 from lagpilot.testing.consumer import committed
 from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals
-from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, THREADS, Scenario, docker, on_new_revision
+from lagpilot.testing.e2e_faults import (
+    PARTITIONS,
+    RUNS,
+    THREADS,
+    Scenario,
+    docker,
+    on_new_revision,
+    report_verdict,
+)
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault, Verdict
 from lagpilot.testing.wait import wait_for
@@ -55,7 +63,7 @@ def _needs_spare_node() -> None:
 
 
 def print_verdict(what: str, run: int, figures: str, verdict: Verdict) -> None:
-    print(f"{what} run {run}/{RUNS}: {figures}; {verdict.summary()}")
+    report_verdict(f"{what} run {run}/{RUNS}: {figures}; {verdict.summary()}")
 
 
 @pytest.mark.parametrize("run", range(1, RUNS + 1))
