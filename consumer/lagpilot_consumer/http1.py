@@ -308,6 +308,8 @@ class Pool:
         whole answer. A reused connection that the target had closed while idle (nothing received) is
         retried once on a new one, as browsers and Go's client do."""
         loop = asyncio.get_running_loop()
+        if origin.scheme == "http" and self.proxy_for(origin) is not None:
+            head = absolute_form(head, origin)  # once: the fresh try below sends the same bytes
         for fresh_try in (False, True):
             conn = None if fresh_try else self._take_idle(origin)
             reused = conn is not None
@@ -315,8 +317,6 @@ class Pool:
                 conn = await self._connect(origin, deadline)
             waiter = conn.start(loop)
             assert conn.transport is not None
-            if origin.scheme == "http" and self.proxy_for(origin) is not None:
-                head = absolute_form(head, origin)
             conn.transport.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 conn.transport.write(body)

@@ -130,3 +130,48 @@ def test_a_worker_that_cannot_start_says_why_in_one_line_without_the_secret(
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert lines[0].startswith(f"lagpilot-consumer: {says}"), lines
     assert secret not in run.stderr + run.stdout
+
+
+def test_a_request_retried_on_a_fresh_proxy_connection_keeps_its_absolute_request_line() -> None:
+    """A proxy closes idle keep-alive connections on its own schedule: the pool then retries the request once on
+    a new connection. Here a loopback proxy answers the first request, keeps that connection open, and closes
+    it without answering when the second arrives: the second request must reach the proxy again, on a new
+    connection, with the same absolute-form request line (once rewritten, not twice)."""
+    import asyncio
+    import time
+
+    from lagpilot_consumer.http1 import Origin, Pool
+    from lagpilot_consumer.proxy import Proxy, ProxySettings
+
+    lines: list[bytes] = []
+
+    async def main() -> list[int]:
+        seen = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal seen
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                seen += 1
+                if seen == 2:  # the idle connection "timed out" at the proxy: closed, nothing answered
+                    writer.close()
+                    return
+                lines.append(head.split(b"\r\n", 1)[0])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Pool(5.0, proxies=ProxySettings(http=Proxy("127.0.0.1", port)))
+        origin = Origin("http", "billing.example", 8080)
+        statuses = []
+        for n in range(2):
+            head = f"POST /orders/{n} HTTP/1.1\r\nHost: billing.example:8080\r\nContent-Length: 0\r\n\r\n".encode()
+            statuses.append((await pool.request(origin, head, b"", time.monotonic() + 5)).status)
+        pool.close()
+        server.close()
+        return statuses
+
+    assert asyncio.run(main()) == [200, 200]
+    assert lines == [b"POST http://billing.example:8080/orders/0 HTTP/1.1",
+                     b"POST http://billing.example:8080/orders/1 HTTP/1.1"], lines
