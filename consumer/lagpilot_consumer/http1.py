@@ -174,14 +174,17 @@ class _Tunnel(asyncio.Protocol):
 
 
 def authority(origin: Origin) -> str:
-    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    """``host:port`` for CONNECT and absolute-form request lines: an IPv6 address in brackets, an
+    internationalised name in its ASCII (IDNA) form."""
+    host = origin.host if origin.host.isascii() else origin.host.encode("idna").decode("ascii")
+    host = f"[{host}]" if ":" in host else host
     return f"{host}:{origin.port}"
 
 
 def absolute_form(head: bytes, origin: Origin) -> bytes:
     """The request line as a proxy wants it for a plain-http target: ``POST http://host:port/path``."""
     method, rest = head.split(b" ", 1)
-    return method + b" http://" + authority(origin).encode("idna") + rest
+    return method + b" http://" + authority(origin).encode("ascii") + rest
 
 
 @dataclass
@@ -270,7 +273,7 @@ class Pool:
         proxy sees neither the records nor the target's certificate checks)."""
         transport, tunnel = await loop.create_connection(_Tunnel, proxy.host, proxy.port)
         where = authority(origin)
-        transport.write(f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n\r\n".encode("idna"))
+        transport.write(f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n\r\n".encode("ascii"))
         try:
             status = await tunnel.reply
             if status != 200:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lagpilot_consumer.config import ConfigError, parse
-from lagpilot_consumer.http1 import Origin, absolute_form
+from lagpilot_consumer.http1 import Origin, absolute_form, authority
 from lagpilot_consumer.proxy import Proxy, ProxyConfigError, ProxySettings, bypassed, parse_proxy, proxy_settings
 
 pytestmark = pytest.mark.unit
@@ -86,3 +86,13 @@ def test_plain_http_through_a_proxy_uses_the_absolute_request_target() -> None:
     assert absolute_form(head, Origin("http", "billing", 8080)) == \
         b"POST http://billing:8080/orders?x=1 HTTP/1.1\r\nHost: billing:8080\r\n\r\n"
     assert absolute_form(b"PUT / HTTP/1.1\r\n\r\n", Origin("http", "::1", 80)).startswith(b"PUT http://[::1]:80/ ")
+
+
+@pytest.mark.parametrize("origin, text", [
+    (Origin("https", "billing.shop.svc.cluster.local", 443), "billing.shop.svc.cluster.local:443"),
+    (Origin("https", "a" * 63 + ".example", 8443), "a" * 63 + ".example:8443"),  # long labels are fine
+    (Origin("https", "bücher.example", 443), "xn--bcher-kva.example:443"),     # IDNA, never raw UTF-8
+    (Origin("http", "fd00::1", 80), "[fd00::1]:80"),
+])
+def test_the_authority_a_proxy_is_asked_for(origin: Origin, text: str) -> None:
+    assert authority(origin) == text
