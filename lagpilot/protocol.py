@@ -49,6 +49,20 @@ ASSIGNMENT_CONFIGMAP_SUFFIX = "-assignment"
 REVOKED_FROM_ALL = "*"
 
 
+# ---- the retry park: headers of a record a worker moved to spec.retry.park.topic ----------------------
+# The record keeps its key, value and Kafka headers, goes to the park topic's partition of the same number,
+# and carries where it came from, so whichever worker owns that partition next delivers it as the original
+# (its partition/offset/timestamp in the request, its idempotency key) and knows its key is parked.
+PARK_HEADER_PREFIX = "lagpilot-park-"
+PARK_ORIGINAL_TOPIC = "lagpilot-park-original-topic"
+PARK_ORIGINAL_PARTITION = "lagpilot-park-original-partition"
+PARK_ORIGINAL_OFFSET = "lagpilot-park-original-offset"
+PARK_ORIGINAL_TIMESTAMP = "lagpilot-park-original-timestamp"  # ms; absent when the record had none
+PARK_ATTEMPTS = "lagpilot-park-attempts"  # attempts made before it was parked
+PARK_ROUTE_STEP = "lagpilot-park-route-step"  # with routes: requests of the record already delivered
+PARK_REASON = "lagpilot-park-reason"  # failing | key-parked (an earlier record of its key is parked)
+
+
 def flag_set(annotations: Mapping[str, str] | None, key: str) -> bool:
     """An annotation command is on when present and not false-like ("false", "0", "no")."""
     value = (annotations or {}).get(key)

@@ -52,6 +52,8 @@ class Config:
     header_mapping: tuple[str, ...] = ()
     idempotency_header: str = ""
     dead_letter_topic: str = ""
+    park_topic: str = ""  # the retry park (lagpilot_consumer.park); empty: none
+    park_after_seconds: float = 60.0
     max_inflight: int = 1000
     max_inflight_bytes: int = 64 * 1024 * 1024
     drain_seconds: float = 30.0
@@ -123,6 +125,10 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
     "unmatched": (("skip", "dead-letter"), "skip", "with --routes: a record matching no route is skipped "
                   "(counted) or written to the dead-letter topic"),
     "dead-letter-topic": (str, "", "topic for records that cannot be delivered (empty: retry forever)"),
+    "park-topic": (str, "", "retry park: a record still failing --park-after-seconds after its first failure "
+                   "moves to this topic (partition p into p), and so do later records of its key, in order, "
+                   "so the commit moves on; the worker delivers them from there (empty: no park)"),
+    "park-after-seconds": (float, 60.0, "with --park-topic: how long a record fails before it is parked"),
     "max-inflight": (int, 1000, "records fetched but not done before fetching pauses"),
     "max-inflight-bytes": (int, 64 * 1024 * 1024, "bytes of record values fetched but not done before "
                            "fetching pauses"),
@@ -329,7 +335,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
                      ("max_inflight", 1), ("max_inflight_bytes", 1), ("commit_interval_ms", 10),
                      ("http_port", 0), ("timeout_seconds", 0.001), ("max_connection_age_seconds", 0),
                      ("drain_seconds", 0), ("fence_timeout_seconds", 0.1), ("lease_renew_seconds", 0.1),
-                     ("max_requests_per_second", 0), ("max_outstanding_per_partition", 1)):
+                     ("max_requests_per_second", 0), ("max_outstanding_per_partition", 1),
+                     ("park_after_seconds", 0)):
         if values[attr] < lo:
             raise bad(attr, f"must be >= {lo}")
     if values["http_port"] > 65535:
@@ -411,6 +418,12 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         raise ConfigError(f"invalid --routes ({sources['routes']}): {exc}") from None
     if values["unmatched"] == "dead-letter" and not values["dead_letter_topic"]:
         raise bad("unmatched", "needs --dead-letter-topic")
+    if values["park_topic"]:
+        if values["park_topic"] in (values["topic"], values["dead_letter_topic"]):
+            raise bad("park_topic", "must differ from --topic and --dead-letter-topic")
+        if assignment == "kafka":
+            raise bad("park_topic", "needs partitions owned by --assignment k8s or static (park partition p "
+                                    "goes with partition p), not kafka")
     try:
         proxies = proxy_settings(env)
     except ProxyConfigError as exc:
@@ -428,7 +441,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         max_requests_per_second=values["max_requests_per_second"],
         max_outstanding_per_partition=values["max_outstanding_per_partition"],
         format=values["format"], header_mapping=mapping, idempotency_header=values["idempotency_header"],
-        dead_letter_topic=values["dead_letter_topic"],
+        dead_letter_topic=values["dead_letter_topic"], park_topic=values["park_topic"],
+        park_after_seconds=values["park_after_seconds"],
         max_inflight=values["max_inflight"], max_inflight_bytes=values["max_inflight_bytes"],
         drain_seconds=values["drain_seconds"], commit_interval_ms=values["commit_interval_ms"],
         http_port=values["http_port"], bind=bind, log_format=values["log_format"],

@@ -64,6 +64,45 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def producer_conf(cfg: Config) -> dict[str, Any]:
+    """An idempotent producer whose writes are acknowledged by every in-sync replica, with the user's
+    librdkafka properties (those meant for the producer)."""
+    conf: dict[str, Any] = {"bootstrap.servers": cfg.bootstrap_servers, "acks": "all",
+                            "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 30_000}
+    conf.update({k: v for k, v in cfg.kafka_config if not _consumer_only(k)})
+    return conf
+
+
+def produce_acked(producer: Any, cfg: Config, cancelled: Callable[[], bool], on_error: Callable[[], None],
+                  what: str, **record: Any) -> bool:
+    """Produce one record and wait for the broker's ack, retrying with backoff until it is stored (True)
+    or ``cancelled()`` becomes true (False)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        done = threading.Event()
+        result: list[Any] = []
+
+        def on_delivery(err: Any, _msg: Any, result: list[Any] = result, done: threading.Event = done) -> None:
+            result.append(err)
+            done.set()
+
+        try:
+            producer.produce(**record, on_delivery=on_delivery)
+            while not done.is_set():
+                producer.poll(0.05)
+            err = result[0]
+        except Exception as exc:  # KafkaException, BufferError (queue full)...
+            err = exc
+        if err is None:
+            return True
+        on_error()
+        log.warning(f"{what} write failed, will retry", extra={"error": str(err), "topic": record.get("topic")})
+        delay = backoff_seconds(attempt, cfg.initial_backoff_ms, cfg.max_backoff_ms)
+        if not sleep_unless(delay, cancelled):
+            return False
+
+
 class DeadLetterWriter:
     """Writes records that cannot be delivered to the dead-letter topic and waits for the broker's ack;
     a failed write is retried (with backoff) until it succeeds or the record is cancelled, because the
@@ -72,10 +111,7 @@ class DeadLetterWriter:
     def __init__(self, cfg: Config, metrics: Metrics) -> None:
         from confluent_kafka import Producer
 
-        conf: dict[str, Any] = {"bootstrap.servers": cfg.bootstrap_servers, "acks": "all",
-                                "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 30_000}
-        conf.update({k: v for k, v in cfg.kafka_config if not _consumer_only(k)})
-        self.producer = Producer(conf)
+        self.producer = Producer(producer_conf(cfg))
         self.topic = cfg.dead_letter_topic
         self.cfg = cfg
         self.metrics = metrics
@@ -85,34 +121,8 @@ class DeadLetterWriter:
         headers: list[tuple[str, str | bytes | None]] = [
             (f"lagpilot-{k}", v.encode()) for k, v in reason.items()]
         headers += [(k, v or b"") for k, v in rec.headers or ()]
-        attempt = 0
-        while True:
-            attempt += 1
-            done = threading.Event()
-            result: list[Any] = []
-
-            def on_delivery(err: Any, _msg: Any, result: list[Any] = result,
-                            done: threading.Event = done) -> None:
-                result.append(err)
-                done.set()
-
-            try:
-                self.producer.produce(self.topic, value=rec.value, key=rec.key, headers=headers,
-                                      on_delivery=on_delivery)
-                while not done.is_set():
-                    self.producer.poll(0.05)
-                err = result[0]
-            except Exception as exc:  # KafkaException, BufferError (queue full)...
-                err = exc
-            if err is None:
-                return True
-            self.metrics.dead_letter_write_errors.inc()
-            log.warning("dead-letter write failed, will retry", extra={"error": str(err), "topic": self.topic,
-                                                                       "partition": rec.partition,
-                                                                       "offset": rec.offset})
-            delay = backoff_seconds(attempt, self.cfg.initial_backoff_ms, self.cfg.max_backoff_ms)
-            if not sleep_unless(delay, cancelled):
-                return False
+        return produce_acked(self.producer, self.cfg, cancelled, self.metrics.dead_letter_write_errors.inc,
+                             "dead-letter", topic=self.topic, value=rec.value, key=rec.key, headers=headers)
 
     def close(self, timeout: float = 10.0) -> None:
         self.producer.flush(timeout)

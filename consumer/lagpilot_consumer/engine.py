@@ -42,6 +42,7 @@ from lagpilot_consumer.delivery import Attempt, DeadLetterWriter, Record, redact
 from lagpilot_consumer.http1 import HttpError, Origin, Pool
 from lagpilot_consumer.limits import ConcurrencyLimit, RateLimit
 from lagpilot_consumer.metrics import Metrics
+from lagpilot_consumer.park import MAIN, PARK, ParkedMessage, ParkWriter, park_headers
 from lagpilot_consumer.policy import backoff_seconds, header_name, header_value, next_step
 from lagpilot_consumer.scheduler import Item
 
@@ -117,21 +118,30 @@ class WorkQueue(Protocol):
     def take(self) -> Item | None: ...
     def finish(self, item: Item, outcome: str) -> None: ...
     def cancelled(self, item: Item) -> bool: ...
+    def divert(self, item: Item) -> bool: ...
+    def hold_key(self, item: Item) -> None: ...
+    def unhold_key(self, item: Item) -> None: ...
 
 
 class Job:
     """A dispatched record: its scheduler item and its attempts so far."""
 
-    __slots__ = ("attempt", "counted", "due", "item", "msg", "plan", "step")
+    __slots__ = ("attempt", "counted", "due", "failing_since", "item", "msg", "plan", "step")
 
     def __init__(self, item: Item) -> None:
         self.item = item
-        self.msg = HeadersOnce(item.payload)
+        self.plan: tuple[int, ...] | None = None  # the targets this record goes to, in order; None: not yet
+        self.step = 0  # index in ``plan`` of the request being delivered (the ones before are done)
+        if item.stream == PARK:  # read back from the park: delivered as the original, resumed where it was
+            original = ParkedMessage.of(HeadersOnce(item.payload))
+            self.step = getattr(original, "route_step", 0)
+            self.msg = HeadersOnce(original)
+        else:
+            self.msg = HeadersOnce(item.payload)
         self.attempt = 0  # attempts of the current request (a record with routes has one per route)
         self.counted = 0
         self.due = 0.0
-        self.plan: tuple[int, ...] | None = None  # the targets this record goes to, in order; None: not yet
-        self.step = 0  # index in ``plan`` of the request being delivered (the ones before are done)
+        self.failing_since: float | None = None  # monotonic time of its first failed attempt
 
     def record(self) -> Record:
         """The record for its dead letter. A part that cannot be read (what made the delivery crash)
@@ -265,11 +275,13 @@ class Target:
 class DeliveryEngine:
     """Runs the event loop in its own thread; every public method but the coroutines is thread-safe."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, work: WorkQueue, dlq: DeadLetterWriter | None) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, work: WorkQueue, dlq: DeadLetterWriter | None,
+                 parker: ParkWriter | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.work = work
         self.dlq = dlq
+        self.parker = parker
         self.limit = ConcurrencyLimit(cfg.threads)
         self.rate = RateLimit(cfg.max_requests_per_second)
         self.targets = [Target.of(cfg, r) for r in cfg.routes] if cfg.routes else [Target.of(cfg)]
@@ -287,6 +299,7 @@ class DeliveryEngine:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._dlq_pool: ThreadPoolExecutor | None = None
+        self._park_pool: ThreadPoolExecutor | None = None
 
     # ---- thread-safe API -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -330,8 +343,9 @@ class DeliveryEngine:
         done.wait(timeout + 5)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout=5)
-        if self._dlq_pool is not None:
-            self._dlq_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._dlq_pool, self._park_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def parked(self) -> int:
         return len(self._parked) + len(self._due)
@@ -422,6 +436,9 @@ class DeliveryEngine:
         last is done."""
         item = job.item
         if job.plan is None:
+            if self.parker is not None and item.stream == MAIN and self.work.divert(item):
+                await self._move_to_park(job, "key-parked")  # an earlier record of its key is parked
+                return
             job.plan = self._plan(job)
             if not job.plan:
                 await self._unmatched(job)
@@ -453,6 +470,14 @@ class DeliveryEngine:
                      extra={"limit": self.limit.allowed(), "status": a.status, "error": a.error})
         if decision.counted:
             job.counted += 1
+        if decision.action != "dead_letter" and self.parker is not None and item.stream == MAIN:
+            now = time.monotonic()
+            job.failing_since = job.failing_since if job.failing_since is not None else now
+            if now - job.failing_since >= cfg.park_after_seconds:
+                self.metrics.delivery("retry", p, a.status, a.seconds)
+                self.work.hold_key(item)
+                await self._move_to_park(job, "failing")
+                return
         if decision.action == "dead_letter":
             self.metrics.delivery("dead_letter", p, a.status, a.seconds)
             await self._dead_letter(job, a, decision.verdict)
@@ -580,7 +605,31 @@ class DeliveryEngine:
                                                  lambda: self.work.cancelled(item))
         self.work.finish(item, "dead_letter" if stored else "cancelled")
 
-    # ---- parked records --------------------------------------------------------------------------------
+    async def _move_to_park(self, job: Job, reason: str) -> None:
+        """Write the record to its partition's park (``--park-topic``) and count it done here once stored.
+        Its key was counted as parked before (by ``divert`` or ``hold_key``); a write given up (the
+        partition released) uncounts it."""
+        assert self.parker is not None and self.loop is not None
+        item, msg = job.item, job.msg
+        ts_type, ts = msg.timestamp()
+        ours = park_headers(self.cfg.topic, item.partition, item.offset, ts if ts_type != 0 else None,
+                            job.attempt, job.step, reason)
+        if self._park_pool is None:
+            self._park_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="park")
+        try:
+            stored = await self.loop.run_in_executor(self._park_pool, self.parker.park, msg, item.partition,
+                                                     ours, lambda: self.work.cancelled(item))
+        except BaseException:
+            self.work.unhold_key(item)
+            raise
+        if stored:
+            self.metrics.parked_records.labels(reason).inc()
+            self.work.finish(item, "parked")
+        else:
+            self.work.unhold_key(item)
+            self.work.finish(item, "cancelled")
+
+    # ---- records waiting on a timer -----------------------------------------------------------------------
     def _park(self, job: Job, delay: float) -> None:
         assert self.loop is not None
         job.due = self.loop.time() + delay

@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         code = runtime.run()
+    except ConfigError as exc:  # found at start against the brokers (the park topic)
+        print(f"lagpilot-consumer: {exc}", file=sys.stderr)
+        code = 2
     except Exception:
         log.exception("consumer failed")
         code = 1

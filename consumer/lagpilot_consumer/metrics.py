@@ -63,6 +63,13 @@ class Metrics:
                                 "because of --max-outstanding-per-partition", ["partition"], registry=r)
         self.unmatched = Counter("lagpilot_records_unmatched", "Records that matched no route (skipped, or "
                                  "dead-lettered with --unmatched dead-letter)", registry=r)
+        self.parked_records = Counter("lagpilot_records_parked", "Records moved to the retry park topic, by "
+                                      "reason: failing (failed for --park-after-seconds) or key-parked (an "
+                                      "earlier record of its key is parked)", ["reason"], registry=r)
+        self.parked_keys = Gauge("lagpilot_parked_keys", "Keys whose records wait in the retry park",
+                                 registry=r)
+        self.park_write_errors = Counter("lagpilot_park_write_errors", "Failed writes to the park topic "
+                                         "(each is retried)", registry=r)
         self._deliv: dict[tuple[str, int], Counter] = {}
         self._hist: dict[tuple[str, int], Histogram] = {}
         self._cons: dict[int, Counter] = {}

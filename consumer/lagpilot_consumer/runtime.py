@@ -15,7 +15,8 @@ from lagpilot_consumer.config import Config
 from lagpilot_consumer.delivery import DeadLetterWriter
 from lagpilot_consumer.engine import DeliveryEngine
 from lagpilot_consumer.metrics import Metrics
-from lagpilot_consumer.partitions import PartitionState
+from lagpilot_consumer.park import MAIN, PARK, ParkScanError, ParkWriter, check_park_topic, park_key, scan_parked_keys
+from lagpilot_consumer.partitions import ParkStream, PartitionState
 from lagpilot_consumer.scheduler import Item, Ordering, Scheduler
 from lagpilot_consumer.sources.base import AppliedListener, DesiredState, PartitionSource
 
@@ -90,6 +91,9 @@ class ConsumerRuntime:
         self._dlq: DeadLetterWriter | None = None
         self._engine: DeliveryEngine | None = None
         self._held: set[int] = set()  # partitions not fetching: too many offsets outstanding
+        self._held_park: set[int] = set()  # the same for park partitions
+        self._parker: ParkWriter | None = None
+        self._scanner: Any = None  # a consumer of its own for scanning park partitions
         self._next_gauges = 0.0
 
     # ---- AssignmentSink ----------------------------------------------------------------------------
@@ -167,7 +171,10 @@ class ConsumerRuntime:
         self._consumer = Consumer(consumer_conf(cfg, on_commit=self._on_commit, error_cb=self._on_error))
         if cfg.dead_letter_topic:
             self._dlq = DeadLetterWriter(cfg, self.metrics)
-        self._engine = DeliveryEngine(cfg, self.metrics, self, self._dlq)
+        if cfg.park_topic:
+            check_park_topic(self._consumer, cfg)
+            self._parker = ParkWriter(cfg, self.metrics.park_write_errors.inc)
+        self._engine = DeliveryEngine(cfg, self.metrics, self, self._dlq, self._parker)
         self._engine.start()
         self._check_connection()
         if self.subscribe:
@@ -233,6 +240,10 @@ class ConsumerRuntime:
             log.exception("partition source stop failed")
         if self._dlq is not None:
             self._dlq.close()
+        if self._parker is not None:
+            self._parker.close()
+        if self._scanner is not None:
+            self._scanner.close()
         self._consumer.close()
         self._running = False
         log.info("consumer stopped")
@@ -252,9 +263,10 @@ class ConsumerRuntime:
         for tp in partitions:
             if err is not None or tp.error is not None:
                 st = self._parts.get(tp.partition)
-                if st is not None:
-                    st.committed = None  # try again at the next interval
-            elif tp.offset >= 0:
+                stream = st.park if st is not None and tp.topic == self.cfg.park_topic else st
+                if stream is not None:
+                    stream.committed = None  # try again at the next interval
+            elif tp.offset >= 0 and tp.topic == self.cfg.topic:
                 self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
 
     def _check_connection(self) -> None:
@@ -309,6 +321,17 @@ class ConsumerRuntime:
 
         return [TopicPartition(self.cfg.topic, p) for p in sorted(parts)]
 
+    def _park_tps(self, parts: frozenset[int] | list[int]) -> list[Any]:
+        """The park partitions that go with ``parts`` (none without --park-topic)."""
+        from confluent_kafka import TopicPartition
+
+        if not self.cfg.park_topic:
+            return []
+        return [TopicPartition(self.cfg.park_topic, p) for p in sorted(parts)]
+
+    def _all_tps(self, parts: frozenset[int] | list[int]) -> list[Any]:
+        return self._tps(parts) + self._park_tps(parts)
+
     def _apply_assignment(self) -> None:
         version, desired, epoch, fenced = self._desired.snapshot()
         fence_pending = self._fence_now.is_set()  # fenced, possibly lifted since: release everything first
@@ -342,35 +365,82 @@ class ConsumerRuntime:
         to_assign = target - self._owned()
         if to_assign:
             self._assign(to_assign)
+            if target - self._owned():
+                return  # a park partition could not be read yet: tried again next time, reported then
         if version != self._applied_version:
             self._applied_version = version
             self._report(self._applied_epoch if fenced else epoch, self._owned())
 
     def _assign(self, parts: frozenset[int]) -> None:
+        parks: dict[int, tuple[ParkStream, Any]] = {}
+        if self.cfg.park_topic:
+            for p in sorted(parts):
+                opened = self._open_park(p)
+                if opened is not None:
+                    parks[p] = opened
+            parts = frozenset(parks)
+            if not parts:
+                return
         with self._cond:
             for p in parts:
                 self._gen_counter += 1
-                self._parts[p] = PartitionState(self._gen_counter)
-        self._consumer.incremental_assign(self._starting_offsets(parts))
+                self._parts[p] = PartitionState(self._gen_counter, park=parks[p][0] if p in parks else None)
+        self._consumer.incremental_assign(self._starting_offsets(parts) + [tp for _, tp in parks.values()])
         # librdkafka keeps a partition's pause flag across unassign/assign: set it explicitly.
         if self._paused and self.subscribe:
-            self._consumer.pause(self._tps(parts))
+            self._consumer.pause(self._all_tps(parts))
         else:
-            self._consumer.resume(self._tps(parts))
+            self._consumer.resume(self._all_tps(parts))
         log.info("partitions assigned", extra={"partitions": sorted(parts)})
 
-    def _starting_offsets(self, parts: frozenset[int], attempts: int = 6) -> list[Any]:
+    def _open_park(self, p: int) -> tuple[ParkStream, Any] | None:
+        """Before partition ``p`` delivers anything: which keys are parked in its park partition (records
+        between the park partition's committed offset and its end), and where reading it starts. None if
+        the park partition cannot be read now (``p`` is then not taken this time: a key parked by the
+        previous owner could otherwise be overtaken by its next record)."""
+        from confluent_kafka import Consumer, KafkaException
+
+        cfg = self.cfg
+        start_tp = self._starting_offsets(frozenset((p,)), park=True)[0]
+        try:
+            low, high = self._consumer.get_watermark_offsets(self._park_tps([p])[0], timeout=10)
+        except KafkaException as exc:
+            log.warning("park partition not readable: partition not taken yet",
+                        extra={"partition": p, "error": str(exc)})
+            return None
+        start_tp.offset = start_tp.offset if start_tp.offset >= 0 else low
+        if self._scanner is None:
+            self._scanner = Consumer(consumer_conf(cfg, **{"enable.partition.eof": True,
+                                                           "client.id": f"lagpilot-park-scan-{cfg.pod_name}"}))
+
+        def keep_going() -> bool:
+            self._heartbeat = time.monotonic()
+            return not (self._stop.is_set() or self._fence_now.is_set())
+
+        try:
+            keys = scan_parked_keys(self._scanner, cfg, p, start_tp.offset, high, keep_going)
+        except (ParkScanError, KafkaException) as exc:
+            log.warning("park partition not scanned: partition not taken yet",
+                        extra={"partition": p, "error": str(exc)})
+            return None
+        if keys:
+            log.info("parked keys found", extra={"partition": p, "keys": len(keys),
+                                                 "from": start_tp.offset, "to": high})
+        return ParkStream(keys=keys), start_tp
+
+    def _starting_offsets(self, parts: frozenset[int], attempts: int = 6, park: bool = False) -> list[Any]:
         """Where each partition starts: its committed offset, read here and given to ``assign``. Left to
         librdkafka, the offset fetch can hang for ever: a request-level NOT_COORDINATOR answer (a fresh
         broker loading ``__consumer_offsets``, a coordinator that moved) leaves the partition waiting with
         no retry and the fetcher never starts (librdkafka#5586; seen here on a fresh lab broker).
         ``committed()`` is retried instead; a partition without a committed offset starts where
-        ``auto.offset.reset`` says. If the coordinator stays unreachable, librdkafka is left to it."""
+        ``auto.offset.reset`` says (a park partition: at its beginning). If the coordinator stays
+        unreachable, librdkafka is left to it."""
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
 
-        tps = self._tps(parts)
+        tps = self._park_tps(parts) if park else self._tps(parts)
         reset = dict(self.cfg.kafka_config).get("auto.offset.reset", "earliest")  # consumer_conf's default
-        fresh = OFFSET_END if str(reset) in ("latest", "largest", "end") else OFFSET_BEGINNING
+        fresh = OFFSET_END if str(reset) in ("latest", "largest", "end") and not park else OFFSET_BEGINNING
         why = ""
         for attempt in range(attempts):
             self._heartbeat = time.monotonic()
@@ -384,7 +454,7 @@ class ConsumerRuntime:
                     new = [tp for tp in got if tp.offset < 0]
                     for tp in new:
                         tp.offset = fresh
-                    if new and isinstance(self.cfg.start_from, float):
+                    if new and not park and isinstance(self.cfg.start_from, float):
                         self._start_at_time(new, self.cfg.start_from)
                     return list(got)
                 why = str(bad[0].error)
@@ -427,7 +497,7 @@ class ConsumerRuntime:
         drain = self.cfg.drain_seconds if drain_seconds is None else drain_seconds
         deadline = time.monotonic() + drain
         try:
-            self._consumer.pause(self._tps(parts))
+            self._consumer.pause(self._all_tps(parts))
         except Exception as exc:
             log.warning("pause failed", extra={"error": str(exc)})
         with self._cond:
@@ -457,7 +527,7 @@ class ConsumerRuntime:
                 return
         if unassign:
             try:
-                self._consumer.incremental_unassign(self._tps(finished))
+                self._consumer.incremental_unassign(self._all_tps(finished))
             except Exception as exc:
                 log.warning("unassign failed", extra={"error": str(exc)})
         committed: dict[str, int | None] = {}
@@ -524,28 +594,41 @@ class ConsumerRuntime:
     def _hold_stuck_partitions(self) -> None:
         """Bound the memory behind a record that keeps failing: the offsets of its partition done after
         it cannot be committed and stay in the watermark. At ``--max-outstanding-per-partition`` that
-        partition stops fetching (others go on); below half the limit it fetches again."""
-        limit = self.cfg.max_outstanding_per_partition
+        partition stops fetching (others go on); below half the limit it fetches again. A park partition
+        is held the same way, on its own."""
         with self._cond:
             outstanding = {p: st.watermark.outstanding() for p, st in self._parts.items() if not st.releasing}
-        hold = {p for p, n in outstanding.items() if n >= limit and p not in self._held}
-        free = {p for p in self._held if outstanding.get(p, 0) <= limit // 2}
-        if hold:
-            self._consumer.pause(self._tps(sorted(hold)))
-            log.warning("partition stops fetching: too many offsets outstanding behind an undelivered record",
-                        extra={"partitions": sorted(hold), "limit": limit})
-        if free:
-            alive = [p for p in free if p in outstanding]
-            if alive and not (self._paused and self.subscribe):
-                self._consumer.resume(self._tps(alive))
-            log.info("partition fetches again", extra={"partitions": sorted(free)})
-        self._held = (self._held | hold) - free
+            parked = {p: st.park.watermark.outstanding() for p, st in self._parts.items()
+                      if st.park is not None and not st.releasing}
+            parked_keys = sum(len(st.park.keys) for st in self._parts.values() if st.park is not None)
+        self._held = self._hold(self._held, outstanding, self._tps, "partition")
+        if self.cfg.park_topic:
+            self._held_park = self._hold(self._held_park, parked, self._park_tps, "park partition")
         now = time.monotonic()
-        if hold or free or now >= self._next_gauges:
+        if now >= self._next_gauges:
             self._next_gauges = now + 1.0
             for p, n in outstanding.items():
                 self.metrics.outstanding_offsets.labels(str(p)).set(n)
                 self.metrics.fetch_held.labels(str(p)).set(1 if p in self._held else 0)
+            self.metrics.parked_keys.set(parked_keys)
+
+    def _hold(self, held: set[int], outstanding: dict[int, int], tps: Callable[[list[int]], list[Any]],
+              what: str) -> set[int]:
+        limit = self.cfg.max_outstanding_per_partition
+        hold = {p for p, n in outstanding.items() if n >= limit and p not in held}
+        free = {p for p in held if outstanding.get(p, 0) <= limit // 2}
+        if hold:
+            self._consumer.pause(tps(sorted(hold)))
+            log.warning(f"{what} stops fetching: too many offsets outstanding behind an undelivered record",
+                        extra={"partitions": sorted(hold), "limit": limit})
+        if free:
+            alive = [p for p in free if p in outstanding]
+            if alive and not (self._paused and self.subscribe):
+                self._consumer.resume(tps(alive))
+            log.info(f"{what} fetches again", extra={"partitions": sorted(free)})
+        if hold or free:
+            self._next_gauges = 0.0
+        return (held | hold) - free
 
     def _submit(self, msgs: list[Any]) -> None:
         from confluent_kafka import KafkaError
@@ -563,7 +646,10 @@ class ConsumerRuntime:
                 st = self._parts.get(p)
                 if st is None or st.releasing:
                     continue
-                gen, wm = st.generation, st.watermark
+                stream, wm = MAIN, st.watermark
+                if st.park is not None and m.topic() == self.cfg.park_topic:
+                    stream, wm = PARK, st.park.watermark
+                gen = st.generation
                 off = m.offset()
                 last = wm.commit_offset()
                 if last is not None and off < last:
@@ -575,7 +661,7 @@ class ConsumerRuntime:
                 value = m.value()
                 key = m.key()
                 size = (len(value) if value else 0) + (len(key) if key else 0)
-                self._sched.submit(Item(p, off, key, gen, size, m))
+                self._sched.submit(Item(p, off, key, gen, size, m, stream=stream))
                 self._inflight += 1
                 self._inflight_bytes += size
                 counts[p] = counts.get(p, 0) + 1
@@ -594,32 +680,39 @@ class ConsumerRuntime:
         from confluent_kafka import KafkaException, TopicPartition
 
         self._advance_idle(parts)
+        cfg = self.cfg
         with self._cond:
-            states = [(p, st, st.watermark.commit_offset()) for p, st in self._parts.items()
-                      if parts is None or p in parts]
-        chosen = [(st, TopicPartition(self.cfg.topic, p, off)) for p, st, off in states
-                  if off is not None and (sync or st.committed != off)]
+            states: list[tuple[str, int, PartitionState | ParkStream, int | None]] = []
+            for p, st in self._parts.items():
+                if parts is None or p in parts:
+                    states.append((cfg.topic, p, st, st.watermark.commit_offset()))
+                    if st.park is not None:
+                        states.append((cfg.park_topic, p, st.park, st.park.watermark.commit_offset()))
+        chosen = [(stream, TopicPartition(topic, p, off)) for topic, p, stream, off in states
+                  if off is not None and (sync or stream.committed != off)]
         if not chosen:
             return frozenset()
         tps = [tp for _, tp in chosen]
-        for st, tp in chosen:
-            st.committed = tp.offset
+        for stream, tp in chosen:
+            stream.committed = tp.offset
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=not sync)
         except KafkaException as exc:
             self.metrics.commit_errors.inc()
-            for st, _ in chosen:
-                st.committed = None
+            for stream, _ in chosen:
+                stream.committed = None
             log.warning("offset commit failed", extra={"error": str(exc), "sync": sync})
             return frozenset(tp.partition for tp in tps) if sync else frozenset()
         failed: set[int] = set()
         if sync and result:
+            sent = {(tp.topic, tp.partition): stream for stream, tp in chosen}
             for tp in result:
                 if tp.error is None and tp.offset >= 0:
-                    self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
+                    if tp.topic == cfg.topic:
+                        self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
                 elif tp.error is not None:
                     failed.add(tp.partition)
-                    gone = self._parts.get(tp.partition)
+                    gone = sent.get((tp.topic, tp.partition))
                     if gone is not None:
                         gone.committed = None
         if failed:
@@ -664,16 +757,52 @@ class ConsumerRuntime:
         return st.release_deadline is not None and time.monotonic() >= st.release_deadline
 
     def finish(self, item: Item, outcome: str) -> None:
-        """The record's delivery ended: done (success, dead letter) or cancelled (not done: the next
-        owner, or this one after a re-fetch, delivers it again)."""
+        """The record's delivery ended: done (success, dead letter, parked) or cancelled (not done: the
+        next owner, or this one after a re-fetch, delivers it again). A record of the park that is done
+        frees its key once it was the key's last parked record."""
         with self._cond:
             self._sched.complete(item)
             self._inflight -= 1
             self._inflight_bytes -= item.size
             st = self._parts.get(item.partition)
             if outcome != "cancelled" and st is not None and st.generation == item.generation:
-                st.watermark.done(item.offset)
+                if item.stream == PARK and st.park is not None:
+                    st.park.watermark.done(item.offset)
+                    st.park.keys.done(park_key(self.cfg.ordering, item.key))
+                else:
+                    st.watermark.done(item.offset)
             else:
                 self.metrics.abandoned.inc()
             if self._paused:
                 self._cond.notify_all()
+
+    # ---- the retry park (called on the engine's loop thread) ------------------------------------------------
+    def _park_keys(self, item: Item) -> tuple[Any, Any] | None:
+        st = self._parts.get(item.partition)
+        if st is None or st.park is None or st.generation != item.generation:
+            return None
+        return st.park.keys, park_key(self.cfg.ordering, item.key)
+
+    def divert(self, item: Item) -> bool:
+        """A source record whose key is parked: it follows its key into the park (counted now, before its
+        write, so the key stays parked until it is done there)."""
+        with self._cond:
+            found = self._park_keys(item)
+            if found is None or not found[0].holds(found[1]):
+                return False
+            found[0].add(found[1])
+            return True
+
+    def hold_key(self, item: Item) -> None:
+        """``item`` is about to be parked: its key is parked from now on."""
+        with self._cond:
+            found = self._park_keys(item)
+            if found is not None:
+                found[0].add(found[1])
+
+    def unhold_key(self, item: Item) -> None:
+        """``item``'s park write was given up (cancelled): it does not hold its key."""
+        with self._cond:
+            found = self._park_keys(item)
+            if found is not None:
+                found[0].done(found[1])

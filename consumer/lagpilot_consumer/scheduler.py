@@ -8,6 +8,9 @@ were submitted (offset order within a partition). Different lanes proceed in par
 - ``partition``: lane = (partition, generation): one in flight per partition.
 - ``none``: every record is its own lane.
 
+``stream`` 1 marks records read back from the retry park (:mod:`lagpilot_consumer.park`): they get lanes
+of their own beside the partition's, so a parked key's records wait only for each other.
+
 ``generation`` distinguishes two ownerships of the same partition (released, then assigned again), so a
 straggler of the old ownership never blocks or unblocks records of the new one. Pure: no threads, no
 I/O; the runtime calls it under its own lock.
@@ -35,6 +38,7 @@ class Item:
     payload: object = field(default=None, repr=False)
     lane: Hashable = field(default=None, repr=False)
     dispatched: bool = field(default=False, repr=False)
+    stream: int = 0  # 0: the source topic; 1: the partition's park (lagpilot_consumer.park)
 
 
 class Scheduler:
@@ -48,9 +52,9 @@ class Scheduler:
 
     def lane_of(self, item: Item) -> Hashable:
         if self.ordering == "partition":
-            return (item.partition, item.generation)
+            return (item.partition, item.generation, item.stream)
         if self.ordering == "key" and item.key is not None:
-            return (item.partition, item.generation, item.key)
+            return (item.partition, item.generation, item.stream, item.key)
         self._solo += 1
         return ("solo", self._solo)
 
