@@ -54,6 +54,7 @@ class Config:
     dead_letter_topic: str = ""
     park_topic: str = ""  # the retry park (lagpilot_consumer.park); empty: none
     park_after_seconds: float = 60.0
+    park_window: int = 500
     max_inflight: int = 1000
     max_inflight_bytes: int = 64 * 1024 * 1024
     drain_seconds: float = 30.0
@@ -129,6 +130,9 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
                    "moves to this topic (partition p into p), and so do later records of its key, in order, "
                    "so the commit moves on; the worker delivers them from there (empty: no park)"),
     "park-after-seconds": (float, 60.0, "with --park-topic: how long a record fails before it is parked"),
+    "park-window": (int, 500, "with --park-topic: records of one park partition fetched and not yet done "
+                    "before it stops fetching (apart from --max-inflight, so parked keys never stop the "
+                    "source partitions)"),
     "max-inflight": (int, 1000, "records fetched but not done before fetching pauses"),
     "max-inflight-bytes": (int, 64 * 1024 * 1024, "bytes of record values fetched but not done before "
                            "fetching pauses"),
@@ -336,7 +340,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
                      ("http_port", 0), ("timeout_seconds", 0.001), ("max_connection_age_seconds", 0),
                      ("drain_seconds", 0), ("fence_timeout_seconds", 0.1), ("lease_renew_seconds", 0.1),
                      ("max_requests_per_second", 0), ("max_outstanding_per_partition", 1),
-                     ("park_after_seconds", 0)):
+                     ("park_after_seconds", 0), ("park_window", 1)):
         if values[attr] < lo:
             raise bad(attr, f"must be >= {lo}")
     if values["http_port"] > 65535:
@@ -442,7 +446,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         max_outstanding_per_partition=values["max_outstanding_per_partition"],
         format=values["format"], header_mapping=mapping, idempotency_header=values["idempotency_header"],
         dead_letter_topic=values["dead_letter_topic"], park_topic=values["park_topic"],
-        park_after_seconds=values["park_after_seconds"],
+        park_after_seconds=values["park_after_seconds"], park_window=values["park_window"],
         max_inflight=values["max_inflight"], max_inflight_bytes=values["max_inflight_bytes"],
         drain_seconds=values["drain_seconds"], commit_interval_ms=values["commit_interval_ms"],
         http_port=values["http_port"], bind=bind, log_format=values["log_format"],

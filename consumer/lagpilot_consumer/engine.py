@@ -42,7 +42,8 @@ from lagpilot_consumer.delivery import Attempt, DeadLetterWriter, Record, redact
 from lagpilot_consumer.http1 import HttpError, Origin, Pool
 from lagpilot_consumer.limits import ConcurrencyLimit, RateLimit
 from lagpilot_consumer.metrics import Metrics
-from lagpilot_consumer.park import MAIN, PARK, ParkedMessage, ParkWriter, park_headers
+from lagpilot_consumer.park import MAIN, PARK, ParkedMessage, park_headers
+from lagpilot_consumer.park_kafka import ParkWriter
 from lagpilot_consumer.policy import backoff_seconds, header_name, header_value, next_step
 from lagpilot_consumer.scheduler import Item
 

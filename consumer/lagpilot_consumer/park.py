@@ -12,21 +12,17 @@ both: the worker that owns ``p`` (its Lease, its fence) is the only one writing 
 ``p``. A new owner learns which keys are parked by scanning the park partition from its committed offset
 to its end before it delivers any record of ``p`` (:func:`scan_parked_keys`).
 
-Pure parts (:class:`ParkedKeys`, :func:`park_key`, :func:`park_headers`, :class:`ParkedMessage`) are
-tested without a broker; :class:`ParkWriter` and :func:`scan_parked_keys` are thin Kafka calls."""
+This module is the pure part (what a parked record holds back, the counts, the headers, how a record read
+back is seen); :mod:`lagpilot_consumer.park_kafka` is the thin Kafka part (the writer, the scan, the check
+at start)."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lagpilot import protocol
-from lagpilot_consumer.config import Config, ConfigError
-
-log = logging.getLogger("lagpilot.consumer.park")
 
 MAIN, PARK = 0, 1  # the two streams of an owned partition: the source topic and its park partition
 WHOLE_PARTITION = ("partition",)  # with --ordering partition a parked record parks its whole partition
@@ -136,89 +132,3 @@ class ParkedMessage:
 
     def headers(self) -> Any:
         return self._headers
-
-
-class ParkWriter:
-    """Writes records to the park topic and waits for the broker's acknowledgement (the record's source
-    offset counts as done only once it is stored); a failed write is retried until stored or cancelled."""
-
-    def __init__(self, cfg: Config, on_error: Callable[[], None]) -> None:
-        from confluent_kafka import Producer
-
-        from lagpilot_consumer.delivery import producer_conf
-
-        self.producer = Producer(producer_conf(cfg))
-        self.topic = cfg.park_topic
-        self.cfg = cfg
-        self.on_error = on_error
-
-    def park(self, msg: Any, partition: int, ours: list[tuple[str, bytes]],
-             cancelled: Callable[[], bool]) -> bool:
-        """Store ``msg`` (key, value, its Kafka headers after ours, its timestamp) in park partition
-        ``partition``. True once stored; False if ``cancelled()`` became true first."""
-        from lagpilot_consumer.delivery import produce_acked
-
-        headers: list[tuple[str, Any]] = [*ours, *((k, v or b"") for k, v in (msg.headers() or ()))]
-        ts_type, ts = msg.timestamp()
-        return produce_acked(self.producer, self.cfg, cancelled, self.on_error, "park", topic=self.topic,
-                             partition=partition, key=msg.key(), value=msg.value(), headers=headers,
-                             **({"timestamp": ts} if ts_type != 0 and ts >= 0 else {}))
-
-    def close(self, timeout: float = 10.0) -> None:
-        self.producer.flush(timeout)
-
-
-def check_park_topic(consumer: Any, cfg: Config) -> None:
-    """At start: the park topic must exist with at least the source topic's partitions (partition ``p``
-    parks into ``p``). Raises ConfigError (the one line the worker exits with); says nothing when the
-    brokers cannot be reached yet (the scan before each assignment waits for them)."""
-    try:
-        md = consumer.list_topics(timeout=10)
-    except Exception as exc:
-        log.warning("park topic not checked: brokers not reachable", extra={"error": str(exc)})
-        return
-    src, park = md.topics.get(cfg.topic), md.topics.get(cfg.park_topic)
-    if src is None or src.error is not None:
-        return  # the source topic's own problem, reported elsewhere
-    if park is None or park.error is not None:
-        raise ConfigError(f"invalid --park-topic {cfg.park_topic!r}: no such topic (create it with at least "
-                          f"the {len(src.partitions)} partitions of {cfg.topic!r})")
-    if len(park.partitions) < len(src.partitions):
-        raise ConfigError(f"invalid --park-topic {cfg.park_topic!r}: {len(park.partitions)} partitions, fewer "
-                          f"than the {len(src.partitions)} of {cfg.topic!r} (partition p parks into p)")
-
-
-class ParkScanError(Exception):
-    """The park partition could not be read to its end: which keys are parked is unknown."""
-
-
-def scan_parked_keys(consumer: Any, cfg: Config, partition: int, start: int, end: int,
-                     keep_going: Callable[[], bool], timeout: float = 60.0) -> ParkedKeys:
-    """The keys parked in park partition ``partition`` between ``start`` (its committed offset) and
-    ``end`` (its end when the partition was assigned): records there are not done yet. ``consumer`` is a
-    consumer used for nothing else (its assignment is replaced). Reads keys only; raises ParkScanError
-    if the end is not reached within ``timeout`` or ``keep_going()`` turns false."""
-    from confluent_kafka import KafkaError, TopicPartition
-
-    keys = ParkedKeys()
-    if start >= end:
-        return keys
-    consumer.assign([TopicPartition(cfg.park_topic, partition, start)])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and keep_going():
-            for m in consumer.consume(num_messages=1000, timeout=0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        return keys  # the end (transaction markers may leave no record at end - 1)
-                    log.warning("park scan fetch error", extra={"error": str(err)})
-                    continue
-                if m.offset() >= end:
-                    return keys
-                keys.add(park_key(cfg.ordering, m.key()))
-                if m.offset() >= end - 1:
-                    return keys
-        raise ParkScanError(f"park partition {partition} not read from {start} to {end}")
-    finally:
-        consumer.unassign()

@@ -18,6 +18,7 @@ class ParkStream:
     keys: ParkedKeys = field(default_factory=ParkedKeys)
     watermark: Watermark = field(default_factory=Watermark)
     committed: int | None = None
+    inflight: int = 0  # its records fetched and not yet done (bounded by --park-window)
 
 
 @dataclass

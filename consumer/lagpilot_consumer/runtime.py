@@ -15,7 +15,8 @@ from lagpilot_consumer.config import Config
 from lagpilot_consumer.delivery import DeadLetterWriter
 from lagpilot_consumer.engine import DeliveryEngine
 from lagpilot_consumer.metrics import Metrics
-from lagpilot_consumer.park import MAIN, PARK, ParkScanError, ParkWriter, check_park_topic, park_key, scan_parked_keys
+from lagpilot_consumer.park import MAIN, PARK, park_key
+from lagpilot_consumer.park_kafka import ParkScanError, ParkWriter, check_park_topic, scan_parked_keys
 from lagpilot_consumer.partitions import ParkStream, PartitionState
 from lagpilot_consumer.scheduler import Item, Ordering, Scheduler
 from lagpilot_consumer.sources.base import AppliedListener, DesiredState, PartitionSource
@@ -484,6 +485,15 @@ class ConsumerRuntime:
 
     def _drop_queued(self, p: int) -> None:
         for item in self._sched.drop_queued(p):
+            self._uncount(item)
+
+    def _uncount(self, item: Item) -> None:
+        """``item`` no longer held in memory (under the lock)."""
+        if item.stream == PARK:
+            st = self._parts.get(item.partition)
+            if st is not None and st.park is not None and st.generation == item.generation:
+                st.park.inflight -= 1
+        else:
             self._inflight -= 1
             self._inflight_bytes -= item.size
 
@@ -595,15 +605,22 @@ class ConsumerRuntime:
         """Bound the memory behind a record that keeps failing: the offsets of its partition done after
         it cannot be committed and stay in the watermark. At ``--max-outstanding-per-partition`` that
         partition stops fetching (others go on); below half the limit it fetches again. A park partition
-        is held the same way, on its own."""
+        is held the same way, and also at ``--park-window`` records fetched and not done: parked keys whose
+        target is still down must not fill the worker's memory (nor its ``--max-inflight``, which would
+        stop the source partitions)."""
+        cfg = self.cfg
+        limit, window = cfg.max_outstanding_per_partition, cfg.park_window
         with self._cond:
             outstanding = {p: st.watermark.outstanding() for p, st in self._parts.items() if not st.releasing}
-            parked = {p: st.park.watermark.outstanding() for p, st in self._parts.items()
-                      if st.park is not None and not st.releasing}
-            parked_keys = sum(len(st.park.keys) for st in self._parts.values() if st.park is not None)
-        self._held = self._hold(self._held, outstanding, self._tps, "partition")
-        if self.cfg.park_topic:
-            self._held_park = self._hold(self._held_park, parked, self._park_tps, "park partition")
+            parks = {p: st.park for p, st in self._parts.items() if st.park is not None and not st.releasing}
+            park_over = {p for p, ps in parks.items() if ps.watermark.outstanding() >= limit or ps.inflight >= window}
+            park_under = {p for p, ps in parks.items()
+                          if ps.watermark.outstanding() <= limit // 2 and ps.inflight <= window // 2}
+            parked_keys = sum(len(ps.keys) for ps in parks.values())
+        self._held = self._hold(self._held, {p for p, n in outstanding.items() if n >= limit},
+                                {p for p, n in outstanding.items() if n <= limit // 2}, self._tps, "partition")
+        if cfg.park_topic:
+            self._held_park = self._hold(self._held_park, park_over, park_under, self._park_tps, "park partition")
         now = time.monotonic()
         if now >= self._next_gauges:
             self._next_gauges = now + 1.0
@@ -612,17 +629,18 @@ class ConsumerRuntime:
                 self.metrics.fetch_held.labels(str(p)).set(1 if p in self._held else 0)
             self.metrics.parked_keys.set(parked_keys)
 
-    def _hold(self, held: set[int], outstanding: dict[int, int], tps: Callable[[list[int]], list[Any]],
+    def _hold(self, held: set[int], over: set[int], under: set[int], tps: Callable[[list[int]], list[Any]],
               what: str) -> set[int]:
-        limit = self.cfg.max_outstanding_per_partition
-        hold = {p for p, n in outstanding.items() if n >= limit and p not in held}
-        free = {p for p in held if outstanding.get(p, 0) <= limit // 2}
+        """Pause the partitions newly ``over`` their bound; let go of held ones back ``under`` half of it
+        (resumed) or no longer owned (nothing to resume)."""
+        hold = over - held
+        free = {p for p in held if p in under or p not in self._parts}
         if hold:
             self._consumer.pause(tps(sorted(hold)))
-            log.warning(f"{what} stops fetching: too many offsets outstanding behind an undelivered record",
-                        extra={"partitions": sorted(hold), "limit": limit})
+            log.warning(f"{what} stops fetching: too many records outstanding behind undelivered ones",
+                        extra={"partitions": sorted(hold)})
         if free:
-            alive = [p for p in free if p in outstanding]
+            alive = [p for p in free if p in under]
             if alive and not (self._paused and self.subscribe):
                 self._consumer.resume(tps(alive))
             log.info(f"{what} fetches again", extra={"partitions": sorted(free)})
@@ -662,8 +680,11 @@ class ConsumerRuntime:
                 key = m.key()
                 size = (len(value) if value else 0) + (len(key) if key else 0)
                 self._sched.submit(Item(p, off, key, gen, size, m, stream=stream))
-                self._inflight += 1
-                self._inflight_bytes += size
+                if stream == PARK and st.park is not None:
+                    st.park.inflight += 1  # bounded on its own (--park-window), not by --max-inflight
+                else:
+                    self._inflight += 1
+                    self._inflight_bytes += size
                 counts[p] = counts.get(p, 0) + 1
                 added += 1
         if added and self._engine is not None:
@@ -762,8 +783,7 @@ class ConsumerRuntime:
         frees its key once it was the key's last parked record."""
         with self._cond:
             self._sched.complete(item)
-            self._inflight -= 1
-            self._inflight_bytes -= item.size
+            self._uncount(item)
             st = self._parts.get(item.partition)
             if outcome != "cancelled" and st is not None and st.generation == item.generation:
                 if item.stream == PARK and st.park is not None:

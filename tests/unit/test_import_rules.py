@@ -34,7 +34,7 @@ PURE = LEAVES | {
     "lagpilot_operator.autoscale.snapshot", "lagpilot_operator.autoscale.window", "lagpilot_operator.autoscale.decide",
     "lagpilot_operator.autoscale.schedule", "lagpilot_operator.autoscale.commits",
     "lagpilot_consumer.scheduler", "lagpilot_consumer.watermark", "lagpilot_consumer.policy",
-    "lagpilot_consumer.partitions", "lagpilot_consumer.limits",
+    "lagpilot_consumer.partitions", "lagpilot_consumer.limits", "lagpilot_consumer.park",
 }
 # Libraries that talk to the outside world (or start threads doing so).
 IO_LIBRARIES = ("kopf", "kubernetes", "confluent_kafka", "requests", "urllib3", "urllib.request", "http",

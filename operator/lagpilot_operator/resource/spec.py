@@ -41,6 +41,17 @@ URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of a duration written as Kubernetes and Go write them (``90s``, ``10m``, ``1h30m``,
+    ``500ms``); None if it is not one."""
+    if not DURATION_RE.match(text):
+        return None
+    return sum(float(n) * _DURATION_UNIT[u] for n, u in _DURATION_PART.findall(text))
 # host:port, with IPv6 addresses in brackets ([::1]:9092, [fd00::5]:9093)
 BOOTSTRAP_RE = re.compile(r"^(?:[^\s,:\[\]]+|\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]):\d{1,5}$")
 KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")  # a Secret/ConfigMap data key
@@ -112,6 +123,8 @@ class RetrySpec:
     max_attempts: int = 5
     initial_backoff_ms: int = 200
     max_backoff_ms: int = 30000
+    park_topic: str | None = None  # spec.retry.park.topic: durable ordered retries (none: retries in memory)
+    park_after_seconds: float = 60.0  # spec.retry.park.after
 
 
 @dataclass(frozen=True)
@@ -363,6 +376,9 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
         elif dlq == topic:
             r.bad("spec.deadLetterTopic", "DeadLetterIsSource",
                   "must differ from spec.topic (failed records would be consumed again)")
+    if retry.park_topic is not None and retry.park_topic in (topic, dlq):
+        r.bad("spec.retry.park.topic", "ParkIsSource",
+              "must differ from spec.topic and spec.deadLetterTopic (parked records would be mixed with them)")
     kafka = _parse_kafka(r, r.obj(raw, "kafka", "spec"))
     template = _parse_template(r, r.obj(raw, "template", "spec"))
     autoscaling = _parse_autoscaling(r, r.obj(raw, "autoscaling", "spec"))
@@ -467,7 +483,20 @@ def _parse_retry(r: _Reader, raw: Mapping[str, Any]) -> RetrySpec:
         r.bad(f"{p}.maxBackoffMs", "BackoffOrder",
               f"must be >= initialBackoffMs ({initial}), got {maximum}")
         maximum = initial
-    return RetrySpec(max_attempts=attempts, initial_backoff_ms=initial, max_backoff_ms=maximum)
+    park = r.obj(raw, "park", p)
+    park_topic, after = None, 60.0
+    if park:
+        park_topic = r.string(park, "topic", f"{p}.park", required=True)
+        if park_topic is not None and not TOPIC_RE.match(park_topic):
+            r.bad(f"{p}.park.topic", "InvalidTopicName", "must be 1-249 of [a-zA-Z0-9._-]")
+        text = r.string(park, "after", f"{p}.park", default="1m") or "1m"
+        seconds = parse_duration(text)
+        if seconds is None:
+            r.bad(f"{p}.park.after", "InvalidDuration", f"must be a duration such as 30s, 10m or 1h, got {text!r}")
+        else:
+            after = seconds
+    return RetrySpec(max_attempts=attempts, initial_backoff_ms=initial, max_backoff_ms=maximum,
+                     park_topic=park_topic, park_after_seconds=after)
 
 
 def _key_ref(r: _Reader, raw: Mapping[str, Any], key: str, path: str, default_key: str,

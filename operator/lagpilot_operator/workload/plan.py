@@ -152,6 +152,9 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
         env.append(_env_value("LAGPILOT_MAX_REQUESTS_PER_SECOND", _format_number(t.max_requests_per_second)))
     if spec.dead_letter_topic:
         env.append(_env_value("LAGPILOT_DEAD_LETTER_TOPIC", spec.dead_letter_topic))
+    if spec.retry.park_topic:
+        env.append(_env_value("LAGPILOT_PARK_TOPIC", spec.retry.park_topic))
+        env.append(_env_value("LAGPILOT_PARK_AFTER_SECONDS", _format_number(spec.retry.park_after_seconds)))
     if spec.routes:
         env.append(_env_value("LAGPILOT_ROUTES", routes_document(spec.routes)))
     if spec.unmatched == "deadLetter":

@@ -111,6 +111,10 @@ def test_k8s_mode_takes_pod_identity_from_env() -> None:
      "invalid --routes (LAGPILOT_ROUTES): routes[0].match.key.regex: is not a valid regular expression"),
     (["--unmatched", "dead-letter"], {}, "needs --dead-letter-topic"),
     (["--unmatched", "drop"], {}, "must be one of skip, dead-letter"),
+    (["--park-topic", "t", "--partitions", "0"], {}, "invalid --park-topic 't' (argv): must differ from --topic"),
+    (["--park-topic", "d", "--dead-letter-topic", "d", "--partitions", "0"], {}, "must differ"),
+    (["--park-topic", "p"], {}, "needs partitions owned by --assignment k8s or static"),
+    (["--park-topic", "p", "--partitions", "0", "--park-after-seconds", "-1"], {}, "--park-after-seconds"),
 ])
 def test_invalid_values_name_the_value_and_why(args: list[str], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -120,6 +120,15 @@ def test_full_spec_template_fields_land_in_pod_spec() -> None:
     assert dep["spec"]["replicas"] == 3
 
 
+def test_the_retry_park_reaches_the_worker_as_its_flags_read_them() -> None:
+    env = env_of(p.deployment(minimal_spec(retry={"park": {"topic": "orders.park", "after": "1h30m"}}), OWNER,
+                              replicas=1))
+    assert (env["LAGPILOT_PARK_TOPIC"], env["LAGPILOT_PARK_AFTER_SECONDS"]) == ("orders.park", "5400")
+    env = env_of(p.deployment(minimal_spec(retry={"park": {"topic": "orders.park"}}), OWNER, replicas=1))
+    assert env["LAGPILOT_PARK_AFTER_SECONDS"] == "60"
+    assert "LAGPILOT_PARK_TOPIC" not in env_of(p.deployment(minimal_spec(), OWNER, replicas=1))
+
+
 def test_minimal_spec_defaults_in_env_and_no_optional_entries() -> None:
     dep = p.deployment(minimal_spec(), OWNER, replicas=1)
     env = env_of(dep)
