@@ -35,6 +35,9 @@ LABEL_WORKER = "lagpilot.io/worker"  # on a worker's Lease: the pod it reports f
 ANNOTATION_PROMOTE = "lagpilot.io/promote"
 ANNOTATION_ABORT = "lagpilot.io/abort"
 ANNOTATION_PAUSE = "lagpilot.io/pause"
+# `lagpilot replay`: a JSON request {"id", "to": checkpoint|time|offsets, "time", "offsets", "partitions"}; run
+# once per id (remembered in status.rollout.handled), refused while a rollout runs.
+ANNOTATION_REPLAY = "lagpilot.io/replay"
 
 # ---- the hand-off: what a worker reports on its Lease, and which pod a scale-down removes first -------
 ANNOTATION_OWNED = "lagpilot.io/owned"  # "0,3,6": partitions the worker owns, fully applied

@@ -30,6 +30,7 @@ PURE = LEAVES | {
     "lagpilot_operator.workload.sizing", "lagpilot_operator.workload.cpu", "lagpilot_operator.workload.resync",
     "lagpilot_operator.workload.kafka_client", "lagpilot_operator.brokererrors",
     "lagpilot_operator.handoff.planner", "lagpilot_operator.handoff.rollout", "lagpilot_operator.handoff.observe",
+    "lagpilot_operator.handoff.replay",
     "lagpilot_operator.handoff.triggers",
     "lagpilot_operator.autoscale.snapshot", "lagpilot_operator.autoscale.window", "lagpilot_operator.autoscale.decide",
     "lagpilot_operator.autoscale.schedule", "lagpilot_operator.autoscale.commits",

@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from lagpilot.protocol import (
     ANNOTATION_DELETION_COST,
+    ANNOTATION_REPLAY,
     ASSIGNMENT_KEY,
     LABEL_CG,
     LABEL_REVISION,
@@ -26,6 +27,16 @@ from lagpilot.protocol import (
 )
 from lagpilot_operator.handoff.observe import LeaseClock, assignment_status, figures_from_metrics, observe
 from lagpilot_operator.handoff.planner import Observed, plan_assignment
+from lagpilot_operator.handoff.replay import (
+    PositionsFn,
+    ReplayRequest,
+    ReplayStep,
+    plan_replay,
+    replay_request,
+    replayed,
+    take_checkpoint,
+    targets,
+)
 from lagpilot_operator.handoff.rollout import (
     CANARY,
     CanaryFigures,
@@ -94,18 +105,21 @@ class Round:
     observed: Observed
     step: RolloutStep
     doc: AssignmentDoc
+    replay: ReplayStep | None = None
 
 
 def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers: int, partitions: int,
                doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
                previous: Mapping[str, Any], commands: Commands, figures: CanaryFigures | None, now: float,
                clock: LeaseClock, lease_duration: float, lag_fn: LagFn | None = None,
-               published_epoch: int | None = None) -> Round:
+               published_epoch: int | None = None, replay_request: ReplayRequest | None = None,
+               positions_fn: PositionsFn | None = None) -> Round:
     """Observed objects -> the next rollout step and assignment document. ``previous`` is status.rollout;
     ``now`` (wall clock) times the rollout; ``clock`` times the Leases (the operator's own observations);
     ``lag_fn`` is asked for the group's lag only while a canary's lag growth is judged or its baseline is
     taken (None: lag growth is not judged). ``published_epoch``: the epoch last published in
-    status.assignment (so a lost document is told from a new group's first one)."""
+    status.assignment (so a lost document is told from a new group's first one). ``replay_request``: a
+    ``lagpilot replay`` not handled yet; ``positions_fn`` reads the checkpoint when a rollout starts."""
     observed = observe(doc, pods, leases, partitions, clock, lease_duration, published_epoch)
     lag_now: Mapping[int, int] | None = None
     if lag_fn is not None and needs_lag_now(rollout, previous):
@@ -123,8 +137,34 @@ def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers
         if lag_now is None and needs_lag_baseline(rollout, step.status):
             lag_now = lag_fn()
         keep_lag_baseline(rollout, step.status, lag_now)
+    checkpoint = take_checkpoint(step, previous, positions_fn, now)
+    replay = plan_replay(step, previous, observed, rollout, paused or commands.pause, checkpoint, replay_request,
+                         now)
     # A new incarnation is used only when there is no readable document to continue from.
-    return Round(observed, step, plan_assignment(observed, step.desired, uuid.uuid4().hex[:12]))
+    return Round(observed, step, plan_assignment(observed, step.desired, uuid.uuid4().hex[:12]), replay)
+
+
+def rewind(result_status: dict[str, Any], rp: ReplayStep, offsets: Any, now: float) -> list[Event]:
+    """Move the held partitions' committed offsets (nothing owns them: rp.rewind is set only then) and mark
+    the replay done; if the brokers fail, it stays Holding and is tried again next round."""
+    from lagpilot_operator.group_offsets import GroupOffsetsError
+
+    request = rp.rewind
+    assert request is not None
+    replay = dict(result_status.get("replay") or {})
+    try:
+        at_time = offsets.at_time(rp.hold, request.time) if request.to == "time" and request.time else None
+        goal = targets(request, rp.hold, result_status.get("checkpoint"), at_time)
+        before = offsets.committed(goal)
+        offsets.commit(goal)
+    except GroupOffsetsError as exc:
+        result_status["replay"] = {**replay, "message": f"offsets not moved yet (retrying): {exc}"}
+        return [("Warning", "ReplayRetrying", f"replay {request.id}: {exc}")]
+    done, event = replayed(replay, {p: (before.get(p), o) for p, o in goal.items()}, now)
+    result_status["replay"] = done
+    if not request.internal:
+        result_status["handled"] = {**(result_status.get("handled") or {}), ANNOTATION_REPLAY: request.id}
+    return [event]
 
 
 def read_assignment(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any] | None, AssignmentDoc | None]:
@@ -211,10 +251,13 @@ def apply_deployments(kube: Kube, spec: ConsumerGroupSpec, owner: planner.Owner,
 def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSpec, target_revision: str,
                          workers: int, partitions: int, now: float, fence_timeout: int,
                          figures_fn: FiguresFn | None = None, manage_deployments: bool = True,
-                         lag_fn: LagFn | None = None) -> HandoffResult:
+                         lag_fn: LagFn | None = None, offsets_fn: Callable[[], Any] | None = None
+                         ) -> HandoffResult:
     """One hand-off round for one ConsumerGroup. ``partitions``: the topic's partition count (from the
-    broker). ``now``: unix seconds. Returns what the reconcile must publish; the ConfigMap, pod deletion
-    costs, stale Leases and (with ``manage_deployments``) the Deployments are written here."""
+    broker). ``now``: unix seconds. ``offsets_fn`` gives the group's offsets (``GroupOffsets``) for the
+    rollout checkpoint and replays. Returns what the reconcile must publish; the ConfigMap, pod deletion
+    costs, stale Leases, a replay's offsets and (with ``manage_deployments``) the Deployments are written
+    here."""
     meta = body.get("metadata") or {}
     owner = planner.Owner(str(meta["name"]), str(meta["namespace"]), str(meta["uid"]))
     ns = spec.namespace
@@ -236,10 +279,29 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
         figures = (figures_fn or scrape_figures)(canary_pods, list(prev.get("canaryPartitions") or []))
     duration = lease_duration_for(fence_timeout, LEASE_RENEW_SECONDS, spec.target.timeout_seconds)
     published = ((body.get("status") or {}).get("assignment") or {}).get("epoch")
+    request, unreadable = replay_request(meta.get("annotations"), prev)
+
+    def positions() -> Mapping[int, int] | None:
+        from lagpilot_operator.group_offsets import GroupOffsetsError
+
+        if offsets_fn is None:
+            return None
+        try:
+            return dict(offsets_fn().positions())
+        except GroupOffsetsError as exc:
+            log.info("%s/%s: checkpoint not taken yet: %s", ns, spec.name, exc)
+            return None
+
     rnd = plan_round(spec.rollout, spec.paused, target_revision, workers, partitions, doc, pods, leases, prev,
                      commands, figures, now, lease_clock(ns, spec.name), duration, lag_fn,
-                     published if isinstance(published, int) else None)
+                     published if isinstance(published, int) else None, request, positions)
     observed, step, new_doc = rnd.observed, rnd.step, rnd.doc
+    if rnd.replay is not None and rnd.replay.rewind is not None and offsets_fn is not None:
+        step.events += rewind(step.status, rnd.replay, offsets_fn(), now)
+    if unreadable is not None and prev.get("replayUnreadable") != unreadable:
+        step.events.append(("Warning", "ReplayRefused", unreadable))
+    if unreadable is not None:
+        step.status["replayUnreadable"] = unreadable
     result = HandoffResult(rollout=step.status, assignment={}, events=list(step.events),
                                degraded=step.degraded, deployments=step.deployments)
     if cm is None or doc is None or new_doc != doc:

@@ -40,6 +40,7 @@ RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
 URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+ON_ABORT = ("none", "replayFromCheckpoint")
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -207,6 +208,7 @@ class RolloutSpec:
     max_partitions_in_flight: int = 0
     blue_green: BlueGreenSpec = field(default_factory=BlueGreenSpec)
     canary: CanarySpec = field(default_factory=CanarySpec)
+    on_abort: str = "none"  # none | replayFromCheckpoint (an aborted canary's partitions go back to the checkpoint)
 
 
 @dataclass(frozen=True)
@@ -696,6 +698,7 @@ def _parse_rollout(r: _Reader, raw: Mapping[str, Any]) -> RolloutSpec:
     return RolloutSpec(
         strategy=r.string(raw, "strategy", p, default="Rolling", choices=STRATEGIES) or "Rolling",
         max_partitions_in_flight=r.integer(raw, "maxPartitionsInFlight", p, 0, minimum=0),
+        on_abort=r.string(raw, "onAbort", p, default="none", choices=ON_ABORT) or "none",
         blue_green=BlueGreenSpec(
             auto_promote=r.boolean(bg, "autoPromote", pb, True),
             preview_seconds=r.integer(bg, "previewSeconds", pb, 0, minimum=0),

@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 from lagpilot.protocol import LABEL_CG, LABEL_REVISION
 from lagpilot.timefmt import rfc3339
 from lagpilot_operator.brokers import connection_key
+from lagpilot_operator.group_offsets import GroupOffsets
 from lagpilot_operator.handoff.rollout import ABORTED
 from lagpilot_operator.handoff.shell import HandoffResult, reconcile_handoff
 from lagpilot_operator.kube import Kube
@@ -159,6 +160,13 @@ def _lag_reader(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], dict[int, i
     return read
 
 
+def _group_offsets(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], GroupOffsets]:
+    """The group's offsets on the brokers, built on demand (a rollout's checkpoint, a replay's rewind)."""
+    def make() -> GroupOffsets:
+        return GroupOffsets(spec.bootstrap_servers, spec.group_id, spec.topic, kafka_security(spec, kube))
+    return make
+
+
 def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings: Settings,
               emit: EventSink, desired_workers: Callable[..., int] = planner.desired_workers,
               applied: AppliedCache | None = None) -> Result:
@@ -224,7 +232,8 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.
             if topic is not None and topic.partitions is not None:
                 coord = reconcile_handoff(kube, body, pod_spec, revision, pod_count, topic.partitions, time.time(),
-                                             settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube))
+                                             settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube),
+                                             offsets_fn=_group_offsets(spec, kube))
                 result.actions += coord.actions
                 if coord.rollout.get("phase") == ABORTED and coord.rollout.get("stableRevision"):
                     # The aborted revision is on its way out: report on the revision that serves.

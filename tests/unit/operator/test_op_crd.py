@@ -45,7 +45,7 @@ def test_status_has_every_field_the_issues_name() -> None:
         assert key in st
     assert set(st["lag"]["properties"]) == {"total", "maxPartition", "status", "updatedAt"}
     assert set(st["rollout"]["properties"]) == {"phase", "stableRevision", "newRevision", "canaryPartitions",
-                                                 "step", "message"}
+                                                 "step", "message", "checkpoint", "replay"}
     assert "epoch" in st["assignment"]["properties"]
 
 

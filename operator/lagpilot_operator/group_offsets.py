@@ -1,0 +1,93 @@
+"""A group's committed offsets as the hand-off reads and sets them: the checkpoint taken when a rollout
+starts, and a replay's rewind (while no worker owns the partitions: lagpilot_operator.handoff.replay). Thin
+admin-API calls on the connection's cached AdminClient; every failure is a ``GroupOffsetsError`` whose
+message says what could not be done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lagpilot_operator.brokers import admin_client
+
+
+class GroupOffsetsError(Exception):
+    """The brokers did not read or set the offsets."""
+
+
+@dataclass
+class GroupOffsets:
+    bootstrap_servers: str
+    group: str
+    topic: str
+    security: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 10.0
+
+    def _admin(self) -> Any:
+        return admin_client(self.bootstrap_servers, self.security)
+
+    def positions(self) -> dict[int, int]:
+        """Where the group reads next on every partition: its committed offset, or where its reset policy
+        puts a partition it never committed (the log start)."""
+        from lagpilot_operator.autoscale.offsets import LagReader
+
+        try:
+            snap = LagReader(self.bootstrap_servers, self.security, timeout=self.timeout).read(self.group, [self.topic])
+        except Exception as exc:
+            raise GroupOffsetsError(f"committed offsets of {self.group} not read: {exc}") from None
+        return {p.partition: p.position for p in snap.partitions}
+
+    def committed(self, partitions: Iterable[int]) -> dict[int, int | None]:
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        try:
+            fut = self._admin().list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, tps)],
+                                                            request_timeout=self.timeout)[self.group]
+            got = fut.result(timeout=self.timeout + 5)
+        except Exception as exc:
+            raise GroupOffsetsError(f"committed offsets of {self.group} not read: {exc}") from None
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in got.topic_partitions}
+
+    def at_time(self, partitions: Iterable[int], when: float) -> dict[int, int]:
+        """The first offset at or after ``when`` (unix seconds) per partition; the log end where no record
+        is that recent."""
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        parts = sorted(partitions)
+        admin = self._admin()
+        try:
+            by_time = admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.for_timestamp(int(when * 1000))
+                                          for p in parts}, request_timeout=self.timeout)
+            ends = admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in parts},
+                                      request_timeout=self.timeout)
+            out: dict[int, int] = {}
+            for tp, fut in by_time.items():
+                found = fut.result(timeout=self.timeout + 5).offset
+                if found < 0:
+                    end_fut = next(f for t, f in ends.items() if t.partition == tp.partition)
+                    found = end_fut.result(timeout=self.timeout + 5).offset
+                out[tp.partition] = found
+        except Exception as exc:
+            raise GroupOffsetsError(f"offsets of {self.topic} at time {when} not read: {exc}") from None
+        return out
+
+    def commit(self, offsets: Mapping[int, int]) -> None:
+        """Set the group's committed offsets (the group must have no member consuming these partitions:
+        lagpilot's workers commit without joining the group, and the hand-off has made sure none owns
+        them)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+        tps = [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())]
+        try:
+            fut = self._admin().alter_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, tps)],
+                                                             request_timeout=self.timeout)[self.group]
+            done = fut.result(timeout=self.timeout + 5)
+        except Exception as exc:
+            raise GroupOffsetsError(f"offsets of {self.group} not set: {exc}") from None
+        bad = [tp for tp in done.topic_partitions if tp.error is not None]
+        if bad:
+            raise GroupOffsetsError(f"offsets of {self.group} not set on partition {bad[0].partition}: "
+                                    f"{bad[0].error}")
