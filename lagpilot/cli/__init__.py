@@ -13,6 +13,7 @@ COMMAND_MODULES = {
     "lagpilot.cli.status": "COMMANDS",
     "lagpilot.cli.demo": "demo",
     "lagpilot.cli.grants": "COMMANDS",
+    "lagpilot.cli.replay": "COMMANDS",
 }
 
 

@@ -237,7 +237,7 @@ def test_kill_9_of_a_worker_and_operator_restart_mid_rolling_rollout(
 def lagpilot_cli(k8s: Any, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(k8s.kubeconfig)}
     return subprocess.run([str(Path(sys.executable).parent / "lagpilot"), *args, "-n", ns], capture_output=True,
-                          text=True, env=env, timeout=120)
+                          text=True, env=env, timeout=300)
 
 
 def test_blue_green_waits_for_lagpilot_promote(
@@ -389,3 +389,96 @@ def test_a_canary_that_never_comes_up_is_aborted_after_analysis_and_grace(
             producer.stop()
         wait_for(lambda: len(good.accepted_records()) >= producer.acked, timeout=90, what="every record delivered")
         assert overlaps(good.arrivals()) == []
+
+
+def ends(bootstrap: str, topic: str) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lagpilot-test-ends"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+    finally:
+        c.close()
+
+
+def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewinds_to_a_time(
+        k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """A canary (onAbort: replayFromCheckpoint) takes partitions 1 and 4 and delivers to its own target; it is
+    aborted; the stable revision then delivers again exactly the records after status.rollout.checkpoint on
+    those partitions, and nothing again on the others. Back on the stable spec, `lagpilot replay --to-time`
+    rewinds every partition to a time: exactly the records from that time on are delivered again. No two
+    workers ever deliver one partition at overlapping times."""
+    topic = topic_factory(partitions=PARTITIONS, prefix="opreplay")
+    with RecordingTarget() as good, RecordingTarget() as canary_target:
+        producer = SteadyProducer(bootstrap, topic, PARTITIONS, rate=60).start()
+        try:
+            stable_doc = cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling"})
+            apply(k8s, namespace, stable_doc)
+            first = wait_for(settled_on_new_revision(k8s, namespace, None), timeout=180, what="first revision")
+            out = lagpilot_cli(k8s, namespace, "replay", "cg", "--to-checkpoint")
+            assert out.returncode == 1 and "no checkpoint yet" in out.stderr, out.stderr
+
+            chosen = [1, 4]
+            rollout = {"strategy": "Canary", "onAbort": "replayFromCheckpoint",
+                       "canary": {"partitions": chosen, "workers": 1, "analysisSeconds": 600, "maxErrorRate": 1.0}}
+            apply(k8s, namespace, cg_doc(bootstrap, topic, canary_target.url, rollout, threads=3))
+            canary_target.wait_for(lambda t: {a.partition for a in t.accepted()} == set(chosen), timeout=180)
+            out = lagpilot_cli(k8s, namespace, "replay", "cg", "--to-time", "2026-01-01T00:00:00Z")
+            assert out.returncode == 1 and "a rollout is running" in out.stderr, out.stderr
+            checkpoint = get_cg(k8s, namespace)["status"]["rollout"]["checkpoint"]
+            assert checkpoint["revision"] == first["revision"]
+            marked = {int(p): int(o) for p, o in checkpoint["offsets"].items()}
+            assert any(e["reason"] == "CheckpointTaken" for e in events(k8s, namespace))
+
+            mark = len(good.arrivals())
+            out = lagpilot_cli(k8s, namespace, "abort", "cg")
+            assert out.returncode == 0, out.stderr
+            aborted = wait_for(aborted_and_back_on(k8s, namespace, first["revision"]), timeout=180,
+                               what="canary aborted and partitions back")
+            replay = aborted["rollout"]["replay"]
+            assert replay["phase"] == "Done" and sorted(int(p) for p in replay["moved"]) == chosen, replay
+            assert {int(p): m["to"] for p, m in replay["moved"].items()} == {p: marked[p] for p in chosen}
+            assert any(e["reason"] == "Replayed" for e in events(k8s, namespace))
+
+            # Back on the stable spec (the rollout is cancelled), then a replay to a time.
+            apply(k8s, namespace, stable_doc)
+            wait_for(lambda: (get_cg(k8s, namespace)["status"].get("rollout") or {}).get("phase") == "Stable",
+                     timeout=120, what="rollout back to Stable")
+            time.sleep(3)
+            since = time.time() - 2
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since)) + f".{int(since % 1 * 1000):03d}Z"
+            mark2 = len(good.arrivals())
+            out = lagpilot_cli(k8s, namespace, "replay", "cg", "--to-time", when)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "offsets moved" in out.stdout and "records again" in out.stdout, out.stdout
+        finally:
+            producer.stop()
+        end = ends(bootstrap, topic)
+        good.wait_for(lambda t: all((p, end[p] - 1) in t.accepted_records() for p in range(PARTITIONS)
+                                    if end[p]), timeout=300)
+        time.sleep(2)
+    arrivals = good.arrivals()
+    # The abort's replay: on the canary partitions exactly the records from the checkpoint on came again
+    # (up to where the --to-time replay began); on the others nothing came twice before that.
+    after_abort = arrivals[mark:mark2]
+    for p in chosen:
+        again = {a.offset for a in after_abort if a.accepted and a.partition == p}
+        assert again and min(again) == marked[p], (p, marked[p], sorted(again)[:5])
+        assert again == set(range(marked[p], max(again) + 1)), f"partition {p}: a gap in the replayed records"
+    assert duplicates([a for a in arrivals[:mark2] if a.partition not in chosen]) == []
+    # The time replay: per partition, the first record re-delivered is the first one stamped at or after it.
+    first_after: dict[int, int] = {}
+    stamps: dict[tuple[int, int], int] = {}
+    for a in arrivals:
+        if a.accepted and "X-Lagpilot-Timestamp" in a.headers:
+            stamps[(a.partition, a.offset)] = int(a.headers["X-Lagpilot-Timestamp"])
+    for p in range(PARTITIONS):
+        expected = min((o for (q, o), ts in stamps.items() if q == p and ts >= since * 1000), default=None)
+        again = [a.offset for a in arrivals[mark2:] if a.accepted and a.partition == p]
+        if expected is not None:
+            first_after[p] = min(again)
+            assert min(again) == expected, (p, expected, sorted(again)[:5])
+    assert first_after, "records were produced after the replay time"
+    assert len(good.accepted_records() | canary_target.accepted_records()) >= producer.acked
+    assert first_deliveries_in_key_order(arrivals + canary_target.arrivals()) == []
+    assert overlaps(arrivals + canary_target.arrivals()) == []

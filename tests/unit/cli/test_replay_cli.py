@@ -1,0 +1,47 @@
+"""`lagpilot replay`: the request it writes for each form, and the usage errors (exit 2, one line)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from lagpilot.cli.replay import build_request, moved_table
+from lagpilot_operator.handoff.replay import ReplayRequest
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("args", "want"), [
+    ((True, None, (), None), {"to": "checkpoint"}),
+    ((True, None, (), "3,0,3"), {"to": "checkpoint", "partitions": [0, 3]}),
+    ((False, "2026-01-31T00:00:00Z", (), None), {"to": "time", "time": "2026-01-31T00:00:00Z"}),
+    ((False, None, ("0:10", "2:5"), None), {"to": "offsets", "offsets": {"0": 10, "2": 5}}),
+])
+def test_the_request_is_one_the_operator_reads(args: tuple, want: dict) -> None:
+    request = build_request(*args)
+    assert {k: v for k, v in request.items() if k != "id"} == want
+    import json
+
+    parsed = ReplayRequest.from_annotation(json.dumps(request))
+    assert parsed.id == request["id"] and parsed.to == want["to"]
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    ((False, None, (), None), "exactly one of"),
+    ((True, "2026-01-31T00:00:00Z", (), None), "exactly one of"),
+    ((False, "noon", (), None), "RFC 3339"),
+    ((False, None, ("3",), None), "PARTITION:OFFSET"),
+    ((False, None, ("a:1",), None), "PARTITION:OFFSET"),
+    ((False, None, ("1:2",), "1"), "--partitions goes with"),
+    ((True, None, (), "x"), "partition numbers"),
+])
+def test_usage_errors(args: tuple, why: str) -> None:
+    with pytest.raises(click.UsageError) as e:
+        build_request(*args)
+    assert why in e.value.format_message()
+
+
+def test_the_moved_table_counts_records_delivered_again() -> None:
+    table = moved_table({"moved": {"10": {"from": 50, "to": 20}, "2": {"from": None, "to": 0}}})
+    cells = [list(c.cells) for c in table.columns]
+    assert cells[0] == ["2", "10"] and cells[1] == ["-", "50"] and cells[3] == ["", "30"]
