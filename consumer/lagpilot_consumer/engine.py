@@ -437,7 +437,8 @@ class DeliveryEngine:
         last is done."""
         item = job.item
         if job.plan is None:
-            if self.parker is not None and item.stream == MAIN and self.work.divert(item):
+            if self.parker is not None and item.stream == MAIN and not self.work.cancelled(item) \
+                    and self.work.divert(item):
                 await self._move_to_park(job, "key-parked")  # an earlier record of its key is parked
                 return
             job.plan = self._plan(job)

@@ -35,6 +35,8 @@ class ParkWriter:
         ``partition``. True once stored; False if ``cancelled()`` became true first."""
         from lagpilot_consumer.delivery import produce_acked
 
+        if cancelled():  # ownership lost (released, fenced) since the record was taken: not ours to write
+            return False
         headers: list[tuple[str, Any]] = [*ours, *((k, v or b"") for k, v in (msg.headers() or ()))]
         ts_type, ts = msg.timestamp()
         return produce_acked(self.producer, self.cfg, cancelled, self.on_error, "park", topic=self.topic,

@@ -302,6 +302,8 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
         step.events.append(("Warning", "ReplayRefused", unreadable))
     if unreadable is not None:
         step.status["replayUnreadable"] = unreadable
+    else:
+        step.status.pop("replayUnreadable", None)
     result = HandoffResult(rollout=step.status, assignment={}, events=list(step.events),
                                degraded=step.degraded, deployments=step.deployments)
     if cm is None or doc is None or new_doc != doc:

@@ -168,3 +168,37 @@ def test_a_long_outage_of_ten_percent_of_the_keys_commit_advances_memory_stays_f
     first_deliveries_in_key_order(target)
     assert len({a.body for a in target.accepted()}) == total
     assert cp.terminate() == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_record_parked_between_its_routes_resumes_at_the_route_that_failed(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """Two routes, one record = two requests in order; the second route fails long enough for the record to
+    be parked after its first request was delivered: from the park only the second request is sent (the
+    first is not repeated), and the key's records keep their order on both routes."""
+    import json
+
+    topic = topic_factory(partitions=2, prefix="park-routes-src")
+    park = topic_factory(partitions=2, prefix="park-routes")
+    base = target.url.rsplit("/", 1)[0]
+    routes = [{"name": "first", "match": {"key": {"prefix": "k"}}, "target": {"url": f"{base}/first"}},
+              {"name": "second", "match": {"key": {"prefix": "k"}}, "target": {"url": f"{base}/second"}}]
+    target.reject_path("/second", status=503, count=60)
+    cp = run_consumer("--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", f"g-{topic}",
+                      "--target-url", f"{base}/unused", "--partitions", "0-1", "--threads", "4",
+                      "--commit-interval-ms", "200", "--initial-backoff-ms", "50", "--max-backoff-ms", "200",
+                      "--routes", json.dumps(routes), "--park-topic", park, "--park-after-seconds", "0.5",
+                      "--log-format", "json")
+    cp.wait_ready()
+    records = [(0, b"k-one", b"k-one:%d" % i) for i in range(20)]
+    assert produce(bootstrap, topic, records) == 20
+    wait_for(lambda: len({a.body for a in target.accepted() if a.path == "/second"}) == 20, timeout=120,
+             what="every record's second request accepted")
+    assert cp.metric("lagpilot_records_parked_total", reason="failing") >= 1, "the record was parked"
+    firsts = [a.body for a in target.accepted() if a.path == "/first"]
+    assert sorted(firsts) == sorted(v for _, _, v in records), "each first request sent once, never repeated"
+    seconds = [int(a.body.split(b":")[1]) for a in target.accepted() if a.path == "/second"]
+    assert seconds == sorted(seconds) and len(seconds) == 20
+    assert [int(b.split(b":")[1]) for b in firsts] == sorted(int(b.split(b":")[1]) for b in firsts)
+    assert cp.terminate() == 0
