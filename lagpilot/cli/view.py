@@ -225,6 +225,14 @@ def _status_style(value: str) -> str:
             "STOP": "red"}.get(value, "")
 
 
+def _replay_line(rollout: dict[str, Any]) -> str:
+    """The last replay, while it holds partitions or was refused (a finished one is in status and Events)."""
+    replay = rollout.get("replay") or {}
+    if replay.get("phase") not in ("Holding", "Refused"):
+        return ""
+    return f"\nreplay {replay.get('id', '?')} {replay['phase']}: {replay.get('message', '')}"
+
+
 def render(view: GroupView) -> Group:
     head = Text.assemble(
         (f"{view.namespace}/{view.name}", "bold"), f"  topic {view.topic}  group {view.group_id}\n",
@@ -232,6 +240,7 @@ def render(view: GroupView) -> Group:
         f"partitions {view.partitions}  epoch {view.assignment_epoch if view.assignment_epoch is not None else '-'}"
         f"  rollout {view.rollout.get('phase', 'Stable')}"
         + (f" ({view.rollout.get('message')})" if view.rollout.get("message") else "")
+        + _replay_line(view.rollout)
         + f"\nlag total {view.lag.get('total', '-')}  max partition {view.lag.get('maxPartition', '-')}  "
           f"status {view.lag.get('status', '-')}  deliveries "
         + (", ".join(f"{k} {int(v)}" for k, v in sorted(view.deliveries.items())) or "-"))
