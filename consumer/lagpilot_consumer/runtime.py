@@ -469,7 +469,7 @@ class ConsumerRuntime:
         after ``when`` (at the end if there is none); if the broker cannot say, where ``fresh`` put them."""
         from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
-        query = [TopicPartition(tp.topic, tp.partition, int(when * 1000)) for tp in new]
+        query = [TopicPartition(tp.topic, tp.partition, round(when * 1000)) for tp in new]
         try:
             found = {tp.partition: tp for tp in self._consumer.offsets_for_times(query, timeout=10)}
         except KafkaException as exc:

@@ -59,7 +59,7 @@ class GroupOffsets:
         parts = sorted(partitions)
         admin = self._admin()
         try:
-            by_time = admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.for_timestamp(int(when * 1000))
+            by_time = admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.for_timestamp(round(when * 1000))
                                           for p in parts}, request_timeout=self.timeout)
             ends = admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in parts},
                                       request_timeout=self.timeout)

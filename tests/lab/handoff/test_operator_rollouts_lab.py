@@ -445,8 +445,8 @@ def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewin
             wait_for(lambda: (get_cg(k8s, namespace)["status"].get("rollout") or {}).get("phase") == "Stable",
                      timeout=120, what="rollout back to Stable")
             time.sleep(3)
-            since = time.time() - 2
-            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since)) + f".{int(since % 1 * 1000):03d}Z"
+            since_ms = int((time.time() - 2) * 1000)  # the replay time, to the millisecond records carry
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_ms // 1000)) + f".{since_ms % 1000:03d}Z"
             mark2 = len(good.arrivals())
             out = lagpilot_cli(k8s, namespace, "replay", "cg", "--to-time", when)
             assert out.returncode == 0, out.stdout + out.stderr
@@ -473,7 +473,7 @@ def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewin
         if a.accepted and "X-Lagpilot-Timestamp" in a.headers:
             stamps[(a.partition, a.offset)] = int(a.headers["X-Lagpilot-Timestamp"])
     for p in range(PARTITIONS):
-        expected = min((o for (q, o), ts in stamps.items() if q == p and ts >= since * 1000), default=None)
+        expected = min((o for (q, o), ts in stamps.items() if q == p and ts >= since_ms), default=None)
         again = [a.offset for a in arrivals[mark2:] if a.accepted and a.partition == p]
         if expected is not None:
             first_after[p] = min(again)
