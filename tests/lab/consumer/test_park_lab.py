@@ -116,10 +116,14 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+OUTAGE_SECONDS = float(os.environ.get("LAGPILOT_PARK_OUTAGE_SECONDS", "600"))
+
+
+@pytest.mark.timeout(int(OUTAGE_SECONDS) + 900)
 def test_a_long_outage_of_ten_percent_of_the_keys_commit_advances_memory_stays_flat_order_kept(
         bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
         run_consumer: Callable[..., ConsumerProcess]) -> None:
-    outage = float(os.environ.get("LAGPILOT_PARK_OUTAGE_SECONDS", "600"))
+    outage = OUTAGE_SECONDS
     rate = 200  # records per second, produced all through the outage
     topic = topic_factory(partitions=PARTITIONS, prefix="park-soak-src")
     park = topic_factory(partitions=PARTITIONS, prefix="park-soak")
