@@ -265,3 +265,26 @@ def test_without_the_hold_offsets_would_move_under_an_owner(monkeypatch: pytest.
     sim.status["checkpoint"] = {"offsets": {"0": 1, "1": 1, "2": 1, "3": 1}}
     with pytest.raises(AssertionError, match="offsets moved under"):
         sim.run(RolloutSpec(), "a", 2, now, None, lambda s: False, ReplayRequest("r", "checkpoint"), rounds=3)
+
+
+def test_a_refused_request_is_marked_handled_so_it_never_runs_later() -> None:
+    """Refused while a canary runs: recorded under status.rollout.handled, so the same annotation does not
+    start a replay once the rollout is over (a user would not expect an old request to fire then)."""
+    sim = Sim(3)
+    now = sim.run(RolloutSpec(), "a", 1, 0.0, None, lambda s: settled(s, "a"))
+    spec = RolloutSpec(strategy="Canary", canary=CanarySpec(partitions=(0,), analysis_seconds=10_000))
+    request = ReplayRequest("late", "checkpoint")
+    sim.reconcile(spec, "b", 1, now, request)
+    assert sim.status["replay"]["phase"] == REFUSED
+    assert sim.status["handled"][ANNOTATION_REPLAY] == "late"
+    assert replay_request({ANNOTATION_REPLAY: '{"id": "late", "to": "checkpoint"}'}, sim.status) == (None, None)
+
+
+def test_the_checkpoint_is_taken_once_per_rollout_and_kept_after_it() -> None:
+    sim = Sim(2)
+    now = sim.run(RolloutSpec(), "a", 1, 0.0, None, lambda s: settled(s, "a"))
+    assert "checkpoint" not in sim.status, "a new group has no rollout, so no checkpoint"
+    now = sim.run(RolloutSpec(), "b", 1, now, None, lambda s: settled(s, "b"))
+    taken = [e for e in sim.events if e[1] == "CheckpointTaken"]
+    assert len(taken) == 1 and taken[0][2] == "offsets before revision b: 0:100, 1:101"
+    assert sim.status["checkpoint"]["revision"] == "a" and sim.status["phase"] == STABLE
