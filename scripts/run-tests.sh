@@ -5,8 +5,16 @@
 # only pytest runs; LAGPILOT_KIND=0 skips the kind stage on purpose (it then says so).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Figures of passing tests (e.g. the retry park's soak: RSS and commits over a 10-minute outage), shown after
+# pytest, since pytest keeps the output of passing tests.
+export LAGPILOT_TEST_FIGURES=${LAGPILOT_TEST_FIGURES:-$PWD/build/test-figures.txt}
+mkdir -p "$(dirname "$LAGPILOT_TEST_FIGURES")" && rm -f "$LAGPILOT_TEST_FIGURES"
 .venv/bin/pytest -p no:cacheprovider --ignore=tests/e2e "$@"
 rc=$?
+if [ -s "$LAGPILOT_TEST_FIGURES" ]; then
+  echo "run-tests: figures of passing tests ($LAGPILOT_TEST_FIGURES):" >&2
+  sed 's/^/  /' "$LAGPILOT_TEST_FIGURES" >&2 || true
+fi
 if [ $rc -eq 5 ]; then echo "run-tests: pytest collected no tests" >&2; exit 1; fi
 [ $rc -eq 0 ] || exit $rc
 if [ $# -gt 0 ]; then exit 0; fi

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from lagpilot.testing.consumer import ConsumerProcess, committed, produce
+from lagpilot.testing.figures import report_figures
 from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
 
@@ -153,8 +154,9 @@ def test_a_long_outage_of_ten_percent_of_the_keys_commit_advances_memory_stays_f
         stop.set()
         thread.join(60)
     total = produced[0]
-    print(f"park soak: {outage:.0f} s outage of {len(DOWN)}/{KEYS} keys, {total} records produced; "
-          f"(s, RSS MB, committed): {[(round(t), round(r, 1), c) for t, r, c in samples]}")
+    report_figures(f"park soak: {outage:.0f} s outage of {len(DOWN)}/{KEYS} keys, {total} records produced, "
+                   f"{cp.metric('lagpilot_records_parked_total'):.0f} parked; (s, RSS MB, committed): "
+                   f"{[(round(t), round(r, 1), c) for t, r, c in samples]}")
     # The commit kept moving during the whole outage, not only at its start.
     half = [c for t, _, c in samples if t >= outage / 2]
     assert half[-1] - half[0] >= rate * (samples[-1][0] - outage / 2) * 0.5, samples
