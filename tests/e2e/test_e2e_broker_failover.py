@@ -29,7 +29,7 @@ from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault
 from lagpilot.testing.wait import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults]
+pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.faults, pytest.mark.timeout(1200)]
 
 KAFKA_IMAGE = os.environ.get("LAGPILOT_E2E_KAFKA_IMAGE", "")
 INFRA = os.environ.get("LAGPILOT_E2E_INFRA_NODE", "")
@@ -163,16 +163,26 @@ def leader_of(kafka3: Kafka3, topic: str, partition: int) -> int:
 
 
 def coordinator_of(kafka3: Kafka3, group: str) -> int:
+    """The broker coordinating ``group``. After a kill, FindCoordinator can fail for a long while (the
+    group's __consumer_offsets partition moving and loading; one CI run saw 120 s): asked with a fresh
+    client each time (a client holding a connection to the killed broker's old incarnation can keep failing)
+    for up to 300 s, and a timeout names the last error."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": kafka3.external})
+    errors: list[str] = []
 
     def find() -> int | None:
-        try:  # NOT_COORDINATOR while the coordinator moves after the last kill
-            return int(admin.describe_consumer_groups([group])[group].result(30).coordinator.id)
-        except Exception:
+        try:  # NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE while the coordinator moves after the last kill
+            admin = AdminClient({"bootstrap.servers": kafka3.external})
+            return int(admin.describe_consumer_groups([group], request_timeout=10)[group].result(15).coordinator.id)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
             return None
-    return int(wait_for(find, 120, what=f"the coordinator of {group}", interval=2))
+
+    try:
+        return int(wait_for(find, 300, what=f"the coordinator of {group}", interval=2))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last errors: {errors[-3:]}") from exc
 
 
 def kill_and_wait(kafka3: Kafka3, c: Cluster, node_id: int, s: Scenario, partition: int, what: str) -> Fault:
