@@ -1,12 +1,12 @@
 """Replays and checkpoints, pure: the annotation's request (table), when a replay is refused (table), and a
-simulated cluster (workers applying documents and reporting late, the real rollout step and hand-off planner)
+simulated cluster (lagpilot.testing.rollout_sim: workers applying documents and reporting late, the real
+rollout step and hand-off planner)
 in which the offsets are only ever moved while no worker owns the held partitions -- for ``lagpilot
 replay`` and for a canary aborted with ``onAbort: replayFromCheckpoint`` -- and every partition is owned
 again afterwards. Disabling the hold (``nobody_owns`` always true) makes the property fail."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lagpilot.protocol import ANNOTATION_REPLAY
+from lagpilot.testing.rollout_sim import Cluster
 from lagpilot_operator.handoff import replay as rp
 from lagpilot_operator.handoff.planner import AssignmentDoc, Observed, WorkerReport, WorkerView, plan_assignment
 from lagpilot_operator.handoff.replay import (
@@ -29,7 +30,7 @@ from lagpilot_operator.handoff.replay import (
     take_checkpoint,
     targets,
 )
-from lagpilot_operator.handoff.rollout import ABORTED, STABLE, Commands, RolloutInput, next_rollout_step
+from lagpilot_operator.handoff.rollout import ABORTED, STABLE, Commands, RolloutStep
 from lagpilot_operator.resource.spec import CanarySpec, RolloutSpec
 
 pytestmark = pytest.mark.unit
@@ -131,37 +132,19 @@ def test_targets_and_the_done_status() -> None:
 # ---- a simulated cluster --------------------------------------------------------------------------------
 
 
-@dataclass
-class Pod:
-    name: str
-    revision: str
-    owned: frozenset[int] = frozenset()
-    applied: int = 0
-    report: WorkerReport | None = None
-    skipped: int = 0
+class Sim(Cluster):
+    """The rollout tests' simulated cluster plus what the operator's round adds: the checkpoint, and the
+    replay's hold. Asserts, whenever a rewind would run, that no worker owns a held partition."""
 
+    def __init__(self, partitions: int) -> None:
+        super().__init__(partitions)
+        self.rewinds: list[frozenset[int]] = []
+        self.request: ReplayRequest | None = None
 
-@dataclass
-class Sim:
-    partitions: int
-    pods: dict[str, Pod] = field(default_factory=dict)
-    doc: AssignmentDoc | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[Any] = field(default_factory=list)
-    rewinds: list[frozenset[int]] = field(default_factory=list)
-    seq: int = 0
-
-    def observed(self) -> Observed:
-        return Observed(self.doc, {p.name: WorkerView(p.name, report=p.report, revision=p.revision, ready=True)
-                                   for p in self.pods.values()}, self.partitions)
-
-    def reconcile(self, spec: RolloutSpec, target: str, workers: int, now: float,
-                  request: ReplayRequest | None = None, commands: Commands | None = None) -> None:
-        obs = self.observed()
-        step = next_rollout_step(RolloutInput(spec, target, workers, obs, self.status,
-                                              commands=commands or Commands(), now=now))
+    def shape(self, step: RolloutStep, observed: Observed, spec: RolloutSpec, now: float) -> None:
         take_checkpoint(step, self.status, lambda: {p: 100 + p for p in range(self.partitions)}, now)
-        replay = plan_replay(step, self.status, obs, spec, False, step.status.get("checkpoint"), request, now)
+        replay = plan_replay(step, self.status, observed, spec, False, step.status.get("checkpoint"),
+                             self.request, now)
         if replay.rewind is not None:
             # the property under test: nobody owns a held partition when its offsets move
             owners = {p: pod.name for pod in self.pods.values() for p in pod.owned}
@@ -169,43 +152,14 @@ class Sim:
             self.rewinds.append(replay.hold)
             step.status["replay"], done = replayed(step.status["replay"], {p: (None, 0) for p in replay.hold}, now)
             step.events.append(done)
-        self.doc = plan_assignment(obs, step.desired)
-        self.status = step.status
-        self.events += step.events
-        if step.deployments is not None:
-            for rev in {p.revision for p in self.pods.values()} | set(step.deployments):
-                mine = sorted((p for p in self.pods.values() if p.revision == rev),
-                              key=lambda p: (step.deletion_cost.get(p.name, 0), p.name))
-                want = step.deployments.get(rev, 0)
-                for pod in mine[: max(0, len(mine) - want)]:
-                    del self.pods[pod.name]
-                for _ in range(want - len(mine)):
-                    self.seq += 1
-                    self.pods[f"{rev}-{self.seq}"] = Pod(f"{rev}-{self.seq}", rev)
-
-    def act(self, data: st.DataObject | None) -> None:
-        for pod in sorted(self.pods.values(), key=lambda p: p.name):
-            # late workers: a worker may skip a round, not more than two in a row (fairness)
-            if data is not None and pod.skipped < 2 and not data.draw(st.booleans(), label=f"{pod.name} acts"):
-                pod.skipped += 1
-                continue
-            pod.skipped = 0
-            if self.doc is not None and self.doc.epoch > pod.applied:
-                pod.owned = self.doc.grants.get(pod.name, frozenset())
-                pod.applied = self.doc.epoch
-            pod.report = WorkerReport(pod.owned, pod.applied)
-        for part in range(self.partitions):
-            assert len([p for p in self.pods.values() if part in p.owned]) <= 1
-
-    def owners(self) -> dict[int, str]:
-        return {part: p.revision for p in self.pods.values() for part in p.owned}
 
     def run(self, spec: RolloutSpec, target: str, workers: int, now: float, data: st.DataObject | None,
             until: Any, request: ReplayRequest | None = None, commands: Commands | None = None,
             rounds: int = 300) -> float:
+        self.request = request
         for _ in range(rounds):
-            self.reconcile(spec, target, workers, now, request, commands)
-            self.act(data)
+            self.reconcile(spec, target, workers, now, commands=commands)
+            self.workers_act(data)
             now += 1
             if until(self):
                 return now
@@ -248,7 +202,7 @@ def test_an_aborted_canary_goes_back_to_the_checkpoint_while_nobody_owns_its_par
                   lambda s: {p for p, rev in s.owners().items() if rev == "b"} == set(chosen))
     assert sim.status["checkpoint"]["offsets"] == {str(p): 100 + p for p in range(partitions)}
     abort = Commands(abort=True, stamps={"lagpilot.io/abort": "t1"})
-    sim.reconcile(spec, "b", 2, now, None, abort)
+    sim.reconcile(spec, "b", 2, now, commands=abort)
     assert sim.status["phase"] == ABORTED
     sim.run(spec, "b", 2, now + 1, data,
             lambda s: (s.status.get("replay") or {}).get("phase") == DONE and len(s.owners()) == partitions
@@ -273,8 +227,8 @@ def test_a_refused_request_is_marked_handled_so_it_never_runs_later() -> None:
     sim = Sim(3)
     now = sim.run(RolloutSpec(), "a", 1, 0.0, None, lambda s: settled(s, "a"))
     spec = RolloutSpec(strategy="Canary", canary=CanarySpec(partitions=(0,), analysis_seconds=10_000))
-    request = ReplayRequest("late", "checkpoint")
-    sim.reconcile(spec, "b", 1, now, request)
+    sim.request = ReplayRequest("late", "checkpoint")
+    sim.reconcile(spec, "b", 1, now)
     assert sim.status["replay"]["phase"] == REFUSED
     assert sim.status["handled"][ANNOTATION_REPLAY] == "late"
     assert replay_request({ANNOTATION_REPLAY: '{"id": "late", "to": "checkpoint"}'}, sim.status) == (None, None)

@@ -1,20 +1,19 @@
-"""Rollout planner: table tests of each strategy's decisions, and a simulated cluster (Deployments that
-create/delete pods honouring the deletion cost, workers that apply and report with random delays, the real
-hand-off planner in between) driven to completion under hypothesis."""
+"""Rollout planner: table tests of each strategy's decisions, and a simulated cluster
+(lagpilot.testing.rollout_sim: Deployments that create/delete pods honouring the deletion cost, workers that
+apply and report with random delays, the real hand-off planner in between) driven to completion under
+hypothesis."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lagpilot.testing.rollout_sim import Cluster
 from lagpilot_operator.handoff.planner import (
-    AssignmentDoc,
     Observed,
-    WorkerReport,
-    WorkerView,
     plan_assignment,
 )
 from lagpilot_operator.handoff.rollout import (
@@ -35,83 +34,6 @@ from lagpilot_operator.handoff.rollout import (
 from lagpilot_operator.resource.spec import BlueGreenSpec, CanarySpec, RolloutSpec
 
 pytestmark = pytest.mark.unit
-
-
-@dataclass
-class Pod:
-    name: str
-    revision: str
-    owned: frozenset[int] = frozenset()
-    applied: int = 0
-    report: WorkerReport | None = None
-    ready: bool = False
-    skipped: int = 0
-
-
-@dataclass
-class Cluster:
-    """Just enough of Kubernetes: Deployments per revision, pods, the ConfigMap, the Leases."""
-
-    partitions: int
-    pods: dict[str, Pod] = field(default_factory=dict)
-    doc: AssignmentDoc | None = None
-    status: dict = field(default_factory=dict)
-    events: list = field(default_factory=list)
-    seq: int = 0
-    max_owners_seen: int = 0
-
-    def observed(self) -> Observed:
-        views = {p.name: WorkerView(p.name, report=p.report, revision=p.revision, ready=p.ready)
-                 for p in self.pods.values()}
-        return Observed(self.doc, views, self.partitions)
-
-    def scale(self, deployments: dict[str, int] | None, costs: dict[str, int]) -> None:
-        if deployments is None:
-            return
-        for rev in {p.revision for p in self.pods.values()} | set(deployments):
-            mine = sorted((p for p in self.pods.values() if p.revision == rev),
-                          key=lambda p: (costs.get(p.name, 0), p.name))
-            want = deployments.get(rev, 0)
-            for pod in mine[: max(0, len(mine) - want)]:
-                # SIGTERM: the runtime drains (releases everything) before the pod disappears.
-                del self.pods[pod.name]
-            for _ in range(want - len(mine)):
-                self.seq += 1
-                name = f"{rev}-{self.seq}"
-                self.pods[name] = Pod(name, rev)
-
-    def workers_act(self, data: st.DataObject | None) -> None:
-        for pod in sorted(self.pods.values(), key=lambda p: p.name):
-            # Late workers: a worker may skip a round, but not more than two in a row (fairness).
-            if data is not None and pod.skipped < 2 and not data.draw(st.booleans(), label="acts"):
-                pod.skipped += 1
-                continue
-            pod.skipped = 0
-            if self.doc is not None and self.doc.epoch > pod.applied:
-                pod.owned = self.doc.grants.get(pod.name, frozenset())
-                pod.applied = self.doc.epoch
-            pod.report = WorkerReport(pod.owned, pod.applied)
-            pod.ready = True
-        self.check()
-
-    def check(self) -> None:
-        for part in range(self.partitions):
-            owners = [p.name for p in self.pods.values() if part in p.owned]
-            self.max_owners_seen = max(self.max_owners_seen, len(owners))
-            assert len(owners) <= 1, f"partition {part} owned by {owners}"
-
-    def reconcile(self, spec: RolloutSpec, target: str, workers: int, now: float,
-                  figures: CanaryFigures | None = None, commands: Commands | None = None):
-        step = next_rollout_step(RolloutInput(spec, target, workers, self.observed(), self.status,
-                                              figures=figures, commands=commands or Commands(), now=now))
-        self.doc = plan_assignment(self.observed(), step.desired)
-        self.status = step.status
-        self.events += step.events
-        self.scale(step.deployments, step.deletion_cost)
-        return step
-
-    def owners(self) -> dict[int, str]:
-        return {part: p.revision for p in self.pods.values() for part in p.owned}
 
 
 def run(cluster: Cluster, spec: RolloutSpec, target: str, workers: int, *, data: st.DataObject | None = None,
