@@ -67,6 +67,15 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
         c.close()
 
 
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """The log end (next offset to be written) of each partition."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lagpilot-test-ends"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
 def read_all(bootstrap: str, topic: str, partitions: int, expect: int, timeout: float = 30.0) -> list[Any]:
     """Every message of ``topic`` (up to ``expect``), as confluent_kafka Message objects."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",

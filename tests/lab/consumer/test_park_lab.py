@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from lagpilot.testing.consumer import ConsumerProcess, committed, produce
+from lagpilot.testing.consumer import ConsumerProcess, committed, end_offsets, produce
 from lagpilot.testing.figures import report_figures
 from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
@@ -31,14 +30,6 @@ def records(start: int, n: int) -> list[tuple[int, bytes, bytes]]:
     """Record ``i`` has key ``key-(i % KEYS)``, always in the same partition; values say key and sequence."""
     return [((i % KEYS) % PARTITIONS, f"key-{i % KEYS}".encode(), f"key-{i % KEYS}:{i}".encode())
             for i in range(start, start + n)]
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lagpilot-test-ends"})
-    try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
-    finally:
-        c.close()
 
 
 def worker(run_consumer: Callable[..., ConsumerProcess], bootstrap: str, topic: str, park: str,
@@ -78,7 +69,7 @@ def test_parked_keys_move_on_in_order_and_a_replacement_worker_finds_them_again(
 
     # The commit passes the failing keys' records: everything of the source topic is committed while
     # 10% of the keys still fail, and those keys are parked.
-    ends = end_offsets(bootstrap, topic)
+    ends = end_offsets(bootstrap, topic, PARTITIONS)
     wait_for(lambda: committed(bootstrap, f"g-{topic}", topic, PARTITIONS) == ends, timeout=120,
              what="the source topic committed to its end during the outage")
     assert cp.metric("lagpilot_parked_keys") == len(DOWN)
@@ -100,7 +91,7 @@ def test_parked_keys_move_on_in_order_and_a_replacement_worker_finds_them_again(
     first_deliveries_in_key_order(target)
     assert '"parked keys found"' in cp2.tail(200_000), "the replacement scanned the park partitions"
     wait_for(lambda: cp2.metric("lagpilot_parked_keys") == 0, timeout=30, what="no key parked any more")
-    park_ends = {p: end for p, end in end_offsets(bootstrap, park).items() if end}
+    park_ends = {p: end for p, end in end_offsets(bootstrap, park, PARTITIONS).items() if end}
     assert sorted(park_ends) == sorted({k % PARTITIONS for k in range(0, KEYS, 10)})
     wait_for(lambda: committed(bootstrap, f"g-{topic}", park, PARTITIONS) == park_ends, timeout=30,
              what="the park topic committed to its end")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lagpilot.testing.consumer import end_offsets
 from lagpilot.testing.handoff import SteadyProducer, duplicates, first_deliveries_in_key_order, overlaps
 from lagpilot.testing.operator import Operator, running_operator
 from lagpilot.testing.target import RecordingTarget
@@ -391,16 +392,6 @@ def test_a_canary_that_never_comes_up_is_aborted_after_analysis_and_grace(
         assert overlaps(good.arrivals()) == []
 
 
-def ends(bootstrap: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lagpilot-test-ends"})
-    try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
-    finally:
-        c.close()
-
-
 def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewinds_to_a_time(
         k8s: Any, namespace: str, operator: Operator, bootstrap: str, topic_factory: Callable[..., str]) -> None:
     """A canary (onAbort: replayFromCheckpoint) takes partitions 1 and 4 and delivers to its own target; it is
@@ -453,7 +444,7 @@ def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewin
             assert "offsets moved" in out.stdout and "records again" in out.stdout, out.stdout
         finally:
             producer.stop()
-        end = ends(bootstrap, topic)
+        end = end_offsets(bootstrap, topic, PARTITIONS)
         good.wait_for(lambda t: all((p, end[p] - 1) in t.accepted_records() for p in range(PARTITIONS)
                                     if end[p]), timeout=300)
         time.sleep(2)
