@@ -375,10 +375,12 @@ class ConsumerRuntime:
     def _assign(self, parts: frozenset[int]) -> None:
         parks: dict[int, tuple[ParkStream, Any]] = {}
         if self.cfg.park_topic:
-            for p in sorted(parts):
-                opened = self._open_park(p)
+            # One committed-offsets read for every park partition of this assignment, then each is scanned.
+            starts = self._starting_offsets(parts, park=True)
+            for start_tp in starts:
+                opened = self._open_park(start_tp)
                 if opened is not None:
-                    parks[p] = opened
+                    parks[start_tp.partition] = opened
             parts = frozenset(parks)
             if not parts:
                 return
@@ -394,17 +396,17 @@ class ConsumerRuntime:
             self._consumer.resume(self._all_tps(parts))
         log.info("partitions assigned", extra={"partitions": sorted(parts)})
 
-    def _open_park(self, p: int) -> tuple[ParkStream, Any] | None:
+    def _open_park(self, start_tp: Any) -> tuple[ParkStream, Any] | None:
         """Before partition ``p`` delivers anything: which keys are parked in its park partition (records
-        between the park partition's committed offset and its end), and where reading it starts. None if
-        the park partition cannot be read now (``p`` is then not taken this time: a key parked by the
-        previous owner could otherwise be overtaken by its next record)."""
+        between the park partition's committed offset, ``start_tp``, and its end), and where reading it
+        starts. None if the park partition cannot be read now (``p`` is then not taken this time: a key
+        parked by the previous owner could otherwise be overtaken by its next record)."""
         from confluent_kafka import Consumer, KafkaException
 
         cfg = self.cfg
-        start_tp = self._starting_offsets(frozenset((p,)), park=True)[0]
+        p = start_tp.partition
         try:
-            low, high = self._consumer.get_watermark_offsets(self._park_tps([p])[0], timeout=10)
+            low, high = self._consumer.get_watermark_offsets(start_tp, timeout=10)
         except KafkaException as exc:
             log.warning("park partition not readable: partition not taken yet",
                         extra={"partition": p, "error": str(exc)})

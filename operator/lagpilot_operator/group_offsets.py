@@ -63,12 +63,12 @@ class GroupOffsets:
                                           for p in parts}, request_timeout=self.timeout)
             ends = admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest() for p in parts},
                                       request_timeout=self.timeout)
+            end_of = {tp.partition: fut for tp, fut in ends.items()}
             out: dict[int, int] = {}
             for tp, fut in by_time.items():
                 found = fut.result(timeout=self.timeout + 5).offset
                 if found < 0:
-                    end_fut = next(f for t, f in ends.items() if t.partition == tp.partition)
-                    found = end_fut.result(timeout=self.timeout + 5).offset
+                    found = end_of[tp.partition].result(timeout=self.timeout + 5).offset
                 out[tp.partition] = found
         except Exception as exc:
             raise GroupOffsetsError(f"offsets of {self.topic} at time {when} not read: {exc}") from None

@@ -198,13 +198,14 @@ def replayed(status: Mapping[str, Any], moved: Mapping[int, tuple[int | None, in
     return st, ("Normal", "Replayed", f"replay {status.get('id')}: offsets moved {summary}")
 
 
-def abort_replay_request(spec_on_abort: str, rollout: Mapping[str, Any]) -> ReplayRequest | None:
+def abort_replay_request(spec_on_abort: str, rollout: Mapping[str, Any],
+                         checkpoint: Mapping[str, Any] | None) -> ReplayRequest | None:
     """``onAbort: replayFromCheckpoint``: an aborted canary's partitions go back to the checkpoint (one
     request per abort, named after the abort's time, so it runs once)."""
     if spec_on_abort != "replayFromCheckpoint" or rollout.get("phase") != "Aborted":
         return None
     chosen = [int(p) for p in rollout.get("canaryPartitions") or []]
-    if not chosen or not (rollout.get("checkpoint") or {}).get("offsets"):
+    if not chosen or not (checkpoint or {}).get("offsets"):
         return None
     return ReplayRequest(f"abort-{int(float(rollout.get('since') or 0))}", "checkpoint",
                          partitions=tuple(sorted(chosen)), internal=True)
@@ -240,7 +241,7 @@ def plan_replay(step: RolloutStep, previous: Mapping[str, Any], observed: Observ
     are desired by nobody while it holds them."""
     status = step.status
     prev = previous.get("replay") or None
-    internal = abort_replay_request(rollout.on_abort, {**status, "checkpoint": checkpoint})
+    internal = abort_replay_request(rollout.on_abort, status, checkpoint)
     if internal is not None and not (prev and prev.get("id") == internal.id and prev.get("phase") in (DONE, REFUSED)):
         request = internal
     rp = next_replay_step(request, prev, observed, str(status.get("phase") or ""), paused, checkpoint, now)
