@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # ---- the ConsumerGroup resource -----------------------------------------------------------------------
 GROUP = "lagpilot.io"
@@ -40,7 +41,7 @@ ANNOTATION_PAUSE = "lagpilot.io/pause"
 ANNOTATION_REPLAY = "lagpilot.io/replay"
 
 # ---- the hand-off: what a worker reports on its Lease, and which pod a scale-down removes first -------
-ANNOTATION_OWNED = "lagpilot.io/owned"  # "0,3,6": partitions the worker owns, fully applied
+ANNOTATION_OWNED = "lagpilot.io/owned"  # "orders:0,orders:3": partitions the worker owns, fully applied
 ANNOTATION_EPOCH = "lagpilot.io/epoch"  # the assignment epoch those partitions were applied at
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -76,6 +77,63 @@ def assignment_configmap_name(group: str) -> str:
     return f"{group}{ASSIGNMENT_CONFIGMAP_SUFFIX}"
 
 
+class PartitionId(NamedTuple):
+    """One partition of one topic of a group: the unit the operator grants, a worker owns, fences and
+    commits. Written ``topic:partition`` (Kafka topic names cannot hold a colon); sorts by topic, then by
+    partition number."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+def parse_partition_id(text: str | int, default_topic: str | None = None) -> PartitionId:
+    """``topic:partition`` back to a PartitionId. A bare number (format version 1: one topic per group)
+    means that partition of ``default_topic``, and is refused when there is none. Raises ValueError."""
+    raw = str(text).strip()
+    topic, sep, number = raw.rpartition(":")
+    if not sep:
+        if default_topic is None:
+            raise ValueError(f"{raw!r} names no topic (expected topic:partition)")
+        topic = default_topic
+    if not topic:
+        raise ValueError(f"{raw!r} names no topic (expected topic:partition)")
+    try:
+        partition = int(number)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not topic:partition") from None
+    if partition < 0:
+        raise ValueError(f"{raw!r}: a partition number is never negative")
+    return PartitionId(topic, partition)
+
+
+def partitions_of(topics: Mapping[str, int]) -> tuple[PartitionId, ...]:
+    """Every partition of topics given as name -> partition count, sorted."""
+    return tuple(PartitionId(t, p) for t in sorted(topics) for p in range(topics[t]))
+
+
+def format_partitions(parts: Iterable[PartitionId]) -> str:
+    """Partitions for people: ``orders:0-2,5 payments:1`` (ranges per topic, topics in order)."""
+    by_topic: dict[str, list[int]] = {}
+    for pid in sorted(set(parts)):
+        by_topic.setdefault(pid.topic, []).append(pid.partition)
+    out = []
+    for topic, numbers in by_topic.items():
+        runs: list[str] = []
+        start = prev = numbers[0]
+        for n in numbers[1:] + [None]:  # type: ignore[list-item]
+            if n is not None and n == prev + 1:
+                prev = n
+                continue
+            runs.append(str(start) if start == prev else f"{start}-{prev}")
+            if n is not None:
+                start = prev = n
+        out.append(f"{topic}:{','.join(runs)}")
+    return " ".join(out)
+
+
 @dataclass(frozen=True)
 class Revocation:
     """Partition revoked from ``worker`` in ``epoch``: nobody else may get it until ``worker`` reports a
@@ -85,31 +143,40 @@ class Revocation:
     epoch: int
 
 
+ASSIGNMENT_FORMAT = 2  # 1: partitions were bare numbers of the group's only topic
+
+
 @dataclass(frozen=True)
 class AssignmentDoc:
     """The content of ``assignment.json``. ``grants`` never holds empty lists (normalised), so two docs
-    with the same meaning compare equal."""
+    with the same meaning compare equal. ``topics``: every topic the group reads, with its partition
+    count, as the operator last saw them."""
 
     epoch: int = 0
-    grants: Mapping[str, frozenset[int]] = field(default_factory=dict)
-    partitions: int = 0
-    revoked: Mapping[int, Revocation] = field(default_factory=dict)
+    grants: Mapping[str, frozenset[PartitionId]] = field(default_factory=dict)
+    topics: Mapping[str, int] = field(default_factory=dict)
+    revoked: Mapping[PartitionId, Revocation] = field(default_factory=dict)
     # Changes when the document is rebuilt after it was lost or unreadable: epochs are monotonic within one
     # incarnation, so a worker that sees a new incarnation applies it whatever epoch it had reached.
     incarnation: str = ""
 
-    def owner_of(self) -> dict[int, str]:
+    @property
+    def partitions(self) -> tuple[PartitionId, ...]:
+        return partitions_of(self.topics)
+
+    def owner_of(self) -> dict[PartitionId, str]:
         """partition -> granted worker."""
         return {p: w for w, ps in self.grants.items() for p in ps}
 
-    def grant_of(self, worker: str) -> frozenset[int]:
+    def grant_of(self, worker: str) -> frozenset[PartitionId]:
         return frozenset(self.grants.get(worker) or ())
 
     def to_json(self) -> str:
         body = {
+            "format": ASSIGNMENT_FORMAT,
             "epoch": self.epoch,
-            "grants": {w: sorted(ps) for w, ps in sorted(self.grants.items()) if ps},
-            "partitions": self.partitions,
+            "grants": {w: [str(p) for p in sorted(ps)] for w, ps in sorted(self.grants.items()) if ps},
+            "topics": {t: n for t, n in sorted(self.topics.items())},
             "revoked": {
                 str(p): {"worker": r.worker, "epoch": r.epoch} for p, r in sorted(self.revoked.items())
             },
@@ -119,19 +186,32 @@ class AssignmentDoc:
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> AssignmentDoc:
-        """Parse ``assignment.json``; raises ValueError on anything malformed (never guesses)."""
+    def from_json(cls, text: str, default_topic: str | None = None) -> AssignmentDoc:
+        """Parse ``assignment.json``; raises ValueError on anything malformed (never guesses). A format-1
+        document (bare partition numbers, ``partitions``: a count) is read as ``default_topic``'s, and
+        refused without one."""
         try:
             raw = json.loads(text)
+            fmt = int(raw.get("format", 1))
+            if fmt > ASSIGNMENT_FORMAT:
+                raise ValueError(f"format {fmt} is newer than this reader's {ASSIGNMENT_FORMAT}")
+            legacy = default_topic if fmt == 1 else None
+            if fmt == 1 and default_topic is None:
+                raise ValueError("a format-1 document needs the group's topic to be read")
             grants = {
-                str(w): frozenset(int(p) for p in ps) for w, ps in (raw.get("grants") or {}).items() if ps
+                str(w): frozenset(parse_partition_id(p, legacy) for p in ps)
+                for w, ps in (raw.get("grants") or {}).items() if ps
             }
             revoked = {
-                int(p): Revocation(str(r["worker"]), int(r["epoch"]))
+                parse_partition_id(p, legacy): Revocation(str(r["worker"]), int(r["epoch"]))
                 for p, r in (raw.get("revoked") or {}).items()
             }
-            return cls(int(raw["epoch"]), grants, int(raw.get("partitions", 0)), revoked,
-                       str(raw.get("incarnation") or ""))
+            if fmt == 1:
+                count = int(raw.get("partitions", 0))
+                topics = {str(default_topic): count} if count else {}
+            else:
+                topics = {str(t): int(n) for t, n in (raw.get("topics") or {}).items()}
+            return cls(int(raw["epoch"]), grants, topics, revoked, str(raw.get("incarnation") or ""))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed {ASSIGNMENT_KEY}: {exc}") from exc
 
@@ -142,32 +222,33 @@ class Grant:
 
     incarnation: str
     epoch: int
-    partitions: frozenset[int]
+    partitions: frozenset[PartitionId]
 
 
-def read_grant(doc_text: str | None, worker: str) -> Grant | None:
+def read_grant(doc_text: str | None, worker: str, default_topic: str | None = None) -> Grant | None:
     """``worker``'s grant from ``assignment.json``; None if missing or malformed (a worker then keeps what
     it has: the operator will write a valid document)."""
     if not doc_text:
         return None
     try:
-        doc = AssignmentDoc.from_json(doc_text)
+        doc = AssignmentDoc.from_json(doc_text, default_topic)
     except ValueError:
         return None
     return Grant(doc.incarnation, doc.epoch, doc.grant_of(worker))
 
 
-def format_owned(owned: frozenset[int]) -> str:
-    """The ``lagpilot.io/owned`` annotation value."""
+def format_owned(owned: Iterable[PartitionId]) -> str:
+    """The ``lagpilot.io/owned`` annotation value: ``orders:0,orders:3,payments:1``."""
     return ",".join(str(p) for p in sorted(owned))
 
 
-def parse_owned(text: str | None) -> frozenset[int] | None:
-    """``lagpilot.io/owned`` back to partitions; None when absent or unreadable (never a guess)."""
+def parse_owned(text: str | None, default_topic: str | None = None) -> frozenset[PartitionId] | None:
+    """``lagpilot.io/owned`` back to partitions; None when absent or unreadable (never a guess). Bare
+    numbers (a worker of format 1) are read as ``default_topic``'s."""
     if text is None:
         return None
     try:
-        return frozenset(int(p) for p in text.split(",") if p.strip())
+        return frozenset(parse_partition_id(p, default_topic) for p in text.split(",") if p.strip())
     except ValueError:
         return None
 
