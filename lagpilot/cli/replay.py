@@ -29,7 +29,7 @@ from lagpilot.cli.cluster import (
     cluster_options,
     fail,
 )
-from lagpilot.protocol import ANNOTATION_REPLAY, GROUP, PLURAL, VERSION
+from lagpilot.protocol import ANNOTATION_REPLAY, GROUP, PLURAL, VERSION, parse_partition_id
 from lagpilot.timefmt import parse_rfc3339
 
 ACTIVE_ROLLOUT_PHASES = {"Progressing", "Canary", "Promoting", "Aborted"}
@@ -53,26 +53,46 @@ def build_request(to_checkpoint: bool, to_time: str | None, to_offset: tuple[str
     else:
         offsets: dict[str, int] = {}
         for item in to_offset:
-            p, sep, o = item.partition(":")
-            if not sep or not p.isdigit() or not o.isdigit():
-                raise click.UsageError(f"--to-offset {item!r}: PARTITION:OFFSET, e.g. 3:1200")
-            offsets[str(int(p))] = int(o)
+            p, sep, o = item.rpartition(":")
+            try:
+                offsets[str(_partition(p))] = int(o) if sep and o.isdigit() else int("x")
+            except ValueError:
+                raise click.UsageError(f"--to-offset {item!r}: [TOPIC:]PARTITION:OFFSET, e.g. 3:1200 or "
+                                       f"orders:3:1200") from None
         request.update(to="offsets", offsets=offsets)
     if partitions:
         if to_offset:
             raise click.UsageError("--partitions goes with --to-checkpoint or --to-time (--to-offset names them)")
         try:
-            request["partitions"] = sorted({int(p) for p in partitions.split(",") if p.strip()})
+            request["partitions"] = sorted({_partition(p) for p in partitions.split(",") if p.strip()},
+                                           key=lambda p: _sort_key(str(p)))
         except ValueError:
-            raise click.UsageError(f"--partitions {partitions!r}: partition numbers, e.g. 0,3") from None
+            raise click.UsageError(f"--partitions {partitions!r}: partitions such as 0,3 or orders:0,payments:3"
+                                   ) from None
     return request
+
+
+def _partition(text: str) -> int | str:
+    """``3`` (the group's only topic) or ``orders:3``, checked and normalised; the operator resolves it."""
+    text = text.strip()
+    if ":" in text:
+        return str(parse_partition_id(text))
+    number = int(text)
+    if number < 0:
+        raise ValueError(text)
+    return number
+
+
+def _sort_key(name: str) -> tuple[str, int]:
+    topic, _, number = str(name).rpartition(":")
+    return (topic, int(number) if number.isdigit() else -1)
 
 
 def moved_table(replay: dict[str, Any]) -> Table:
     table = Table(title="offsets moved", title_justify="left")
     for col in ("partition", "from", "to", "records again"):
         table.add_column(col, justify="right")
-    for p, move in sorted((replay.get("moved") or {}).items(), key=lambda kv: int(kv[0])):
+    for p, move in sorted((replay.get("moved") or {}).items(), key=lambda kv: _sort_key(kv[0])):
         before, after = move.get("from"), move.get("to")
         again = "" if before is None or after is None else str(max(0, before - after))
         table.add_row(str(p), "-" if before is None else str(before), str(after), again)
@@ -85,8 +105,10 @@ def moved_table(replay: dict[str, Any]) -> Table:
 @click.option("--to-checkpoint", is_flag=True,
               help="the offsets of status.rollout.checkpoint (the last rollout's start)")
 @click.option("--to-time", metavar="RFC3339", help="the first record at or after this time, per partition")
-@click.option("--to-offset", metavar="P:O", multiple=True, help="partition P to offset O (repeat for more)")
-@click.option("--partitions", metavar="LIST", help="only these partitions, e.g. 0,3 (default: all)")
+@click.option("--to-offset", metavar="[T:]P:O", multiple=True,
+              help="partition P (of topic T; the group's only topic when left out) to offset O (repeat for more)")
+@click.option("--partitions", metavar="LIST", help="only these partitions, e.g. 0,3 or orders:0,payments:3 "
+                                                    "(default: all)")
 @click.option("--timeout", default=300.0, show_default=True, help="seconds to wait for the operator")
 @click.option("--no-wait", is_flag=True, help="ask and return; `lagpilot status` shows the outcome")
 def replay(name: str, cluster: Cluster, to_checkpoint: bool, to_time: str | None, to_offset: tuple[str, ...],

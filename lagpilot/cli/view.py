@@ -24,14 +24,17 @@ from lagpilot.protocol import (
     PLURAL,
     VERSION,
     AssignmentDoc,
+    PartitionId,
     assignment_configmap_name,
     parse_epoch,
     parse_owned,
+    partitions_of,
 )
 
 
 @dataclass
 class PartitionRow:
+    topic: str
     partition: int
     owner: str = ""
     granted_to: str = ""
@@ -49,7 +52,7 @@ class WorkerRow:
     ready: bool
     ip: str
     restarts: int
-    owned: list[int] = field(default_factory=list)
+    owned: list[str] = field(default_factory=list)  # topic:partition
     epoch: int | None = None
     deliveries: dict[str, float] = field(default_factory=dict)
 
@@ -58,7 +61,7 @@ class WorkerRow:
 class GroupView:
     name: str
     namespace: str
-    topic: str
+    topic: str  # the group's topics as the spec names them (a list, or the pattern)
     group_id: str
     phase: str
     workers: int
@@ -128,12 +131,18 @@ def collect(api: Any, namespace: str, name: str, *, with_lag: bool = True, with_
     spec, status = cg.get("spec") or {}, cg.get("status") or {}
     group_id = spec.get("groupId") or f"{namespace}.{name}"
     partitions = int(status.get("partitions") or 0)
+    named = [spec["topic"]] if spec.get("topic") else []
+    named += [t for t in spec.get("topics") or [] if t not in named]
+    single = named[0] if len(named) == 1 and not spec.get("topicPattern") else None
+    topics = {str(t): int(n) for t, n in (status.get("topics") or {}).items() if n is not None}
+    if not topics and single is not None and partitions:
+        topics = {single: partitions}  # a status written before status.topics existed
 
-    grants: dict[int, str] = {}
+    grants: dict[PartitionId, str] = {}
     epoch: int | None = None
     with contextlib.suppress(ApiException, ValueError, KeyError):
         cm = core.read_namespaced_config_map(assignment_configmap_name(name), namespace)
-        doc = AssignmentDoc.from_json((cm.data or {}).get(ASSIGNMENT_KEY) or "")
+        doc = AssignmentDoc.from_json((cm.data or {}).get(ASSIGNMENT_KEY) or "", single)
         epoch = doc.epoch
         grants = doc.owner_of()
 
@@ -143,42 +152,38 @@ def collect(api: Any, namespace: str, name: str, *, with_lag: bool = True, with_
         for lease in client.CoordinationV1Api(api).list_namespaced_lease(namespace).items:
             leases[lease.metadata.name] = lease
     workers: list[WorkerRow] = []
-    owner: dict[int, str] = {}
+    owner: dict[PartitionId, str] = {}
     for pod in sorted(pods, key=lambda p: p.metadata.name):
         meta, st = pod.metadata, pod.status
         ready = any(c.type == "Ready" and c.status == "True" for c in st.conditions or [])
         restarts = sum(cs.restart_count for cs in st.container_statuses or [])
-        owned: list[int] = []
+        owned: list[PartitionId] = []
         lease_epoch = None
         lease = leases.get(meta.name)
         if lease is not None:
             ann = lease.metadata.annotations or {}
-            owned = sorted(parse_owned(ann.get(ANNOTATION_OWNED)) or ())
+            owned = sorted(parse_owned(ann.get(ANNOTATION_OWNED), single) or ())
             lease_epoch = parse_epoch(ann.get(ANNOTATION_EPOCH))
         for p in owned:
             owner[p] = meta.name
         row = WorkerRow(pod=meta.name, revision=(meta.labels or {}).get(LABEL_REVISION, ""),
                         phase=("Terminating" if meta.deletion_timestamp else st.phase or ""), ready=ready,
-                        ip=st.pod_ip or "", restarts=restarts, owned=owned, epoch=lease_epoch)
+                        ip=st.pod_ip or "", restarts=restarts, owned=[str(p) for p in owned], epoch=lease_epoch)
         if with_metrics and st.pod_ip:
             row.deliveries = scrape_deliveries(st.pod_ip)
         workers.append(row)
 
-    rows = {p: PartitionRow(partition=p, owner=owner.get(p, ""), granted_to=grants.get(p, ""))
-            for p in range(partitions)}
-    if with_lag and spec.get("bootstrapServers") and spec.get("topic"):
+    rows = {p: PartitionRow(topic=p.topic, partition=p.partition, owner=owner.get(p, ""),
+                            granted_to=grants.get(p, "")) for p in partitions_of(topics)}
+    if with_lag and spec.get("bootstrapServers") and topics:
         with contextlib.suppress(Exception):
             from lagpilot_operator.autoscale.offsets import LagReader
 
-            snap = LagReader(spec["bootstrapServers"], timeout=3.0).read(group_id, [spec["topic"]])
+            snap = LagReader(spec["bootstrapServers"], timeout=3.0).read(group_id, sorted(topics))
             for pl in snap.partitions:
-                row_ = rows.setdefault(pl.partition, PartitionRow(partition=pl.partition))
+                pid = PartitionId(pl.topic, pl.partition)
+                row_ = rows.setdefault(pid, PartitionRow(topic=pl.topic, partition=pl.partition))
                 row_.committed, row_.log_end, row_.lag = pl.committed, pl.log_end, pl.lag
-    per_partition_status = {int(k): v for k, v in ((status.get("lag") or {}).get("partitions") or {}).items()
-                            if str(k).isdigit()}
-    for p, s in per_partition_status.items():
-        if p in rows:
-            rows[p].status = str(s)
 
     events: list[dict[str, str]] = []
     with contextlib.suppress(ApiException):
@@ -201,7 +206,8 @@ def collect(api: Any, namespace: str, name: str, *, with_lag: bool = True, with_
     if not phase:
         phase = next((c.get("reason", "") for c in status.get("conditions") or []
                       if c.get("type") == "Ready"), "")
-    return GroupView(name=name, namespace=namespace, topic=spec.get("topic", ""), group_id=group_id, phase=phase,
+    selection = f"pattern {spec['topicPattern']}" if spec.get("topicPattern") else ",".join(named)
+    return GroupView(name=name, namespace=namespace, topic=selection, group_id=group_id, phase=phase,
                      workers=int(status.get("workers") or 0), ready_workers=int(status.get("readyWorkers") or 0),
                      partitions=partitions, rollout=dict(status.get("rollout") or {}),
                      lag=dict(status.get("lag") or {}), conditions=list(status.get("conditions") or []),
@@ -235,7 +241,9 @@ def _replay_line(rollout: dict[str, Any]) -> str:
 
 def render(view: GroupView) -> Group:
     head = Text.assemble(
-        (f"{view.namespace}/{view.name}", "bold"), f"  topic {view.topic}  group {view.group_id}\n",
+        (f"{view.namespace}/{view.name}", "bold"),
+        f"  {'topics' if ',' in view.topic or view.topic.startswith('pattern') else 'topic'} {view.topic}"
+        f"  group {view.group_id}\n",
         f"phase {view.phase or '?'}  workers {view.ready_workers}/{view.workers} ready  "
         f"partitions {view.partitions}  epoch {view.assignment_epoch if view.assignment_epoch is not None else '-'}"
         f"  rollout {view.rollout.get('phase', 'Stable')}"
@@ -253,12 +261,12 @@ def render(view: GroupView) -> Group:
                       c.get("reason", ""), (c.get("message") or "")[:80], _age(c.get("lastTransitionTime")))
 
     parts = Table(title="partitions", title_justify="left")
-    for col, j in (("P", "right"), ("OWNER", "left"), ("GRANTED", "left"), ("COMMITTED", "right"),
+    for col, j in (("TOPIC", "left"), ("P", "right"), ("OWNER", "left"), ("GRANTED", "left"), ("COMMITTED", "right"),
                    ("END", "right"), ("LAG", "right"), ("STATUS", "left")):
         parts.add_column(col, justify=j)  # type: ignore[arg-type]
     for r in view.partition_rows:
         moving = r.granted_to and r.owner != r.granted_to
-        parts.add_row(str(r.partition), r.owner or "-",
+        parts.add_row(r.topic, str(r.partition), r.owner or "-",
                       Text(r.granted_to or "-", style="yellow" if moving else ""),
                       "-" if r.committed is None else str(r.committed), "-" if r.log_end is None else str(r.log_end),
                       "-" if r.lag is None else str(r.lag), Text(r.status, style=_status_style(r.status)))

@@ -92,7 +92,8 @@ def run_reconcile(ctx: Context, body: Any) -> str:
         if result.rollout_phase is not None or result.aborted:
             m.set_rollout(namespace, name, result.rollout_phase, result.aborted)
         ctx.settled[(namespace, name)] = Settled(result.resource_version, result.quiet, result.connection,
-                                                 result.topic, result.partitions, time.monotonic())
+                                                 result.topics, result.partitions, time.monotonic(),
+                                                 result.pattern)
         return result.phase
 
 
@@ -151,7 +152,7 @@ class ResyncLoop:
         if settings.assignment_mode == "k8s" and in_motion(body.get("status")):
             return settled is None or now - settled.at >= FAST_INTERVAL_SECONDS
         rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        partitions = self.ctx.topics.known_partitions(settled.connection, settled.topic) if settled else None
+        partitions = self.ctx.topics.known_partitions(settled.connection, settled.topics) if settled else None
         served_at = self.ctx.index.served_at(key)
         return resync_due(settled, rv, partitions, now, settings.resync_seconds,
                           full_resync_seconds(settings.full_resync_seconds, key),
@@ -193,7 +194,7 @@ class ResyncLoop:
             log.exception("%s/%s: resync failed", *key)
             # Not quiet: try again after the resync interval.
             old = self.ctx.settled.get(key)
-            self.ctx.settled[key] = Settled(old.resource_version if old else "", False, None, None, None,
+            self.ctx.settled[key] = Settled(old.resource_version if old else "", False, None, (), None,
                                             time.monotonic())
         finally:
             with self._guard:

@@ -119,6 +119,18 @@ class Prepared:
     sleep: float
     security: Mapping[str, str]
 
+    @property
+    def topics(self) -> list[str]:
+        """The topics whose lag counts: those of the spec that the last reconcile found (status.topics), so
+        one deleted topic of several does not stop the lag of the others; a pattern's, as it resolved."""
+        found = (self.body.get("status") or {}).get("topics")
+        if isinstance(found, Mapping) and found:
+            present = [t for t, n in found.items() if n is not None]
+            if self.spec.topic_pattern is not None:
+                return sorted(present)
+            return [t for t in self.spec.topics if t in present] or list(self.spec.topics)
+        return list(self.spec.topics)
+
 
 class LagPoller:
     """One poll of one ConsumerGroup, synchronous (runs in the lag thread pool): `prepare` it from the
@@ -166,7 +178,7 @@ class LagPoller:
             return PollOutcome(DEFAULT_POLL_SECONDS)
         try:
             snapshot = self.monitor.reader(prep.spec.bootstrap_servers, prep.security).read(
-                prep.spec.group_id, [prep.spec.topic])
+                prep.spec.group_id, prep.topics)
         except (KafkaUnavailable, TopicNotFound) as exc:
             return self.apply(prep, exc)
         return self.apply(prep, snapshot)

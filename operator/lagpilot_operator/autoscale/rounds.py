@@ -117,7 +117,7 @@ class LagRounds:
             before = reader.requests_total
             wanted: dict[str, list[str]] = {}
             for p in preps:
-                wanted.setdefault(p.spec.group_id, []).append(p.spec.topic)
+                wanted.setdefault(p.spec.group_id, []).extend(p.topics)
                 brokers.use_connection((p.namespace, p.name), p.spec.bootstrap_servers, p.security)
             results: Mapping[str, LagSnapshot | Exception]
             try:
@@ -130,8 +130,8 @@ class LagRounds:
                 self.on_partitions(conn, dict(reader.last_partitions))
             for p in preps:
                 read = results.get(p.spec.group_id)
-                if isinstance(read, LagSnapshot) and {q.topic for q in read.partitions} - {p.spec.topic}:
-                    read = _only(read, p.spec.topic)  # two CRs with one groupId on different topics
+                if isinstance(read, LagSnapshot) and {q.topic for q in read.partitions} - set(p.topics):
+                    read = _only(read, p.topics)  # two CRs with one groupId on different topics
                 try:
                     self.poller.apply(p, read if read is not None else KafkaUnavailable("no result"))
                 except Exception:
@@ -145,7 +145,7 @@ class LagRounds:
                         self._slots[key] = Slot(started + p.sleep, p.sleep, conn)
 
 
-def _only(snapshot: LagSnapshot, topic: str) -> LagSnapshot:
+def _only(snapshot: LagSnapshot, topics: list[str]) -> LagSnapshot:
     from dataclasses import replace
 
-    return replace(snapshot, partitions=tuple(q for q in snapshot.partitions if q.topic == topic))
+    return replace(snapshot, partitions=tuple(q for q in snapshot.partitions if q.topic in topics))

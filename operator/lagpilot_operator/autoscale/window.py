@@ -171,7 +171,7 @@ class GroupEval:
             "maxPartition": self.max_partition,
             "status": self.status.name,
             "updatedAt": rfc3339(self.updated_at),
-            "stalledPartitions": [p.partition for p in self.stalled],
+            "stalledPartitions": [f"{p.topic}:{p.partition}" for p in self.stalled],  # topic:partition
         }
 
     def to_dict(self) -> dict[str, Any]:

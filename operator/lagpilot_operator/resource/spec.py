@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP, parse_status_codes
+from lagpilot.protocol import ASSIGNMENT_CONFIGMAP_SUFFIX, GROUP, PartitionId, parse_partition_id, parse_status_codes
 from lagpilot.redact import redact_url
 from lagpilot.routes import UNMATCHED, Route, RouteError, parse_routes
 from lagpilot.timefmt import parse_rfc3339
@@ -42,6 +42,8 @@ DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 ON_ABORT = ("none", "replayFromCheckpoint")
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+# canary.partitions entries: topic:partition, or a bare number meaning that partition of every topic
+CanaryPick = PartitionId | int
 DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -188,9 +190,10 @@ class BlueGreenSpec:
 
 @dataclass(frozen=True)
 class CanarySpec:
-    """`partitions` is a count (int) or an explicit tuple of partition numbers."""
+    """`partitions` is a count (int) or an explicit tuple of picks: a PartitionId (``topic:partition``) or a
+    bare number (that partition of every topic of the group)."""
 
-    partitions: int | tuple[int, ...] = 1
+    partitions: int | tuple[CanaryPick, ...] = 1
     workers: int = 1
     analysis_seconds: int = 300
     max_error_rate: float = 0.01
@@ -216,10 +219,11 @@ class ConsumerGroupSpec:
     name: str
     namespace: str
     bootstrap_servers: str
-    topic: str
+    topics: tuple[str, ...]  # spec.topic and spec.topics, in order (empty with a topicPattern)
     group_id: str
     target: TargetSpec
     image: str
+    topic_pattern: str | None = None  # spec.topicPattern: a regex over whole topic names, re-read each round
     workers: int = 1
     threads: int = 4
     ordering: str = "key"
@@ -237,6 +241,16 @@ class ConsumerGroupSpec:
     @property
     def assignment_configmap(self) -> str:
         return f"{self.name}{ASSIGNMENT_CONFIGMAP_SUFFIX}"
+
+    @property
+    def single_topic(self) -> str | None:
+        """The group's topic when it names exactly one and no pattern: bare partition numbers (format 1 of
+        the hand-off, ``canary.partitions: [1, 4]``, ``replay --to-offset 3:10``) mean that topic's."""
+        return self.topics[0] if len(self.topics) == 1 and self.topic_pattern is None else None
+
+    def topic_selection(self) -> str:
+        """How the group names its topics, for people: ``orders, payments`` or ``pattern ^orders-.*$``."""
+        return f"pattern {self.topic_pattern}" if self.topic_pattern is not None else ", ".join(self.topics)
 
 
 class _Reader:
@@ -363,9 +377,7 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
         if bad:
             r.bad("spec.bootstrapServers", "InvalidBootstrapServers",
                   f"must be a comma-separated list of host:port, bad entries: {', '.join(bad)}")
-    topic = r.string(raw, "topic", "spec", required=True)
-    if topic is not None and not TOPIC_RE.match(topic):
-        r.bad("spec.topic", "InvalidTopicName", "must be 1-249 of [a-zA-Z0-9._-]")
+    topics, topic_pattern = _parse_topics(r, raw)
     group_id = r.string(raw, "groupId", "spec", default=default_group_id(namespace, name))
     assert group_id is not None
 
@@ -375,12 +387,19 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
     if dlq is not None:
         if not TOPIC_RE.match(dlq):
             r.bad("spec.deadLetterTopic", "InvalidTopicName", "must be 1-249 of [a-zA-Z0-9._-]")
-        elif dlq == topic:
+        elif dlq in topics or (topic_pattern is not None and _matches(topic_pattern, dlq)):
             r.bad("spec.deadLetterTopic", "DeadLetterIsSource",
-                  "must differ from spec.topic (failed records would be consumed again)")
-    if retry.park_topic is not None and retry.park_topic in (topic, dlq):
-        r.bad("spec.retry.park.topic", "ParkIsSource",
-              "must differ from spec.topic and spec.deadLetterTopic (parked records would be mixed with them)")
+                  "must differ from the topics the group reads (failed records would be consumed again)")
+    if retry.park_topic is not None:
+        if retry.park_topic in (*topics, dlq) or (topic_pattern is not None and _matches(topic_pattern,
+                                                                                         retry.park_topic)):
+            r.bad("spec.retry.park.topic", "ParkIsSource",
+                  "must differ from the topics the group reads and spec.deadLetterTopic (parked records would "
+                  "be mixed with them)")
+        elif len(topics) > 1 or topic_pattern is not None:
+            r.bad("spec.retry.park.topic", "ParkNeedsOneTopic",
+                  "the retry park serves a group of one topic: park partition p is owned together with source "
+                  "partition p")
     kafka = _parse_kafka(r, r.obj(raw, "kafka", "spec"))
     template = _parse_template(r, r.obj(raw, "template", "spec"))
     autoscaling = _parse_autoscaling(r, r.obj(raw, "autoscaling", "spec"))
@@ -404,14 +423,54 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
               f"must be earliest, latest or an RFC 3339 time such as 2026-01-31T00:00:00Z, got {start_from!r}")
         start_from = "earliest"
 
-    if bootstrap is None or topic is None or target is None:
+    if bootstrap is None or (not topics and topic_pattern is None) or target is None:
         return None, problems
     spec = ConsumerGroupSpec(
-        name=name, namespace=namespace, bootstrap_servers=bootstrap, topic=topic, group_id=group_id,
+        name=name, namespace=namespace, bootstrap_servers=bootstrap, topics=topics, topic_pattern=topic_pattern,
+        group_id=group_id,
         target=target, image=image, workers=workers, threads=threads, ordering=ordering, retry=retry,
         dead_letter_topic=dlq, start_from=start_from, kafka=kafka, template=template, autoscaling=autoscaling,
         rollout=rollout, paused=paused, routes=routes, unmatched=unmatched)
     return spec, problems
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    try:
+        return re.fullmatch(pattern, topic) is not None
+    except re.error:
+        return False
+
+
+def _parse_topics(r: _Reader, raw: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """spec.topic, spec.topics and spec.topicPattern: one of them names what the group reads (topic and
+    topics may be combined; a pattern stands alone, as topics appear and go under it)."""
+    topic = r.string(raw, "topic", "spec")
+    listed = raw.get("topics")
+    pattern = r.string(raw, "topicPattern", "spec")
+    names: list[str] = [topic] if topic is not None else []
+    if listed is not None:
+        if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+            r.bad("spec.topics", "WrongType", "must be a list of topic names")
+        else:
+            names += listed
+    bad = [t for t in names if not TOPIC_RE.match(t)]
+    if bad:
+        r.bad("spec.topics" if listed else "spec.topic", "InvalidTopicName",
+              f"must be 1-249 of [a-zA-Z0-9._-], got {', '.join(repr(t) for t in bad)}")
+    twice = sorted({t for t in names if names.count(t) > 1})
+    if twice:
+        r.bad("spec.topics", "DuplicateTopic", f"names {', '.join(twice)} more than once")
+    if pattern is not None:
+        if names:
+            r.bad("spec.topicPattern", "TopicsAndPattern", "use either spec.topicPattern or spec.topic/topics")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            r.bad("spec.topicPattern", "InvalidTopicPattern", f"not a regular expression: {exc}")
+            pattern = None
+    elif not names:
+        r.bad("spec.topic", "NoTopic", "name the topics to read: spec.topic, spec.topics or spec.topicPattern")
+    return tuple(dict.fromkeys(names)), pattern
 
 
 def _parse_target(r: _Reader, raw: Mapping[str, Any]) -> TargetSpec | None:
@@ -666,7 +725,7 @@ def _parse_autoscaling(r: _Reader, raw: Mapping[str, Any]) -> AutoscaleSpec:
     )
 
 
-def _parse_canary_partitions(r: _Reader, raw: Mapping[str, Any], path: str) -> int | tuple[int, ...]:
+def _parse_canary_partitions(r: _Reader, raw: Mapping[str, Any], path: str) -> int | tuple[CanaryPick, ...]:
     value = raw.get("partitions")
     where = f"{path}.partitions"
     if value is None:
@@ -676,16 +735,29 @@ def _parse_canary_partitions(r: _Reader, raw: Mapping[str, Any], path: str) -> i
             r.bad(where, "OutOfRange", f"a partition count must be >= 1, got {value}")
             return 1
         return value
-    if isinstance(value, list) and value and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        if any(v < 0 for v in value):
-            r.bad(where, "OutOfRange", "partition numbers must be >= 0")
+    if isinstance(value, list) and value:
+        picks: list[CanaryPick] = []
+        for v in value:
+            if isinstance(v, int) and not isinstance(v, bool):
+                if v < 0:
+                    r.bad(where, "OutOfRange", "partition numbers must be >= 0")
+                    return 1
+                picks.append(v)
+                continue
+            if isinstance(v, str):
+                try:
+                    picks.append(parse_partition_id(v) if ":" in v else int(v))
+                    continue
+                except ValueError:
+                    pass
+            r.bad(where, "WrongType", f"{v!r} is neither a partition number nor topic:partition")
             return 1
-        if len(set(value)) != len(value):
+        if len(set(picks)) != len(picks):
             r.bad(where, "DuplicatePartition", f"lists a partition twice: {value}")
             return 1
-        return tuple(sorted(value))
-    r.bad(where, "WrongType", "must be a partition count (integer >= 1) or a non-empty list of partition numbers")
+        return tuple(sorted(picks, key=lambda x: (0, "", x) if isinstance(x, int) else (1, x.topic, x.partition)))
+    r.bad(where, "WrongType", "must be a partition count (integer >= 1) or a non-empty list of partition numbers "
+                              "or topic:partition names")
     return 1
 
 
@@ -717,16 +789,22 @@ def _parse_rollout(r: _Reader, raw: Mapping[str, Any]) -> RolloutSpec:
     )
 
 
-def partition_problems(spec: ConsumerGroupSpec, partitions: int) -> list[Problem]:
-    """Checks that need the topic's partition count (known only after asking the broker)."""
+def partition_problems(spec: ConsumerGroupSpec, topics: Mapping[str, int]) -> list[Problem]:
+    """Checks that need the topics' partition counts (known only after asking the broker)."""
     problems: list[Problem] = []
     canary = spec.rollout.canary.partitions
     where = "spec.rollout.canary.partitions"
-    if isinstance(canary, tuple):
-        beyond = [p for p in canary if p >= partitions]
-        if beyond:
-            problems.append(Problem(where, "NoSuchPartition",
-                                    f"topic {spec.topic} has {partitions} partitions; no partition {beyond}"))
+    if isinstance(canary, tuple) and topics:
+        missing: list[str] = []
+        for pick in canary:
+            if isinstance(pick, int):
+                if all(pick >= n for n in topics.values()):
+                    missing.append(str(pick))
+            elif pick.partition >= topics.get(pick.topic, 0):
+                missing.append(str(pick))
+        if missing:
+            have = ", ".join(f"{t} has {n}" for t, n in sorted(topics.items()))
+            problems.append(Problem(where, "NoSuchPartition", f"no partition {', '.join(missing)} ({have})"))
     return problems
 
 

@@ -117,11 +117,16 @@ def consumer_env(spec: ConsumerGroupSpec, fence_timeout_seconds: int, assignment
     t = spec.target
     env = [
         _env_value("LAGPILOT_BOOTSTRAP_SERVERS", spec.bootstrap_servers),
-        _env_value("LAGPILOT_TOPIC", spec.topic),
         _env_value("LAGPILOT_GROUP_ID", spec.group_id),
         _env_value("LAGPILOT_TARGET_URL", t.url),
         _env_value("LAGPILOT_METHOD", t.method),
     ]
+    # The topics as the spec names them, never as resolved: a topic created under a pattern reaches the
+    # workers through their grants (topic:partition), without a new revision of the pod template.
+    if spec.topics:
+        env.insert(1, _env_value("LAGPILOT_TOPIC", ",".join(spec.topics)))
+    elif assignment_mode == "kafka" and spec.topic_pattern is not None:
+        env.insert(1, _env_value("LAGPILOT_TOPIC_PATTERN", spec.topic_pattern))
     if t.headers:
         env.append(_env_value("LAGPILOT_HEADERS", json.dumps(dict(t.headers), sort_keys=True)))
     env += [

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from lagpilot.protocol import LABEL_CG, LABEL_REVISION
+from lagpilot.protocol import LABEL_CG, LABEL_REVISION, PartitionId
 from lagpilot.timefmt import rfc3339
 from lagpilot_operator.brokers import connection_key
 from lagpilot_operator.group_offsets import GroupOffsets
@@ -58,8 +58,9 @@ class Result:
     degraded: bool = False  # Degraded is True after this reconcile
     resource_version: str = ""  # of the CR reconciled
     connection: str | None = None  # broker connection key (lagpilot_operator.brokers)
-    topic: str | None = None
-    partitions: int | None = None  # as read for this reconcile
+    topics: tuple[str, ...] = ()  # the group's topics as read for this reconcile
+    partitions: int | None = None  # all of their partitions, as read for this reconcile
+    pattern: bool = False  # the group names its topics by a pattern (re-read on every resync)
 
     @property
     def quiet(self) -> bool:
@@ -145,25 +146,26 @@ def referenced_secrets(spec: ConsumerGroupSpec) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def _lag_reader(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], dict[int, int] | None]:
+def _lag_reader(spec: ConsumerGroupSpec, kube: Kube, topics: list[str]
+                ) -> Callable[[], dict[PartitionId, int] | None]:
     """The group's lag per partition, read on demand (only a canary with maxLagGrowth asks for it)."""
-    def read() -> dict[int, int] | None:
+    def read() -> dict[PartitionId, int] | None:
         from lagpilot_operator.autoscale.offsets import LagReader
 
         try:
             snap = LagReader(spec.bootstrap_servers, kafka_security(spec, kube), timeout=5.0).read(
-                spec.group_id, [spec.topic])
+                spec.group_id, topics)
         except Exception as exc:  # the brokers' trouble is reported by the lag reader; judge next round
             log.info("%s/%s: lag for canary analysis not read: %s", spec.namespace, spec.name, exc)
             return None
-        return {p.partition: p.lag for p in snap.partitions}
+        return {PartitionId(p.topic, p.partition): p.lag for p in snap.partitions}
     return read
 
 
-def _group_offsets(spec: ConsumerGroupSpec, kube: Kube) -> Callable[[], GroupOffsets]:
+def _group_offsets(spec: ConsumerGroupSpec, kube: Kube, topics: list[str]) -> Callable[[], GroupOffsets]:
     """The group's offsets on the brokers, built on demand (a rollout's checkpoint, a replay's rewind)."""
     def make() -> GroupOffsets:
-        return GroupOffsets(spec.bootstrap_servers, spec.group_id, spec.topic, kafka_security(spec, kube))
+        return GroupOffsets(spec.bootstrap_servers, spec.group_id, topics, kafka_security(spec, kube))
     return make
 
 
@@ -195,14 +197,16 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         missing = missing_material(spec, objects)
         security, unread, refused = kafka_security_read(spec, objects)
         result.connection = connection_key(spec.bootstrap_servers, security)
-        result.topic = spec.topic
+        result.topics, result.pattern = spec.topics, spec.topic_pattern is not None
         if not unread and not refused:
             # Without every credential a client could not even be created: SecretNotFound or
             # SecretNotPermitted says why.
-            topic = topics.read(spec.bootstrap_servers, spec.topic, security)
+            topic = topics.resolve(spec.bootstrap_servers, spec.topics, spec.topic_pattern,
+                                   (spec.dead_letter_topic, spec.retry.park_topic), security)
             result.partitions = topic.partitions
-            if topic.partitions is not None:
-                problems += partition_problems(spec, topic.partitions)
+            if topic.topics is not None:
+                result.topics = tuple(sorted(topic.topics))
+                problems += partition_problems(spec, topic.topics)
 
     selector = f"{LABEL_CG}={name}"
     existing = [d for d in kube.list("Deployment", namespace, selector) if _owned_by(d, uid)]
@@ -230,10 +234,13 @@ def reconcile(body: Mapping[str, Any], kube: Kube, topics: TopicReader, settings
         if settings.assignment_mode == "k8s":
             # The hand-off owns the per-revision Deployments (it leaves them alone while
             # paused) and the assignment ConfigMap; without a partition count it changes nothing.
-            if topic is not None and topic.partitions is not None:
-                coord = reconcile_handoff(kube, body, pod_spec, revision, pod_count, topic.partitions, time.time(),
-                                             settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube),
-                                             offsets_fn=_group_offsets(spec, kube))
+            if topic is not None and topic.topics is not None:
+                # A missing topic of several leaves the others read: their hand-off goes on, and the missing
+                # one's partitions are revoked (Degraded TopicNotFound says which).
+                read = sorted(topic.topics)
+                coord = reconcile_handoff(kube, body, pod_spec, revision, pod_count, topic.topics, time.time(),
+                                          settings.fence_timeout_seconds, lag_fn=_lag_reader(spec, kube, read),
+                                          offsets_fn=_group_offsets(spec, kube, read))
                 result.actions += coord.actions
                 if coord.rollout.get("phase") == ABORTED and coord.rollout.get("stableRevision"):
                     # The aborted revision is on its way out: report on the revision that serves.

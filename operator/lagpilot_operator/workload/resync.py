@@ -20,9 +20,10 @@ class Settled:
     resource_version: str  # of the CR it reconciled
     quiet: bool  # it changed nothing (no write, no Event) and the group is not Degraded
     connection: str | None  # the brokers' connection key (to look up partition counts the lag rounds saw)
-    topic: str | None
-    partitions: int | None
+    topics: tuple[str, ...]
+    partitions: int | None  # of all those topics
     at: float  # monotonic time it finished
+    pattern: bool = False  # topics named by spec.topicPattern: a topic created under it has no event
 
 
 def full_resync_seconds(base: float, key: tuple[str, str]) -> float:
@@ -42,7 +43,8 @@ def resync_due(settled: Settled | None, resource_version: str, partitions: int |
       the backlog;
     - reconciled less than `interval` ago (by any trigger): no;
     - the last reconcile was not quiet (it wrote, emitted, or left the group Degraded), or the CR changed
-      since (its resourceVersion), or the lag rounds saw another partition count: yes;
+      since (its resourceVersion), or the lag rounds saw another partition count, or the group's topics
+      are a pattern (re-read every `interval`: a new topic under it raises no event): yes;
     - otherwise only once `full_every` has passed since it: the safety net against a missed event.
     """
     if settled is None:
@@ -50,7 +52,7 @@ def resync_due(settled: Settled | None, resource_version: str, partitions: int |
     age = now - settled.at
     if age < interval:
         return False
-    if not settled.quiet or resource_version != settled.resource_version:
+    if not settled.quiet or resource_version != settled.resource_version or settled.pattern:
         return True
     if partitions is not None and partitions != settled.partitions:
         return True

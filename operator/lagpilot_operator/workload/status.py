@@ -31,11 +31,18 @@ BOOTSTRAP_NOT_ALLOWED = "BootstrapNotAllowed"
 
 @dataclass(frozen=True)
 class TopicInfo:
-    """Either `partitions` is known, or `reason` (TopicNotFound | BrokerUnreachable) says why not."""
+    """The group's topics as the brokers have them: ``topics`` (name -> partition count) of those that
+    exist, None when none could be read; ``reason`` (TopicNotFound | BrokerUnreachable | ...) says what is
+    wrong. Both may be set: one topic of several deleted leaves the others read, and the group Degraded."""
 
-    partitions: int | None
+    topics: Mapping[str, int] | None
     reason: str | None = None
     message: str = ""
+
+    @property
+    def partitions(self) -> int | None:
+        """Every partition of every topic read: the most workers that can own one (autoscaling's cap)."""
+        return None if self.topics is None else sum(self.topics.values())
 
 
 PHASES = ("Pending", "Running", "Progressing", "Degraded", "Invalid", "Paused", "Idle")
@@ -205,6 +212,7 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
 
     previous_partitions = previous.get("partitions")
     partitions = obs.topic.partitions if obs.topic and obs.topic.partitions is not None else previous_partitions
+    topics = dict(obs.topic.topics) if obs.topic and obs.topic.topics is not None else previous.get("topics")
     out: dict[str, Any] = {
         "observedGeneration": obs.generation,
         "workers": obs.sizing.workers if obs.sizing else obs.desired_workers,
@@ -218,6 +226,10 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
         out["revision"] = obs.revision
     if partitions is not None:
         out["partitions"] = partitions
+    if topics is not None:
+        # A merge patch: a topic gone from the group is set to null, so it leaves status.topics.
+        out["topics"] = {**dict.fromkeys(previous.get("topics") or {}), **topics}
+        out["topicNames"] = ",".join(sorted(topics))
     sizing = obs.sizing.status() if obs.sizing else None
     if sizing is not None:
         out["sizing"] = sizing

@@ -1,17 +1,44 @@
-"""Partition count of a topic: as the last lag round on that connection saw it, else read from the
-brokers with a short timeout on the operator's shared AdminClient for that connection (opening clients per
-call costs a metadata bootstrap each time)."""
+"""The topics a group reads and their partition counts: as the last lag round on that connection saw them,
+else read from the brokers with a short timeout on the operator's shared AdminClient for that connection
+(opening clients per call costs a metadata bootstrap each time). `select_topics` is the pure part: which
+topics of a listing a pattern names, and what a missing one means for the group."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 
 from lagpilot_operator.brokererrors import classify
 from lagpilot_operator.brokers import admin_client, connection_key, forget_clients, recent_errors
 from lagpilot_operator.workload.status import BROKER_UNREACHABLE, TOPIC_NOT_FOUND, TopicInfo
+
+
+def select_topics(listed: Iterable[str], pattern: str, exclude: Iterable[str | None] = ()) -> list[str]:
+    """The topics of a cluster's listing that ``pattern`` matches as a whole name; never Kafka's internal
+    topics (``__consumer_offsets``...) nor the group's own dead-letter and park topics (reading those
+    would deliver a failed record again)."""
+    rx, skip = re.compile(pattern), {t for t in exclude if t}
+    return sorted(t for t in listed if not t.startswith("__") and t not in skip and rx.fullmatch(t))
+
+
+def combine(named: Mapping[str, TopicInfo]) -> TopicInfo:
+    """One TopicInfo for a group of several named topics: those that exist are read (the group goes on
+    with them), and a missing one makes the whole group Degraded TopicNotFound, naming it. A broker that
+    cannot be reached wins over a missing topic (the group cannot tell what exists)."""
+    found = {t: i.partitions for t, i in named.items() if i.partitions is not None}
+    unreachable = [i for i in named.values() if i.reason is not None and i.reason != TOPIC_NOT_FOUND]
+    if unreachable:
+        return TopicInfo(None, unreachable[0].reason, unreachable[0].message)
+    missing = sorted(t for t, i in named.items() if i.reason == TOPIC_NOT_FOUND)
+    if not missing:
+        return TopicInfo({t: n for t, n in found.items() if n is not None})
+    message = "; ".join(named[t].message for t in missing)
+    if found:
+        message += f" (still reading {', '.join(sorted(found))})"
+    return TopicInfo({t: n for t, n in found.items() if n is not None} or None, TOPIC_NOT_FOUND, message)
 
 
 class TopicReader:
@@ -33,10 +60,50 @@ class TopicReader:
         for topic, partitions in counts.items():
             self._catalog[(connection, topic)] = (partitions, now)
 
-    def known_partitions(self, connection: str | None, topic: str | None) -> int | None:
-        """The latest count a lag round saw, however old (None if never seen)."""
-        entry = self._catalog.get((connection or "", topic or ""))
-        return entry[0] if entry else None
+    def known_partitions(self, connection: str | None, topics: Iterable[str]) -> int | None:
+        """The latest total count a lag round saw for these topics, however old (None if one was never
+        seen)."""
+        total = 0
+        for topic in topics:
+            entry = self._catalog.get((connection or "", topic))
+            if entry is None:
+                return None
+            total += entry[0]
+        return total
+
+    def resolve(self, bootstrap: str, topics: Iterable[str], pattern: str | None, exclude: Iterable[str | None],
+                security: Mapping[str, str] | None = None) -> TopicInfo:
+        """The group's topics: each named one read (cached), or the pattern over the cluster's listing."""
+        if pattern is None:
+            return combine({t: self.read(bootstrap, t, security) for t in topics})
+        listed = self.list_topics(bootstrap, security)
+        if listed.topics is None:
+            return listed
+        chosen = select_topics(listed.topics, pattern, exclude)
+        if not chosen:
+            return TopicInfo(None, TOPIC_NOT_FOUND, f"no topic on {bootstrap} matches {pattern!r}")
+        return TopicInfo({t: listed.topics[t] for t in chosen})
+
+    def list_topics(self, bootstrap: str, security: Mapping[str, str] | None = None) -> TopicInfo:
+        """Every topic of the cluster with its partition count (cached like `read`)."""
+        key = connection_key(bootstrap, dict(security or {}))
+        cached = self._results.get((key, "\0listing"))
+        if cached and time.monotonic() - cached[1] < self.cache_seconds:
+            return cached[0]
+        try:
+            client = admin_client(bootstrap, security)
+        except KafkaException as exc:
+            return TopicInfo(None, BROKER_UNREACHABLE, f"no client for {bootstrap}: {exc.args[0].str()}")
+        try:
+            metadata = client.list_topics(timeout=self.timeout)
+        except KafkaException as exc:
+            return self._unreachable(client, bootstrap, security, f"cannot list topics on {bootstrap}: "
+                                                                  f"{exc.args[0]}")
+        if not metadata.brokers:
+            return self._unreachable(client, bootstrap, security, f"no broker answered at {bootstrap}")
+        info = TopicInfo({t: len(m.partitions) for t, m in metadata.topics.items() if m.error is None})
+        self._results[(key, "\0listing")] = (info, time.monotonic())
+        return info
 
     def forget(self, bootstrap: str, security: Mapping[str, str] | None = None) -> None:
         forget_clients(bootstrap_servers=bootstrap, security=security)
@@ -47,7 +114,7 @@ class TopicReader:
         key = connection_key(bootstrap, dict(security or {}))
         seen = self._catalog.get((key, topic))
         if seen and time.monotonic() - seen[1] < self.catalog_seconds:
-            return TopicInfo(seen[0])
+            return TopicInfo({topic: seen[0]})
         cached = self._results.get((key, topic))
         if cached and time.monotonic() - cached[1] < self.cache_seconds:
             return cached[0]
@@ -73,7 +140,7 @@ class TopicReader:
             return TopicInfo(None, TOPIC_NOT_FOUND, f"topic {topic} does not exist on {bootstrap}")
         if meta.error is not None:
             return TopicInfo(None, BROKER_UNREACHABLE, f"metadata error for topic {topic}: {meta.error.str()}")
-        return TopicInfo(len(meta.partitions))
+        return TopicInfo({topic: len(meta.partitions)})
 
     def _unreachable(self, client: object, bootstrap: str, security: Mapping[str, str] | None,
                      fallback: str) -> TopicInfo:

@@ -54,7 +54,7 @@ def test_stalled_partition_is_excluded_once_the_window_shows_it() -> None:
     rs = steps([snap(t * 10.0, [100 * t, 3000], [100 * t, 40]) for t in range(19)], workers=2)
     assert rs[0].workers is None  # lag 2 960 over 2 workers -> 3, capped at 2 partitions
     last = rs[-1]
-    assert last.lag_status["status"] == "STALL" and last.lag_status["stalledPartitions"] == [1]
+    assert last.lag_status["status"] == "STALL" and last.lag_status["stalledPartitions"] == ["t:1"]
     assert "excluding 2 960 on 1 stalled partition" in last.lag_status["reason"]
     assert any(e.reason == "LagStall" and "t[1]: committed offset 40 unchanged" in e.message
                for r in rs for e in r.events)

@@ -81,7 +81,7 @@ def test_group_status_is_the_worst_partition() -> None:
     assert ev.stalled_lag == 60 and [p.partition for p in ev.stalled] == [1]
     summary = ev.status_summary()
     assert summary["status"] == "STALL" and summary["total"] == 160 and summary["maxPartition"] == 100
-    assert summary["updatedAt"] == "1970-01-01T00:01:40Z" and summary["stalledPartitions"] == [1]
+    assert summary["updatedAt"] == "1970-01-01T00:01:40Z" and summary["stalledPartitions"] == ["t:1"]
 
 
 def test_partition_added_starts_collecting_while_others_are_judged() -> None:

@@ -34,14 +34,15 @@ def test_names_scope_and_subresources() -> None:
 
 def test_printer_columns() -> None:
     cols = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"] if not c.get("priority")}
-    assert list(cols) == ["Topic", "Workers", "Ready", "Lag", "Phase", "Rollout", "Age"]
+    assert list(cols) == ["Topics", "Workers", "Ready", "Lag", "Phase", "Rollout", "Age"]
+    assert cols["Topics"] == ".status.topicNames"
     assert cols["Lag"] == ".status.lag.total" and cols["Rollout"] == ".status.rollout.phase"
 
 
 def test_status_has_every_field_the_issues_name() -> None:
     st = SCHEMA["properties"]["status"]["properties"]
     for key in ("observedGeneration", "workers", "readyWorkers", "partitions", "selector", "conditions", "lag",
-                "rollout", "assignment", "phase"):
+                "rollout", "assignment", "phase", "topics", "topicNames"):
         assert key in st
     assert set(st["lag"]["properties"]) == {"total", "maxPartition", "status", "updatedAt"}
     assert set(st["rollout"]["properties"]) == {"phase", "stableRevision", "newRevision", "canaryPartitions",
@@ -146,7 +147,11 @@ def test_schema_rejects(patch: dict[str, Any], fragment: str) -> None:
 def test_schema_requires_core_fields() -> None:
     errs = check(SCHEMA, {"apiVersion": "lagpilot.io/v1alpha1", "kind": "ConsumerGroup", "metadata": {},
                           "spec": {"target": {}}})
-    assert {".spec.bootstrapServers: required", ".spec.topic: required", ".spec.target.url: required"} <= set(errs)
+    assert {".spec.bootstrapServers: required", ".spec.target.url: required"} <= set(errs)
+    # topic, topics or topicPattern: one is needed, and a pattern stands alone (CEL rules, checked by the API
+    # server; the operator's parse says the same, see test_op_spec).
+    rules = {r["rule"] for r in SCHEMA["properties"]["spec"]["x-kubernetes-validations"]}
+    assert "has(self.topic) || has(self.topics) || has(self.topicPattern)" in rules
 
 
 def test_peering_crds_ship() -> None:

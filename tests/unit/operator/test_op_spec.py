@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lagpilot.protocol import PartitionId
 from lagpilot_operator.resource.spec import Problem, describe, parse, partition_problems
 
 pytestmark = pytest.mark.unit
@@ -76,7 +77,7 @@ def test_missing_required_field_gives_no_spec(missing: str) -> None:
     del b["spec"][missing]
     spec, problems = parse(b, IMAGE)
     assert spec is None
-    assert any(p.code == "Required" for p in problems)
+    assert any(p.code == ("NoTopic" if missing == "topic" else "Required") for p in problems)
 
 
 def test_no_spec_at_all() -> None:
@@ -184,10 +185,62 @@ def test_canary_list_is_sorted_and_checked_against_partition_count() -> None:
     spec, problems = parse(body({"rollout": {"strategy": "Canary", "canary": {"partitions": [7, 0]}}}), IMAGE)
     assert spec is not None and not problems
     assert spec.rollout.canary.partitions == (0, 7)
-    assert partition_problems(spec, 8) == []
-    bad = partition_problems(spec, 6)
+    assert partition_problems(spec, {"orders": 8}) == []
+    bad = partition_problems(spec, {"orders": 6})
     assert [(p.field, p.code) for p in bad] == [("spec.rollout.canary.partitions", "NoSuchPartition")]
-    assert "[7]" in bad[0].message
+    assert "no partition 7 (orders has 6)" in bad[0].message
+
+
+@pytest.mark.parametrize(("fields", "topics", "pattern", "single"), [
+    ({"topic": "orders"}, ("orders",), None, "orders"),
+    ({"topic": None, "topics": ["orders", "payments"]}, ("orders", "payments"), None, None),
+    ({"topic": "orders", "topics": ["payments"]}, ("orders", "payments"), None, None),
+    ({"topic": None, "topics": ["orders"]}, ("orders",), None, "orders"),
+    ({"topic": None, "topicPattern": "orders-.*"}, (), "orders-.*", None),
+])
+def test_topics_topic_list_and_pattern(fields: dict[str, Any], topics: tuple[str, ...], pattern: str | None,
+                                       single: str | None) -> None:
+    b = body({k: v for k, v in fields.items() if v is not None})
+    if fields.get("topic", "x") is None:
+        del b["spec"]["topic"]
+    spec, problems = parse(b, IMAGE)
+    assert problems == [] and spec is not None
+    assert (spec.topics, spec.topic_pattern, spec.single_topic) == (topics, pattern, single)
+
+
+@pytest.mark.parametrize(("fields", "where", "code"), [
+    ({"topic": None}, "spec.topic", "NoTopic"),
+    ({"topics": ["orders", "bad topic"]}, "spec.topics", "InvalidTopicName"),
+    ({"topics": ["orders"]}, "spec.topics", "DuplicateTopic"),
+    ({"topics": "orders"}, "spec.topics", "WrongType"),
+    ({"topicPattern": "orders.*"}, "spec.topicPattern", "TopicsAndPattern"),
+    ({"topic": None, "topicPattern": "orders(["}, "spec.topicPattern", "InvalidTopicPattern"),
+    ({"topics": ["payments"], "deadLetterTopic": "payments"}, "spec.deadLetterTopic", "DeadLetterIsSource"),
+    ({"topic": None, "topicPattern": "orders.*", "deadLetterTopic": "orders-dlq"}, "spec.deadLetterTopic",
+     "DeadLetterIsSource"),
+    ({"topics": ["payments"], "retry": {"park": {"topic": "orders-park"}}}, "spec.retry.park.topic",
+     "ParkNeedsOneTopic"),
+])
+def test_topic_selection_problems(fields: dict[str, Any], where: str, code: str) -> None:
+    b = body({k: v for k, v in fields.items() if v is not None})
+    if "topic" in fields and fields["topic"] is None:
+        del b["spec"]["topic"]
+    _, problems = parse(b, IMAGE)
+    assert (where, code) in codes(problems)
+
+
+def test_canary_picks_name_topic_partitions_or_a_number_of_every_topic() -> None:
+    b = body({"topics": ["payments"],
+              "rollout": {"strategy": "Canary", "canary": {"partitions": ["payments:2", 1, "orders:0"]}}})
+    spec, problems = parse(b, IMAGE)
+    assert spec is not None and not problems
+    assert spec.rollout.canary.partitions == (1, PartitionId("orders", 0), PartitionId("payments", 2))
+    assert partition_problems(spec, {"orders": 2, "payments": 3}) == []
+    bad = partition_problems(spec, {"orders": 1, "payments": 2})
+    # 1 exists in payments (not in orders): a bare number needs it in one topic at least
+    assert [p.message for p in bad] == ["no partition payments:2 (orders has 1, payments has 2)"]
+    _, problems = parse(body({"rollout": {"canary": {"partitions": ["orders:x"]}}}), IMAGE)
+    assert ("spec.rollout.canary.partitions", "WrongType") in codes(problems)
 
 
 def test_perrequest_connection_and_explicit_group_id() -> None:

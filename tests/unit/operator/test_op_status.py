@@ -45,7 +45,7 @@ def dep(name: str = "cg-new", replicas: int = 2, ready: int = 2) -> DeploymentSt
 
 def obs(**kw: Any) -> Observation:
     base: dict[str, Any] = {"generation": 3, "name": "cg", "desired_workers": 2, "revision": "new",
-                            "deployment_name": "cg-new", "deployments": [dep()], "topic": TopicInfo(6)}
+                            "deployment_name": "cg-new", "deployments": [dep()], "topic": TopicInfo({"orders": 6})}
     base.update(kw)
     return Observation(**base)
 

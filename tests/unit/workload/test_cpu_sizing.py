@@ -137,7 +137,7 @@ def test_status_counts_workers_for_the_scale_subresource_and_pods_for_readiness(
     sizing = size_pods(spec({"limits": {"cpu": "2"}}), 3, partitions=4)  # capped: 4 pods, not 6
     obs = Observation(generation=1, name="cg", desired_workers=sizing.pods, revision="r",
                       deployment_name="cg-r", deployments=[DeploymentState("cg-r", "r", 4, 4, 4, True)],
-                      topic=TopicInfo(partitions=4), sizing=sizing)
+                      topic=TopicInfo({"orders": 4}), sizing=sizing)
     out = compute(obs, {}, "2026-12-07T10:00:00Z")
     assert (out["workers"], out["readyWorkers"]) == (3, 3)
     assert out["sizing"] == {"podsPerWorker": 2, "pods": 4, "cpuPerPod": "1"}
