@@ -14,7 +14,7 @@ _GROUP = ("namespace", "consumergroup")
 def _collectors(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge, Counter, Gauge]:
     return (
         Gauge("lagpilot_consumergroup_lag", "Records behind the log end, per partition",
-              (*_GROUP, "partition"), registry=registry),
+              (*_GROUP, "topic", "partition"), registry=registry),
         Gauge("lagpilot_consumergroup_lag_total", "Records behind the log end, all partitions",
               _GROUP, registry=registry),
         Gauge("lagpilot_consumergroup_desired_workers",
@@ -31,7 +31,7 @@ def _collectors(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge, Count
 LAG, LAG_TOTAL, DESIRED_WORKERS, SCALE_EVENTS, LAG_STATUS = _collectors(REGISTRY)
 
 # partitions published per group, so that partitions which disappear lose their series
-_published: dict[tuple[str, str], set[str]] = {}
+_published: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
 
 def publish(namespace: str, name: str, evaluation: GroupEval, decision: ScaleDecision | None = None,
@@ -39,12 +39,12 @@ def publish(namespace: str, name: str, evaluation: GroupEval, decision: ScaleDec
     """Set the gauges from one evaluation (and count a scale event when the decision changes the count).
     Without autoscaling (no decision) the desired count is `workers`, the count the spec asks for, so the
     dashboard's running-vs-desired panel has a line for every group."""
-    parts = {str(p.partition) for p in evaluation.partitions}
+    parts = {(p.topic, str(p.partition)) for p in evaluation.partitions}
     for p in evaluation.partitions:
-        LAG.labels(namespace, name, str(p.partition)).set(p.lag)
+        LAG.labels(namespace, name, p.topic, str(p.partition)).set(p.lag)
     for gone in _published.get((namespace, name), set()) - parts:
         try:
-            LAG.remove(namespace, name, gone)
+            LAG.remove(namespace, name, *gone)
         except KeyError:
             pass
     _published[(namespace, name)] = parts
@@ -61,7 +61,7 @@ def forget(namespace: str, name: str) -> None:
     """Remove every series of a deleted ConsumerGroup."""
     for part in _published.pop((namespace, name), set()):
         try:
-            LAG.remove(namespace, name, part)
+            LAG.remove(namespace, name, *part)
         except KeyError:
             pass
     for gauge in (LAG_TOTAL, DESIRED_WORKERS, LAG_STATUS):

@@ -200,7 +200,7 @@ def test_backlog_scales_up_to_partition_cap_then_down_after_stabilization_withou
         assert (metric(operator, "lagpilot_scale_events_total", namespace=namespace, direction="down") or 0) >= 1
         assert metric(operator, "lagpilot_consumergroup_lag_total", namespace=namespace) == 0
         assert metric(operator, "lagpilot_consumergroup_desired_workers", namespace=namespace) == 1
-        assert metric(operator, "lagpilot_consumergroup_lag", namespace=namespace, partition="2") == 0
+        assert metric(operator, "lagpilot_consumergroup_lag", namespace=namespace, topic=topic, partition="2") == 0
 
         # No record lost while workers came and went; per-key order kept (redelivery allowed).
         assert len(delivered) == total

@@ -100,8 +100,8 @@ def test_metrics_published_per_partition_and_removed_when_forgotten() -> None:
     ns, cg = "metrics-test", "cg1"
     (r,) = steps([snap(0.0, [300, 50], [0, 50])], workers=1)
     lag_metrics.publish(ns, cg, r.evaluation, r.decision)
-    assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, partition="0") == 300
-    assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, partition="1") == 0
+    assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, topic="t", partition="0") == 300
+    assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, topic="t", partition="1") == 0
     assert _value("lagpilot_consumergroup_lag_total", namespace=ns, consumergroup=cg) == 300
     assert _value("lagpilot_consumergroup_lag_status", namespace=ns, consumergroup=cg) == 0
     assert _value("lagpilot_consumergroup_desired_workers", namespace=ns, consumergroup=cg) == 1
@@ -110,7 +110,7 @@ def test_metrics_published_per_partition_and_removed_when_forgotten() -> None:
     assert _value("lagpilot_scale_events_total", namespace=ns, consumergroup=cg, direction="up") == 1
     assert _value("lagpilot_consumergroup_desired_workers", namespace=ns, consumergroup=cg) == 2
     lag_metrics.forget(ns, cg)
-    assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, partition="0") is None
+    assert _value("lagpilot_consumergroup_lag", namespace=ns, consumergroup=cg, topic="t", partition="0") is None
     # Without autoscaling there is no decision: the desired count is the spec's (the dashboard plots it).
     (fixed,) = steps([snap(0.0, [10, 10], [0, 0])], workers=3)
     lag_metrics.publish(ns, "fixed", fixed.evaluation, None, 3)
