@@ -387,12 +387,11 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
     if dlq is not None:
         if not TOPIC_RE.match(dlq):
             r.bad("spec.deadLetterTopic", "InvalidTopicName", "must be 1-249 of [a-zA-Z0-9._-]")
-        elif dlq in topics or (topic_pattern is not None and _matches(topic_pattern, dlq)):
+        elif dlq in topics:  # a pattern never matches the group's own dead-letter or park topic
             r.bad("spec.deadLetterTopic", "DeadLetterIsSource",
                   "must differ from the topics the group reads (failed records would be consumed again)")
     if retry.park_topic is not None:
-        if retry.park_topic in (*topics, dlq) or (topic_pattern is not None and _matches(topic_pattern,
-                                                                                         retry.park_topic)):
+        if retry.park_topic in (*topics, dlq):
             r.bad("spec.retry.park.topic", "ParkIsSource",
                   "must differ from the topics the group reads and spec.deadLetterTopic (parked records would "
                   "be mixed with them)")
@@ -432,13 +431,6 @@ def parse(body: Mapping[str, Any], default_image: str) -> tuple[ConsumerGroupSpe
         dead_letter_topic=dlq, start_from=start_from, kafka=kafka, template=template, autoscaling=autoscaling,
         rollout=rollout, paused=paused, routes=routes, unmatched=unmatched)
     return spec, problems
-
-
-def _matches(pattern: str, topic: str) -> bool:
-    try:
-        return re.fullmatch(pattern, topic) is not None
-    except re.error:
-        return False
 
 
 def _parse_topics(r: _Reader, raw: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:

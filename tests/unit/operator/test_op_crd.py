@@ -100,7 +100,7 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 def examples() -> list[dict[str, Any]]:
     docs = []
-    for name in ("minimal.yaml", "full.yaml", "secure.yaml", "routes.yaml"):
+    for name in ("minimal.yaml", "full.yaml", "secure.yaml", "routes.yaml", "multi-topic.yaml"):
         docs += [d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text())
                  if d["kind"] == "ConsumerGroup"]
     return docs
