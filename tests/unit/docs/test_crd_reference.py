@@ -158,7 +158,7 @@ def test_rows_carry_type_required_default_constraints_and_description() -> None:
     ):
         assert row in doc, row
     for start in ("| `spec.target` | [`object`](#spec-target) | yes |  |  | ",
-                  "| `spec.topic` | `string` | yes |  | pattern `^[a-zA-Z0-9._-]{1,249}$` | ",
+                  "| `spec.topic` | `string` |  |  | pattern `^[a-zA-Z0-9._-]{1,249}$` | ",
                   "| `spec.bootstrapServers` | `string` | yes |  | 1 ≤ length ≤ 2048 | ",
                   "| `status.conditions` | [`[]object`](#status-conditions) |  |  | list keyed by `type` | ",
                   "| `status.rollout.step` | `int-or-string` |  |  |  | "):
