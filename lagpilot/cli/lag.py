@@ -179,7 +179,9 @@ def lag(consumergroup: str | None, cluster: Cluster, bootstrap_servers: str | No
         spec = consumergroup_spec(cluster, consumergroup)
         bootstrap_servers = bootstrap_servers or spec.get("bootstrapServers")
         group = group or spec.get("groupId") or f"{cluster.namespace}.{consumergroup}"
-        topics = topics or ((spec["topic"],) if spec.get("topic") else ())
+        # The spec's topics (a pattern's: those the group has committed offsets on, below).
+        named = ([spec["topic"]] if spec.get("topic") else []) + list(spec.get("topics") or [])
+        topics = topics or tuple(dict.fromkeys(named))
     if not bootstrap_servers or not group:
         raise click.UsageError("name a ConsumerGroup, or give --bootstrap-servers and --group")
     security = kafka_settings(config, kafka_config_file)
