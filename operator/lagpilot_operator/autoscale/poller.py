@@ -168,8 +168,11 @@ class LagPoller:
         security, unread = kafka_security_and_missing(spec, self.kube)
         if unread:
             return None  # a credential is missing: the reconcile reports SecretNotFound; nothing to read with
-        return Prepared(namespace, name, body, spec, mode, current, float(spec.autoscaling.poll_seconds),
+        prep = Prepared(namespace, name, body, spec, mode, current, float(spec.autoscaling.poll_seconds),
                         security)
+        if not prep.topics:
+            return None  # a pattern the reconcile has not resolved yet (or that matches nothing): no lag
+        return prep
 
     def poll(self, namespace: str, name: str) -> PollOutcome:
         """Read and apply one group on its own (tests, and the CLI's way of reading one group)."""
