@@ -121,16 +121,13 @@ def format_partitions(parts: Iterable[PartitionId]) -> str:
         by_topic.setdefault(pid.topic, []).append(pid.partition)
     out = []
     for topic, numbers in by_topic.items():
-        runs: list[str] = []
-        start = prev = numbers[0]
-        for n in numbers[1:] + [None]:  # type: ignore[list-item]
-            if n is not None and n == prev + 1:
-                prev = n
-                continue
-            runs.append(str(start) if start == prev else f"{start}-{prev}")
-            if n is not None:
-                start = prev = n
-        out.append(f"{topic}:{','.join(runs)}")
+        runs: list[list[int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][1] + 1:
+                runs[-1][1] = n
+            else:
+                runs.append([n, n])
+        out.append(f"{topic}:{','.join(str(a) if a == b else f'{a}-{b}' for a, b in runs)}")
     return " ".join(out)
 
 

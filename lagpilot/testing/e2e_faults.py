@@ -67,13 +67,15 @@ def group_doc(bootstrap: str, topic: str, url: str, image: str = "") -> dict[str
 
 
 def owners(c: Cluster) -> list[str]:
-    return list(((c.cg().get("status") or {}).get("assignment") or {}).get("owners") or [])
+    """The pods granted a partition, one entry per granted partition (status.assignment.owners is a map
+    topic:partition -> pod)."""
+    return list((((c.cg().get("status") or {}).get("assignment") or {}).get("owners") or {}).values())
 
 
 def on_new_revision(c: Cluster, old: str | None) -> str | None:
     """The new revision, once the rollout is Stable on it and a pod of it owns every partition."""
     st = c.cg().get("status") or {}
-    rollout, owners_ = st.get("rollout") or {}, (st.get("assignment") or {}).get("owners") or []
+    rollout, owners_ = st.get("rollout") or {}, list(((st.get("assignment") or {}).get("owners") or {}).values())
     revision = {p.metadata.name: (p.metadata.labels or {}).get("lagpilot.io/revision") for p in c.pods()}
     new = st.get("revision")
     if (new and new != old and rollout.get("phase") == "Stable" and rollout.get("stableRevision") == new

@@ -24,6 +24,7 @@ from lagpilot.protocol import (
     LABEL_CG,
     LABEL_REVISION,
     AssignmentDoc,
+    PartitionId,
     assignment_configmap_name,
     lease_duration_for,
 )
@@ -52,7 +53,7 @@ class Move:
 
     t: float
     epoch: int
-    grants: dict[str, list[int]]
+    grants: dict[str, list[PartitionId]]
 
 
 @dataclass
@@ -86,6 +87,11 @@ class LocalCluster:
     def lease_duration(self) -> float:
         """What the workers it starts declare (their default 10 s target timeout)."""
         return float(lease_duration_for(self.fence_timeout, self.lease_renew, 10.0))
+
+    @property
+    def topics(self) -> dict[str, int]:
+        """The group's topics with their partition counts (the harness runs a single-topic group)."""
+        return {self.topic: self.partitions}
 
     @property
     def configmap(self) -> str:
@@ -146,14 +152,15 @@ class LocalCluster:
             if exc.status != 404:
                 raise
             cm = None
-        doc = AssignmentDoc.from_json(cm["data"][ASSIGNMENT_KEY]) if cm and cm.get("data") else None
+        doc = AssignmentDoc.from_json(cm["data"][ASSIGNMENT_KEY], self.topic) if cm and cm.get("data") else None
         leases = [self.api.sanitize_for_serialization(x) for x in self.coord.list_namespaced_lease(
             self.namespace, label_selector=f"{LABEL_CG}={self.cg}").items]
         return cm, doc, leases
 
     def observed(self) -> Observed:
         _, doc, leases = self.read()
-        return observe(doc, self.pods(), leases, self.partitions, self.clock, self.lease_duration)
+        return observe(doc, self.pods(), leases, self.topics, self.clock, self.lease_duration,
+                       default_topic=self.topic)
 
     def write(self, cm: dict[str, Any] | None, doc: AssignmentDoc) -> bool:
         body = {"metadata": {"name": self.configmap, "namespace": self.namespace},
@@ -168,9 +175,10 @@ class LocalCluster:
     def round(self, spec: RolloutSpec, revision: str, workers: int, figures: CanaryFigures | None = None,
               commands: Commands | None = None, paused: bool = False) -> RolloutStep:
         cm, doc, leases = self.read()
-        rnd = plan_round(spec, paused, revision, workers, self.partitions, doc, self.pods(), leases, self.status,
+        rnd = plan_round(spec, paused, revision, workers, self.topics, doc, self.pods(), leases, self.status,
                          commands or Commands(), figures, time.time(), self.clock, self.lease_duration,
-                         published_epoch=self.history[-1].epoch if self.history else None)
+                         published_epoch=self.history[-1].epoch if self.history else None,
+                         default_topic=self.topic)
         step, new = rnd.step, rnd.doc
         if cm is None or new != doc:
             self.write(cm, new)

@@ -1,7 +1,8 @@
 """A simulated cluster for the rollout and replay planners' tests: Deployments that create and delete pods
 honouring the deletion cost, workers that apply assignment documents and report them (late, when a
 Hypothesis draw says so, never more than two rounds in a row), and the real rollout step and hand-off
-planner in between. It checks, after every worker round, that no partition has two owners."""
+planner in between. It checks, after every worker round, that no partition has two owners. The group may
+read several topics, and ``topics`` may change between rounds (a topic created or deleted)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from lagpilot.protocol import PartitionId, partitions_of
 from lagpilot_operator.handoff.planner import AssignmentDoc, Observed, WorkerReport, WorkerView, plan_assignment
 from lagpilot_operator.handoff.rollout import CanaryFigures, Commands, RolloutInput, RolloutStep, next_rollout_step
 from lagpilot_operator.resource.spec import RolloutSpec
@@ -19,7 +21,7 @@ from lagpilot_operator.resource.spec import RolloutSpec
 class Pod:
     name: str
     revision: str
-    owned: frozenset[int] = frozenset()
+    owned: frozenset[PartitionId] = frozenset()
     applied: int = 0
     report: WorkerReport | None = None
     ready: bool = False
@@ -28,9 +30,10 @@ class Pod:
 
 @dataclass
 class Cluster:
-    """Just enough of Kubernetes: Deployments per revision, pods, the ConfigMap, the Leases."""
+    """Just enough of Kubernetes (Deployments per revision, pods, the ConfigMap, the Leases) and of Kafka:
+    ``topics``, name -> partition count."""
 
-    partitions: int
+    topics: dict[str, int]
     pods: dict[str, Pod] = field(default_factory=dict)
     doc: AssignmentDoc | None = None
     status: dict[str, Any] = field(default_factory=dict)
@@ -38,10 +41,14 @@ class Cluster:
     seq: int = 0
     max_owners_seen: int = 0
 
+    @property
+    def partitions(self) -> tuple[PartitionId, ...]:
+        return partitions_of(self.topics)
+
     def observed(self) -> Observed:
         views = {p.name: WorkerView(p.name, report=p.report, revision=p.revision, ready=p.ready)
                  for p in self.pods.values()}
-        return Observed(self.doc, views, self.partitions)
+        return Observed(self.doc, views, dict(self.topics))
 
     def scale(self, deployments: dict[str, int] | None, costs: dict[str, int]) -> None:
         if deployments is None:
@@ -73,7 +80,10 @@ class Cluster:
         self.check()
 
     def check(self) -> None:
-        for part in range(self.partitions):
+        """At most one owner per partition -- also of a topic that no longer exists (a worker may still hold
+        it until it applies the revocation)."""
+        held = set(self.partitions).union(*(p.owned for p in self.pods.values()))
+        for part in sorted(held):
             owners = [p.name for p in self.pods.values() if part in p.owned]
             self.max_owners_seen = max(self.max_owners_seen, len(owners))
             assert len(owners) <= 1, f"partition {part} owned by {owners}"
@@ -94,5 +104,5 @@ class Cluster:
         """What the operator's round adds to the rollout step before the assignment is planned (nothing
         here; the replay tests hold partitions)."""
 
-    def owners(self) -> dict[int, str]:
+    def owners(self) -> dict[PartitionId, str]:
         return {part: p.revision for p in self.pods.values() for part in p.owned}

@@ -13,6 +13,7 @@ from lagpilot.protocol import (
     ANNOTATION_OWNED,
     LABEL_REVISION,
     REVOKED_FROM_ALL,
+    PartitionId,
     lease_duration_for,
     parse_epoch,
     parse_owned,
@@ -67,11 +68,12 @@ class LeaseClock:
         return set(self._seen)
 
 
-def lease_report(lease: Mapping[str, Any]) -> WorkerReport | None:
+def lease_report(lease: Mapping[str, Any], default_topic: str | None = None) -> WorkerReport | None:
     """What a Lease reports; None when its annotations are missing or unreadable (never a guess, so it never
-    confirms a release)."""
+    confirms a release). ``default_topic``: the group's only topic, for a worker of the previous version
+    that reports bare partition numbers (during an upgrade); without one such a report is unreadable."""
     ann = (lease.get("metadata") or {}).get("annotations") or {}
-    owned = parse_owned(ann.get(ANNOTATION_OWNED))
+    owned = parse_owned(ann.get(ANNOTATION_OWNED), default_topic)
     epoch = parse_epoch(ann.get(ANNOTATION_EPOCH))
     return WorkerReport(owned, epoch) if owned is not None and epoch is not None else None
 
@@ -99,14 +101,16 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
-            partitions: int, clock: LeaseClock, lease_duration: float = DEFAULT_LEASE_SECONDS,
-            published_epoch: int | None = None) -> Observed:
+            topics: Mapping[str, int], clock: LeaseClock, lease_duration: float = DEFAULT_LEASE_SECONDS,
+            published_epoch: int | None = None, default_topic: str | None = None) -> Observed:
     """Observed state from raw objects. A worker is gone when its Lease was released (or was last seen
     released before it was deleted), or when for ``lease_duration`` seconds of the operator's clock (at
     least; a Lease may declare longer) nothing about its Lease changed: not renewed, missing, or
     unreadable. That holds for a name the document still names with neither pod nor Lease: a pod deleted
     with grace 0 vanishes from the API while its container still runs, and its Lease goes with it by
-    garbage collection, so absence proves nothing until a Lease duration has passed."""
+    garbage collection, so absence proves nothing until a Lease duration has passed. ``topics``: every
+    topic the group reads now with its partition count; ``default_topic`` reads bare numbers in Leases
+    (see :func:`lease_report`)."""
     by_pod = {p["metadata"]["name"]: p for p in pods}
     by_lease = {lease["metadata"]["name"]: lease for lease in leases}
     in_doc: set[str] = set()
@@ -119,7 +123,7 @@ def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases
     for name in sorted(names):
         pod = by_pod.get(name)
         lease = by_lease.get(name)
-        report = lease_report(lease) if lease is not None else None
+        report = lease_report(lease, default_topic) if lease is not None else None
         declared = float(((lease or {}).get("spec") or {}).get("leaseDurationSeconds") or 0)
         changed = clock.last_change(name, lease_version(lease) if lease is not None else None)
         silent = now - changed > max(declared, lease_duration)
@@ -139,18 +143,21 @@ def observe(doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases
             terminating = True  # a running process without a pod object: let it drain, give it nothing
         views[name] = WorkerView(name, gone=gone, report=report, revision=revision, ready=ready,
                                  terminating=terminating)
-    return Observed(doc, views, partitions, published_epoch)
+    return Observed(doc, views, dict(topics), published_epoch)
 
 
 def assignment_status(observed: Observed, doc: AssignmentDoc) -> dict[str, Any]:
-    confirmed = confirmed_owners(Observed(doc, observed.workers, observed.partitions))
+    """status.assignment, partitions written ``topic:partition``. ``owners`` names the granted ones only
+    (an ungranted partition is absent: a merge-patch null would delete the key anyway); ``unowned`` lists
+    every existing partition no worker is confirmed to own."""
+    confirmed = confirmed_owners(Observed(doc, observed.workers, observed.topics))
     owners = doc.owner_of()
     return {
         "epoch": doc.epoch,
-        "owners": [owners.get(p) for p in range(observed.partitions)],  # by partition; null = ungranted
+        "owners": {str(p): owners[p] for p in observed.partitions if p in owners},
         "confirmed": len(confirmed),
-        "moving": sorted(doc.revoked),
-        "unowned": sorted(p for p in range(observed.partitions) if p not in confirmed),
+        "moving": [str(p) for p in sorted(doc.revoked)],
+        "unowned": [str(p) for p in observed.partitions if p not in confirmed],
     }
 
 
@@ -158,12 +165,13 @@ _SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def figures_from_metrics(texts: list[str], partitions: list[int]) -> CanaryFigures | None:
-    """Canary figures from the canary workers' /metrics pages, restricted to the canary partitions:
-    failure rate of delivery attempts (retry + dead_letter + error over all), p99 attempt latency from the
-    histogram, lag growth 0 (not measured here). The canary workers are new pods that have only ever held
-    canary partitions, so their counters cover the canary window."""
-    wanted = {str(p) for p in partitions}
+def figures_from_metrics(texts: list[str], partitions: list[PartitionId]) -> CanaryFigures | None:
+    """Canary figures from the canary workers' /metrics pages, restricted to the canary partitions (a
+    sample matches on its ``topic`` and ``partition`` labels both: partition 0 of another topic is not a
+    canary partition): failure rate of delivery attempts (retry + dead_letter + error over all), p99
+    attempt latency from the histogram, lag growth 0 (not measured here). The canary workers are new pods
+    that have only ever held canary partitions, so their counters cover the canary window."""
+    wanted = {(p.topic, str(p.partition)) for p in partitions}
     outcomes: dict[str, float] = {}
     buckets: dict[float, float] = {}
     for text in texts:
@@ -172,7 +180,7 @@ def figures_from_metrics(texts: list[str], partitions: list[int]) -> CanaryFigur
             if not m:
                 continue
             labels = dict(_LABEL.findall(m.group("labels") or ""))
-            if labels.get("partition") not in wanted:
+            if (labels.get("topic"), labels.get("partition")) not in wanted:
                 continue
             try:
                 value = float(m.group("value"))

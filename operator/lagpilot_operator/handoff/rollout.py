@@ -11,11 +11,19 @@ partition only ever moves through the hand-off protocol, so every strategy keeps
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lagpilot.protocol import ANNOTATION_ABORT, ANNOTATION_PAUSE, ANNOTATION_PROMOTE, flag_set
+from lagpilot.protocol import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PAUSE,
+    ANNOTATION_PROMOTE,
+    PartitionId,
+    flag_set,
+    format_partitions,
+    parse_partition_id,
+)
 from lagpilot_operator.handoff.planner import (
     Observed,
     WorkerView,
@@ -86,6 +94,9 @@ class RolloutInput:
     commands: Commands = field(default_factory=Commands)
     figures: CanaryFigures | None = None
     now: float = 0.0
+    # The group's only topic (None with several): reads partitions an operator of the previous version
+    # left in status.rollout as bare numbers.
+    default_topic: str | None = None
 
 
 @dataclass
@@ -95,7 +106,7 @@ class RolloutStep:
     so a scale-down removes workers that hold no partitions first."""
 
     deployments: dict[str, int] | None
-    desired: dict[int, str | None]
+    desired: dict[PartitionId, str | None]
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     degraded: tuple[str, str] | None = None
@@ -114,7 +125,7 @@ def _eligible(inp: RolloutInput, revision: str | None) -> list[str]:
     return [v.name for v in _workers(inp, revision) if v.eligible]
 
 
-def _grants(inp: RolloutInput) -> dict[int, str]:
+def _grants(inp: RolloutInput) -> dict[PartitionId, str]:
     return inp.observed.doc.owner_of() if inp.observed.doc else {}
 
 
@@ -125,24 +136,59 @@ def _holding(inp: RolloutInput, view: WorkerView) -> bool:
     return granted or bool(view.report and view.report.owned)
 
 
-def _all_on(inp: RolloutInput, desired: Mapping[int, str | None]) -> bool:
+def _all_on(inp: RolloutInput, desired: Mapping[PartitionId, str | None]) -> bool:
     """Every partition is confirmed owned by its desired owner."""
     confirmed = confirmed_owners(inp.observed)
-    n = inp.observed.partitions
-    return all(desired.get(p) is not None and confirmed.get(p) == desired.get(p) for p in range(n))
+    return all(desired.get(p) is not None and confirmed.get(p) == desired.get(p) for p in inp.observed.partitions)
 
 
-def canary_partitions(spec: RolloutSpec, partitions: int) -> list[int]:
-    """The explicit list (those that exist), or the first ``count`` partitions (never all of them when
-    there are at least two, so the stable revision keeps serving)."""
+def canary_partitions(spec: RolloutSpec, partitions: Sequence[PartitionId]) -> list[PartitionId]:
+    """The explicit picks that exist (a ``topic:partition``, or a bare number N: partition N of every topic
+    of the group), or the first ``count`` partitions ordered by (number, topic), so that a count spreads
+    over the topics -- never all of them when there are at least two, so the stable revision keeps
+    serving."""
     chosen = spec.canary.partitions
+    existing = set(partitions)
     if isinstance(chosen, tuple):
-        return sorted({p for p in chosen if 0 <= p < partitions})
-    count = max(1, min(int(chosen), partitions - 1 if partitions > 1 else 1))
-    return list(range(min(count, partitions)))
+        picked: set[PartitionId] = set()
+        for pick in chosen:
+            if isinstance(pick, PartitionId):
+                picked.add(pick)
+            else:
+                picked.update(p for p in existing if p.partition == int(pick))
+        return sorted(picked & existing)
+    n = len(existing)
+    count = max(1, min(int(chosen), n - 1 if n > 1 else 1))
+    spread = sorted(existing, key=lambda p: (p.partition, p.topic))[:count]
+    return sorted(spread)
 
 
-def _split(parts: Iterable[int], workers: list[str], grants: Mapping[int, str]) -> dict[int, str | None]:
+def status_partitions(values: Iterable[Any] | None, default_topic: str | None = None) -> list[PartitionId]:
+    """Partitions kept in status (``"topic:partition"``; a bare number, written by an operator of the previous
+    version, is ``default_topic``'s). Unreadable entries are dropped: status is ours, never a user's."""
+    out: set[PartitionId] = set()
+    for value in values or ():
+        try:
+            out.add(parse_partition_id(value, default_topic))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def status_offsets(table: Mapping[str, Any] | None, default_topic: str | None = None) -> dict[PartitionId, int]:
+    """A ``{"topic:partition": number}`` table from status back to PartitionIds (bare keys: see
+    :func:`status_partitions`)."""
+    out: dict[PartitionId, int] = {}
+    for key, value in (table or {}).items():
+        try:
+            out[parse_partition_id(key, default_topic)] = int(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _split(parts: Iterable[PartitionId], workers: list[str], grants: Mapping[PartitionId, str]
+           ) -> dict[PartitionId, str | None]:
     return dict(balanced_distribution(parts, workers, grants))
 
 
@@ -171,13 +217,14 @@ def judge(spec: RolloutSpec, figures: CanaryFigures | None) -> str | None:
     return None
 
 
-def lag_growth(baseline: Mapping[int, int], current: Mapping[int, int], canary: Iterable[int]) -> float:
+def lag_growth(baseline: Mapping[PartitionId, int], current: Mapping[PartitionId, int],
+               canary: Iterable[PartitionId]) -> float:
     """How much more the canary partitions' lag grew since the analysis began than the stable partitions'
     (mean per partition, records). Stable partitions draining a backlog (negative growth) do not count
     against the canary: only the canary falling behind while the stable revision keeps up does."""
     chosen = set(canary)
 
-    def mean_growth(parts: list[int]) -> float:
+    def mean_growth(parts: list[PartitionId]) -> float:
         deltas = [current[p] - baseline[p] for p in parts if p in baseline]
         return sum(deltas) / len(deltas) if deltas else 0.0
 
@@ -219,7 +266,7 @@ def next_rollout_step(inp: RolloutInput) -> RolloutStep:
         status = {"phase": phase, "stableRevision": stable, "newRevision": new, "strategy": strategy,
                   "since": inp.now, "step": 0, "canaryPartitions": [], "message": ""}
         if strategy == "Canary":
-            status["canaryPartitions"] = canary_partitions(inp.spec, inp.observed.partitions)
+            status["canaryPartitions"] = [str(p) for p in canary_partitions(inp.spec, inp.observed.partitions)]
         events.append(("Normal", "RolloutStarted", f"{strategy} rollout from {stable} to {new}"))
 
     if phase in (PROGRESSING, CANARY, PROMOTING) and inp.commands.abort:
@@ -259,7 +306,7 @@ def _stable_status(stable: str, message: str) -> dict[str, Any]:
 
 
 def _stable(inp: RolloutInput, stable: str) -> RolloutStep:
-    desired = _split(range(inp.observed.partitions), _eligible(inp, stable), _grants(inp))
+    desired = _split(inp.observed.partitions, _eligible(inp, stable), _grants(inp))
     return RolloutStep({stable: inp.workers}, desired, _stable_status(stable, ""),
                        deletion_cost=_costs(inp, [stable]))
 
@@ -269,8 +316,8 @@ def _paused(inp: RolloutInput, status: dict[str, Any]) -> RolloutStep:
     that has the most eligible workers), so pausing never leaves a partition unowned."""
     grants = _grants(inp)
     eligible = {v.name for v in inp.observed.workers.values() if v.eligible}
-    desired: dict[int, str | None] = {p: w for p, w in grants.items() if w in eligible}
-    loose = [p for p in range(inp.observed.partitions) if p not in desired]
+    desired: dict[PartitionId, str | None] = {p: w for p, w in grants.items() if w in eligible}
+    loose = [p for p in inp.observed.partitions if p not in desired]
     if loose and eligible:
         revs: dict[str, int] = {}
         for v in inp.observed.workers.values():
@@ -283,7 +330,8 @@ def _paused(inp: RolloutInput, status: dict[str, Any]) -> RolloutStep:
 
 def _rolling(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) -> RolloutStep:
     """One new worker at a time takes over one old worker's partitions; emptied old workers leave."""
-    w, n = inp.workers, inp.observed.partitions
+    w, parts = inp.workers, inp.observed.partitions
+    n = len(parts)
     old_views = _workers(inp, stable)
     old_holding = [v for v in old_views if _holding(inp, v)]
     new_eligible = _eligible(inp, new)
@@ -292,7 +340,7 @@ def _rolling(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) -
     old_keep = sorted((v.name for v in old_holding if v.eligible),
                       key=lambda name: (-sum(1 for o in grants.values() if o == name), name))[:keep]
     targets = [*new_eligible, *old_keep] or _eligible(inp, stable)
-    desired = _split(range(n), targets, grants)
+    desired = _split(parts, targets, grants)
     budget = inp.spec.max_partitions_in_flight or math.ceil(n / max(1, w))
     if inp.observed.doc is not None:
         desired = limit_moves(inp.observed.doc, desired, budget)
@@ -315,7 +363,8 @@ def _rolling(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) -
 def _blue_green(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) -> RolloutStep:
     """New workers start idle; once all are ready (and the preview is over, and promotion is allowed) every
     partition moves at once; the old revision stays for scaleDownDelaySeconds so an abort is fast."""
-    w, n, now = inp.workers, inp.observed.partitions, inp.now
+    w, parts, now = inp.workers, inp.observed.partitions, inp.now
+    n = len(parts)
     bg = inp.spec.blue_green
     grants = _grants(inp)
     ready_new = [v.name for v in _workers(inp, new) if v.eligible and v.ready]
@@ -323,7 +372,7 @@ def _blue_green(inp: RolloutInput, status: dict[str, Any], stable: str, new: str
     events: list[Event] = []
     st = dict(status)
     if st.get("phase") != PROMOTING:
-        desired = _split(range(n), _eligible(inp, stable), grants)
+        desired = _split(parts, _eligible(inp, stable), grants)
         if len(ready_new) < max(1, w):
             st.pop("readySince", None)
             st.update(phase=PROGRESSING, message=f"{len(ready_new)}/{w} new workers ready (idle)")
@@ -339,7 +388,7 @@ def _blue_green(inp: RolloutInput, status: dict[str, Any], stable: str, new: str
             return RolloutStep(deployments, desired, st, events, deletion_cost=_costs(inp, [stable, new]))
         st.update(phase=PROMOTING, since=now, step=0)
         events.append(("Normal", "Promoting", f"moving all {n} partitions to revision {new}"))
-    desired = _split(range(n), _eligible(inp, new) or _eligible(inp, stable), grants)
+    desired = _split(parts, _eligible(inp, new) or _eligible(inp, stable), grants)
     old_holding = [v for v in _workers(inp, stable) if _holding(inp, v)]
     moved = sum(1 for p, o in confirmed_owners(inp.observed).items() if o in set(_eligible(inp, new)))
     if moved != st.get("step"):
@@ -359,15 +408,17 @@ def _blue_green(inp: RolloutInput, status: dict[str, Any], stable: str, new: str
 
 
 def _canary(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) -> RolloutStep:
-    w, n, now, c = inp.workers, inp.observed.partitions, inp.now, inp.spec.canary
+    w, parts, now, c = inp.workers, inp.observed.partitions, inp.now, inp.spec.canary
     grants = _grants(inp)
-    chosen = [p for p in status.get("canaryPartitions") or canary_partitions(inp.spec, n) if p < n]
+    kept = status_partitions(status.get("canaryPartitions"), inp.default_topic)
+    chosen = [p for p in kept or canary_partitions(inp.spec, parts) if inp.observed.exists(p)]
+    shown = format_partitions(chosen)
     canaries = _eligible(inp, new)
-    rest = [p for p in range(n) if p not in chosen]
-    desired: dict[int, str | None] = _split(rest, _eligible(inp, stable), grants)
+    rest = [p for p in parts if p not in set(chosen)]
+    desired: dict[PartitionId, str | None] = _split(rest, _eligible(inp, stable), grants)
     desired.update(_split(chosen, canaries or _eligible(inp, stable), grants))
     deployments = {stable: w, new: c.workers}
-    st = {**status, "phase": CANARY, "canaryPartitions": chosen}
+    st = {**status, "phase": CANARY, "canaryPartitions": [str(p) for p in chosen]}
     costs = _costs(inp, [stable, new])
     confirmed = confirmed_owners(inp.observed)
     on_canary = [p for p in chosen if confirmed.get(p) in set(canaries)]
@@ -377,14 +428,14 @@ def _canary(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) ->
         started = float(st.get("since") or now)
         if now - started > limit:
             return _abort(inp, st, stable, new, events,
-                          f"canary {new} did not take its partitions {chosen} within {limit} s "
+                          f"canary {new} did not take its partitions {shown} within {limit} s "
                           f"({len(on_canary)} of {len(chosen)} on ready canary workers)")
         st.pop("analysisSince", None)
-        st.update(step=len(on_canary), message=f"moving canary partitions {chosen}: {len(on_canary)} done")
+        st.update(step=len(on_canary), message=f"moving canary partitions {shown}: {len(on_canary)} done")
         return RolloutStep(deployments, desired, st, deletion_cost=costs)
     if "analysisSince" not in st:
         st["analysisSince"] = now
-        events.append(("Normal", "CanaryAnalysis", f"partitions {chosen} on revision {new}; judging for "
+        events.append(("Normal", "CanaryAnalysis", f"partitions {shown} on revision {new}; judging for "
                                                    f"{c.analysis_seconds} s"))
     failure = judge(inp.spec, inp.figures)
     if failure is not None:
@@ -431,8 +482,8 @@ def _abort(inp: RolloutInput, status: dict[str, Any], stable: str, new: str, eve
 def _aborted(inp: RolloutInput, status: dict[str, Any], stable: str, new: str) -> RolloutStep:
     """Everything goes back to the stable revision (scaled back up); the new revision's workers stay
     only while they still hold partitions, then are removed. Stays Aborted until the spec changes."""
-    w, n = inp.workers, inp.observed.partitions
-    desired = _split(range(n), _eligible(inp, stable), _grants(inp))
+    w = inp.workers
+    desired = _split(inp.observed.partitions, _eligible(inp, stable), _grants(inp))
     new_holding = [v for v in _workers(inp, new) if _holding(inp, v)]
     deployments = {stable: w}
     if new_holding:
@@ -450,10 +501,11 @@ def needs_lag_now(spec: RolloutSpec, previous: Mapping[str, Any]) -> bool:
 
 
 def with_lag_growth(previous: Mapping[str, Any], figures: CanaryFigures | None,
-                    lag_now: Mapping[int, int]) -> CanaryFigures:
-    """The canary figures with lag growth since the baseline filled in (judged even without deliveries)."""
-    base = {int(p): int(v) for p, v in dict(previous["lagBaseline"]).items()}
-    growth = lag_growth(base, lag_now, list(previous.get("canaryPartitions") or []))
+                    lag_now: Mapping[PartitionId, int], default_topic: str | None = None) -> CanaryFigures:
+    """The canary figures with lag growth since the baseline filled in (judged even without deliveries).
+    ``default_topic`` reads a baseline an operator of the previous version wrote with bare numbers."""
+    base = status_offsets(previous["lagBaseline"], default_topic)
+    growth = lag_growth(base, lag_now, status_partitions(previous.get("canaryPartitions"), default_topic))
     if figures is not None:
         return replace(figures, lag_growth=growth)
     return CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=growth)
@@ -467,8 +519,8 @@ def needs_backlog(previous: Mapping[str, Any], figures: CanaryFigures | None) ->
 
 
 def with_backlog(previous: Mapping[str, Any], figures: CanaryFigures | None,
-                 lag_now: Mapping[int, int] | None) -> CanaryFigures:
-    chosen = list(previous.get("canaryPartitions") or [])
+                 lag_now: Mapping[PartitionId, int] | None, default_topic: str | None = None) -> CanaryFigures:
+    chosen = status_partitions(previous.get("canaryPartitions"), default_topic)
     backlog = None if lag_now is None else sum(int(lag_now.get(p, 0)) for p in chosen)
     base = figures or CanaryFigures(deliveries=0, error_rate=0.0, p99_ms=0.0, lag_growth=0.0)
     return replace(base, backlog=backlog)
@@ -480,7 +532,8 @@ def needs_lag_baseline(spec: RolloutSpec, status: Mapping[str, Any]) -> bool:
             and "lagBaseline" not in status)
 
 
-def keep_lag_baseline(spec: RolloutSpec, status: dict[str, Any], lag_now: Mapping[int, int] | None) -> None:
+def keep_lag_baseline(spec: RolloutSpec, status: dict[str, Any],
+                      lag_now: Mapping[PartitionId, int] | None) -> None:
     """Record the analysis window's starting lag in ``status`` (kept there so a restarted operator judges the
     same window), and drop it once no canary analysis runs."""
     if not (spec.canary.max_lag_growth and status.get("phase") == CANARY and "analysisSince" in status):

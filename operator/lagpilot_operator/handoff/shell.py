@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -23,6 +23,8 @@ from lagpilot.protocol import (
     LABEL_CG,
     LABEL_REVISION,
     AssignmentDoc,
+    PartitionId,
+    format_partitions,
     lease_duration_for,
 )
 from lagpilot_operator.handoff.observe import LeaseClock, assignment_status, figures_from_metrics, observe
@@ -49,6 +51,7 @@ from lagpilot_operator.handoff.rollout import (
     needs_lag_baseline,
     needs_lag_now,
     next_rollout_step,
+    status_partitions,
     with_backlog,
     with_lag_growth,
 )
@@ -57,6 +60,9 @@ from lagpilot_operator.resource.patch import merge_patch
 from lagpilot_operator.resource.spec import ConsumerGroupSpec, RolloutSpec
 from lagpilot_operator.workload import plan as planner
 from lagpilot_operator.workload.diff import differences
+
+if TYPE_CHECKING:
+    from lagpilot_operator.group_offsets import GroupOffsets
 
 log = logging.getLogger("lagpilot.operator.handoff")
 
@@ -76,9 +82,9 @@ def forget_group(namespace: str, name: str) -> None:
     _clocks.pop((namespace, name), None)
 
 
-FiguresFn = Callable[[list[dict[str, Any]], list[int]], "CanaryFigures | None"]
+FiguresFn = Callable[[list[dict[str, Any]], list[PartitionId]], "CanaryFigures | None"]
 # The group's lag per partition now (None when the brokers cannot tell): for canary lag growth.
-LagFn = Callable[[], "Mapping[int, int] | None"]
+LagFn = Callable[[], "Mapping[PartitionId, int] | None"]
 
 
 @dataclass
@@ -93,9 +99,15 @@ class HandoffResult:
 
     def status_patch(self, previous_status: Mapping[str, Any]) -> dict[str, Any]:
         """``{"rollout": ..., "assignment": ...}`` for a JSON merge-patch of the CR status: keys that were
-        there before and are gone now are sent as null (a merge-patch would otherwise keep them)."""
-        return {"rollout": merge_patch(previous_status.get("rollout"), self.rollout),
-                "assignment": merge_patch(previous_status.get("assignment"), self.assignment)}
+        there before and are gone now are sent as null (a merge-patch would otherwise keep them) -- also
+        inside ``assignment.owners``, a map by ``topic:partition`` that loses a key when a partition is
+        revoked or its topic goes away."""
+        before = previous_status.get("assignment")
+        assignment = merge_patch(before, self.assignment)
+        if isinstance(self.assignment.get("owners"), Mapping):
+            old_owners = before.get("owners") if isinstance(before, Mapping) else None
+            assignment["owners"] = merge_patch(old_owners, self.assignment["owners"])
+        return {"rollout": merge_patch(previous_status.get("rollout"), self.rollout), "assignment": assignment}
 
 
 @dataclass(frozen=True)
@@ -108,29 +120,33 @@ class Round:
     replay: ReplayStep | None = None
 
 
-def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers: int, partitions: int,
+def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers: int, topics: Mapping[str, int],
                doc: AssignmentDoc | None, pods: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]],
                previous: Mapping[str, Any], commands: Commands, figures: CanaryFigures | None, now: float,
                clock: LeaseClock, lease_duration: float, lag_fn: LagFn | None = None,
                published_epoch: int | None = None, replay_request: ReplayRequest | None = None,
-               positions_fn: PositionsFn | None = None) -> Round:
-    """Observed objects -> the next rollout step and assignment document. ``previous`` is status.rollout;
+               positions_fn: PositionsFn | None = None, default_topic: str | None = None) -> Round:
+    """Observed objects -> the next rollout step and assignment document. ``topics``: every topic the group
+    reads now, with its partition count (a topic gone from it has its partitions revoked, a new one's are
+    granted). ``default_topic``: the group's only topic (None with several), so that Leases and status
+    written with bare partition numbers by the previous version are understood. ``previous`` is status.rollout;
     ``now`` (wall clock) times the rollout; ``clock`` times the Leases (the operator's own observations);
     ``lag_fn`` is asked for the group's lag only while a canary's lag growth is judged or its baseline is
     taken (None: lag growth is not judged). ``published_epoch``: the epoch last published in
     status.assignment (so a lost document is told from a new group's first one). ``replay_request``: a
     ``lagpilot replay`` not handled yet; ``positions_fn`` reads the checkpoint when a rollout starts."""
-    observed = observe(doc, pods, leases, partitions, clock, lease_duration, published_epoch)
-    lag_now: Mapping[int, int] | None = None
+    observed = observe(doc, pods, leases, topics, clock, lease_duration, published_epoch, default_topic)
+    lag_now: Mapping[PartitionId, int] | None = None
     if lag_fn is not None and needs_lag_now(rollout, previous):
         lag_now = lag_fn()
         if lag_now is not None:
-            figures = with_lag_growth(previous, figures, lag_now)
+            figures = with_lag_growth(previous, figures, lag_now, default_topic)
     if lag_fn is not None and needs_backlog(previous, figures):
         lag_now = lag_now if lag_now is not None else lag_fn()
-        figures = with_backlog(previous, figures, lag_now)
+        figures = with_backlog(previous, figures, lag_now, default_topic)
     step = next_rollout_step(RolloutInput(rollout, target_revision, workers, observed, dict(previous),
-                                          paused=paused, commands=commands, figures=figures, now=now))
+                                          paused=paused, commands=commands, figures=figures, now=now,
+                                          default_topic=default_topic))
     if lag_fn is None:
         step.status.pop("lagBaseline", None)
     else:
@@ -139,14 +155,16 @@ def plan_round(rollout: RolloutSpec, paused: bool, target_revision: str, workers
         keep_lag_baseline(rollout, step.status, lag_now)
     checkpoint = take_checkpoint(step, previous, positions_fn, now)
     replay = plan_replay(step, previous, observed, rollout, paused or commands.pause, checkpoint, replay_request,
-                         now)
+                         now, default_topic)
     # A new incarnation is used only when there is no readable document to continue from.
     return Round(observed, step, plan_assignment(observed, step.desired, uuid.uuid4().hex[:12]), replay)
 
 
-def rewind(result_status: dict[str, Any], rp: ReplayStep, offsets: Any, now: float) -> list[Event]:
+def rewind(result_status: dict[str, Any], rp: ReplayStep, offsets: Any, now: float,
+           default_topic: str | None = None) -> list[Event]:
     """Move the held partitions' committed offsets (nothing owns them: rp.rewind is set only then) and mark
-    the replay done; if the brokers fail, it stays Holding and is tried again next round."""
+    the replay done; if the brokers fail, it stays Holding and is tried again next round. ``offsets``: a
+    ``GroupOffsets`` (keyed by PartitionId)."""
     from lagpilot_operator.group_offsets import GroupOffsetsError
 
     request = rp.rewind
@@ -154,7 +172,7 @@ def rewind(result_status: dict[str, Any], rp: ReplayStep, offsets: Any, now: flo
     replay = dict(result_status.get("replay") or {})
     try:
         at_time = offsets.at_time(rp.hold, request.time) if request.to == "time" and request.time else None
-        goal = targets(request, rp.hold, result_status.get("checkpoint"), at_time)
+        goal = targets(request, rp.hold, result_status.get("checkpoint"), at_time, default_topic)
         before = offsets.committed(goal)
         offsets.commit(goal)
     except GroupOffsetsError as exc:
@@ -167,13 +185,16 @@ def rewind(result_status: dict[str, Any], rp: ReplayStep, offsets: Any, now: flo
     return [event]
 
 
-def read_assignment(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any] | None, AssignmentDoc | None]:
-    """The assignment ConfigMap and its document (None when missing or unreadable)."""
+def read_assignment(kube: Kube, namespace: str, name: str, default_topic: str | None = None
+                    ) -> tuple[dict[str, Any] | None, AssignmentDoc | None]:
+    """The assignment ConfigMap and its document (None when missing or unreadable). ``default_topic``: the
+    group's only topic, so a format-1 document (bare numbers, written before an upgrade) is continued
+    rather than rebuilt; with several topics it is unreadable and rebuilt (a new incarnation)."""
     cm = kube.get("ConfigMap", namespace, name)
     doc: AssignmentDoc | None = None
     if cm is not None:
         try:
-            doc = AssignmentDoc.from_json((cm.get("data") or {}).get(ASSIGNMENT_KEY) or "")
+            doc = AssignmentDoc.from_json((cm.get("data") or {}).get(ASSIGNMENT_KEY) or "", default_topic)
         except ValueError as exc:
             log.warning("%s/%s: %s; treating as missing", namespace, name, exc)
     return cm, doc
@@ -201,7 +222,7 @@ def write_assignment(core: client.CoreV1Api, namespace: str, cm: dict[str, Any] 
         raise
 
 
-def scrape_figures(pods: list[dict[str, Any]], partitions: list[int], port: int = planner.HTTP_PORT,
+def scrape_figures(pods: list[dict[str, Any]], partitions: list[PartitionId], port: int = planner.HTTP_PORT,
                    timeout: float = 2.0) -> CanaryFigures | None:
     import requests
 
@@ -249,23 +270,24 @@ def apply_deployments(kube: Kube, spec: ConsumerGroupSpec, owner: planner.Owner,
 
 
 def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSpec, target_revision: str,
-                         workers: int, partitions: int, now: float, fence_timeout: int,
-                         figures_fn: FiguresFn | None = None, manage_deployments: bool = True,
-                         lag_fn: LagFn | None = None, offsets_fn: Callable[[], Any] | None = None
-                         ) -> HandoffResult:
-    """One hand-off round for one ConsumerGroup. ``partitions``: the topic's partition count (from the
-    broker). ``now``: unix seconds. ``offsets_fn`` gives the group's offsets (``GroupOffsets``) for the
-    rollout checkpoint and replays. Returns what the reconcile must publish; the ConfigMap, pod deletion
-    costs, stale Leases, a replay's offsets and (with ``manage_deployments``) the Deployments are written
-    here."""
+                      workers: int, topics: Mapping[str, int], now: float, fence_timeout: int,
+                      figures_fn: FiguresFn | None = None, manage_deployments: bool = True,
+                      lag_fn: LagFn | None = None, offsets_fn: Callable[[], GroupOffsets] | None = None
+                      ) -> HandoffResult:
+    """One hand-off round for one ConsumerGroup. ``topics``: every topic the group reads now with its
+    partition count (from the brokers). ``now``: unix seconds. ``lag_fn``: the group's lag per partition
+    (canary lag growth); ``offsets_fn`` gives the group's offsets (``GroupOffsets``) for the rollout
+    checkpoint and replays. Returns what the reconcile must publish; the ConfigMap, pod deletion costs,
+    stale Leases, a replay's offsets and (with ``manage_deployments``) the Deployments are written here."""
     meta = body.get("metadata") or {}
     owner = planner.Owner(str(meta["name"]), str(meta["namespace"]), str(meta["uid"]))
     ns = spec.namespace
     core = client.CoreV1Api(kube.api)
     coord = client.CoordinationV1Api(kube.api)
     selector = f"{LABEL_CG}={spec.name}"
+    legacy = spec.single_topic  # bare partition numbers (the previous version's) are this topic's
 
-    cm, doc = read_assignment(kube, ns, spec.assignment_configmap)
+    cm, doc = read_assignment(kube, ns, spec.assignment_configmap, legacy)
     pods = kube.list("Pod", ns, selector)
     lease_objs = coord.list_namespaced_lease(ns, label_selector=selector).items
     leases = [kube.api.sanitize_for_serialization(lease) for lease in lease_objs]
@@ -276,12 +298,12 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
     if prev.get("phase") == CANARY and prev.get("newRevision"):
         canary_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_REVISION)
                        == prev["newRevision"]]
-        figures = (figures_fn or scrape_figures)(canary_pods, list(prev.get("canaryPartitions") or []))
+        figures = (figures_fn or scrape_figures)(canary_pods, status_partitions(prev.get("canaryPartitions"), legacy))
     duration = lease_duration_for(fence_timeout, LEASE_RENEW_SECONDS, spec.target.timeout_seconds)
     published = ((body.get("status") or {}).get("assignment") or {}).get("epoch")
-    request, unreadable = replay_request(meta.get("annotations"), prev)
+    request, unreadable = replay_request(meta.get("annotations"), prev, legacy)
 
-    def positions() -> Mapping[int, int] | None:
+    def positions() -> Mapping[PartitionId, int] | None:
         from lagpilot_operator.group_offsets import GroupOffsetsError
 
         if offsets_fn is None:
@@ -292,12 +314,12 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
             log.info("%s/%s: checkpoint not taken yet: %s", ns, spec.name, exc)
             return None
 
-    rnd = plan_round(spec.rollout, spec.paused, target_revision, workers, partitions, doc, pods, leases, prev,
+    rnd = plan_round(spec.rollout, spec.paused, target_revision, workers, topics, doc, pods, leases, prev,
                      commands, figures, now, lease_clock(ns, spec.name), duration, lag_fn,
-                     published if isinstance(published, int) else None, request, positions)
+                     published if isinstance(published, int) else None, request, positions, legacy)
     observed, step, new_doc = rnd.observed, rnd.step, rnd.doc
     if rnd.replay is not None and rnd.replay.rewind is not None and offsets_fn is not None:
-        step.events += rewind(step.status, rnd.replay, offsets_fn(), now)
+        step.events += rewind(step.status, rnd.replay, offsets_fn(), now, legacy)
     if unreadable is not None and prev.get("replayUnreadable") != unreadable:
         step.events.append(("Warning", "ReplayRefused", unreadable))
     if unreadable is not None:
@@ -305,11 +327,11 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
     else:
         step.status.pop("replayUnreadable", None)
     result = HandoffResult(rollout=step.status, assignment={}, events=list(step.events),
-                               degraded=step.degraded, deployments=step.deployments)
+                           degraded=step.degraded, deployments=step.deployments)
     if cm is None or doc is None or new_doc != doc:
         if write_assignment(core, ns, cm, planner.assignment_configmap(spec, owner, new_doc)):
-            result.actions.append(f"assignment epoch {new_doc.epoch}: "
-                                  f"{ {w: sorted(ps) for w, ps in sorted(new_doc.grants.items())} }")
+            grants = "; ".join(f"{w}: {format_partitions(ps)}" for w, ps in sorted(new_doc.grants.items()))
+            result.actions.append(f"assignment epoch {new_doc.epoch}: {grants or 'nothing granted'}")
             if doc is not None and new_doc.epoch != doc.epoch:
                 result.events.append(("Normal", "AssignmentChanged", _describe(doc, new_doc)))
         else:
@@ -348,12 +370,16 @@ def reconcile_handoff(kube: Kube, body: Mapping[str, Any], spec: ConsumerGroupSp
 
 
 def _describe(old: AssignmentDoc, new: AssignmentDoc) -> str:
+    """The AssignmentChanged Event: what was revoked, and what was granted to whom (ranges per topic)."""
     before, after = old.owner_of(), new.owner_of()
-    granted = sorted(p for p, w in after.items() if before.get(p) != w)
-    revoked = sorted(p for p, w in before.items() if after.get(p) != w)
+    granted: dict[str, list[PartitionId]] = {}
+    for p, w in after.items():
+        if before.get(p) != w:
+            granted.setdefault(w, []).append(p)
+    revoked = [p for p, w in before.items() if after.get(p) != w]
     parts = [f"epoch {new.epoch}"]
     if revoked:
-        parts.append(f"revoked {revoked}")
+        parts.append(f"revoked {format_partitions(revoked)}")
     if granted:
-        parts.append("granted " + ", ".join(f"{p}->{after[p]}" for p in granted))
+        parts.append("granted " + ", ".join(f"{format_partitions(ps)} -> {w}" for w, ps in sorted(granted.items())))
     return "; ".join(parts)

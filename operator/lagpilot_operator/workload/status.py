@@ -116,7 +116,7 @@ class Observation:
     degraded: Sequence[tuple[str, str]] = field(default_factory=tuple)
     # Partitions no worker is confirmed to process (status.assignment.unowned, assignment mode k8s);
     # None when not known (kafka mode, or no partition count): then readiness is judged on workers only.
-    unowned_partitions: Sequence[int] | None = None
+    unowned_partitions: Sequence[str] | None = None  # topic:partition
     # Workers split into pods by CPU (workload.cpu): desired_workers then counts pods, status reports workers.
     sizing: PodSizing | None = None
 
@@ -190,7 +190,7 @@ def compute(obs: Observation, previous: Mapping[str, Any], now: str) -> dict[str
     elif all_ready and obs.unowned_partitions:
         ready_c = Condition("Ready", FALSE, "PartitionsUnowned",
                             f"{ready}/{obs.desired_workers} {unit} ready; partitions not owned yet: "
-                            f"{list(obs.unowned_partitions)}")
+                            f"{', '.join(map(str, obs.unowned_partitions))}")
     elif all_ready:
         ready_c = Condition("Ready", TRUE, "WorkersReady", f"{ready}/{obs.desired_workers} {unit} ready"
                             + ("" if obs.unowned_partitions is None else "; every partition owned"))

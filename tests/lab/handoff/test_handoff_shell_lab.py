@@ -72,10 +72,11 @@ def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_fact
                 fresh = custom.get_namespaced_custom_object("lagpilot.io", "v1alpha1", namespace,
                                                             "consumergroups", "cg")
                 fresh["status"] = status
-                r = reconcile_handoff(kube, fresh, spec, "r1", 3, 4, time.time(), 15,
-                                         manage_deployments=False)
+                r = reconcile_handoff(kube, fresh, spec, "r1", 3, {topic: 4}, time.time(), 15,
+                                      manage_deployments=False)
                 patch = r.status_patch(status)
-                status = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in patch.items()}
+                status = {k: {kk: ({o: w for o, w in vv.items() if w is not None} if isinstance(vv, dict) else vv)
+                              for kk, vv in v.items() if vv is not None} for k, v in patch.items()}
                 return r
 
             deadline = time.monotonic() + 90
@@ -87,7 +88,8 @@ def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_fact
             cm = core.read_namespaced_config_map("cg-assignment", namespace)
             assert cm.metadata.owner_references[0].uid == body["metadata"]["uid"]
             assert status["rollout"]["phase"] == "Stable" and status["assignment"]["unowned"] == []
-            owners = status["assignment"]["owners"]
+            owners = list(status["assignment"]["owners"].values())  # by topic:partition
+            assert sorted(status["assignment"]["owners"]) == [f"{topic}:{p}" for p in range(4)]
             assert sorted(owners.count(w.name) for w in workers) == [1, 1, 2]
             # kill -9 one owning worker: once its Lease expires the shell moves its partitions on.
             victim = next(w for w in workers if w.name in owners)
@@ -96,10 +98,10 @@ def test_reconcile_handoff_shell(k8s, namespace: str, bootstrap: str, topic_fact
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 result = step()
-                if result.settled and victim.name not in status["assignment"]["owners"]:  # type: ignore
+                if result.settled and victim.name not in status["assignment"]["owners"].values():  # type: ignore
                     break
                 time.sleep(0.3)
-            assert victim.name not in status["assignment"]["owners"]
+            assert victim.name not in status["assignment"]["owners"].values()
             assert result.settled  # type: ignore[attr-defined]
             producer.stop()
             target.wait_for(lambda t: len(t.accepted_records()) >= producer.acked, timeout=60)

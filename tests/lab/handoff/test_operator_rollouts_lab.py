@@ -80,7 +80,7 @@ def owners_revisions(k8s: Any, ns: str, st: dict[str, Any]) -> set[str]:
     pods = json.loads(k8s.kubectl("get", "pods", "-l", "lagpilot.io/consumergroup=cg", "-o", "json",
                                   namespace=ns).stdout)["items"]
     rev = {p["metadata"]["name"]: p["metadata"]["labels"].get("lagpilot.io/revision") for p in pods}
-    return {rev.get(o, "?") for o in st["assignment"]["owners"]}
+    return {rev.get(o, "?") for o in st["assignment"]["owners"].values()}
 
 
 def aborted_and_back_on(k8s: Any, ns: str, stable: str) -> Callable[[], Any]:
@@ -112,7 +112,7 @@ def test_rolling_canary_abort_and_blue_green_through_the_operator(
             apply(k8s, namespace, cg_doc(bootstrap, topic, good.url, {"strategy": "Rolling"}))
             first = wait_for(settled_on_new_revision(k8s, namespace, None), timeout=180, what="first revision")
             assert first["phase"] == "Running"
-            assert all(first["assignment"]["owners"])
+            assert all(first["assignment"]["owners"].values())
             good.wait_for(lambda t: len(t.accepted_records()) >= 100, timeout=60)
 
             # 2. Rolling: change threads
@@ -214,7 +214,7 @@ def test_kill_9_of_a_worker_and_operator_restart_mid_rolling_rollout(
                 ro = (get_cg(k8s, namespace).get("status") or {}).get("rollout") or {}
                 return ro if ro.get("phase") == "Progressing" and int(ro.get("step") or 0) >= 1 else None
             wait_for(moving, timeout=120, what="rollout under way")
-            owners = set(get_cg(k8s, namespace)["status"]["assignment"]["owners"])
+            owners = set(get_cg(k8s, namespace)["status"]["assignment"]["owners"].values())
             victim = next(p for p in worker_pods(k8s, namespace) if p["metadata"]["name"] in owners
                           and p["metadata"]["labels"].get("lagpilot.io/revision") == first["revision"])
             cid = victim["status"]["containerStatuses"][0]["containerID"]
@@ -418,7 +418,7 @@ def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewin
             assert out.returncode == 1 and "a rollout is running" in out.stderr, out.stderr
             checkpoint = get_cg(k8s, namespace)["status"]["rollout"]["checkpoint"]
             assert checkpoint["revision"] == first["revision"]
-            marked = {int(p): int(o) for p, o in checkpoint["offsets"].items()}
+            marked = {int(p.rpartition(":")[2]): int(o) for p, o in checkpoint["offsets"].items()}  # topic:p
             assert any(e["reason"] == "CheckpointTaken" for e in events(k8s, namespace))
 
             mark = len(good.arrivals())
@@ -427,8 +427,9 @@ def test_an_aborted_canary_replays_from_the_checkpoint_and_lagpilot_replay_rewin
             aborted = wait_for(aborted_and_back_on(k8s, namespace, first["revision"]), timeout=180,
                                what="canary aborted and partitions back")
             replay = aborted["rollout"]["replay"]
-            assert replay["phase"] == "Done" and sorted(int(p) for p in replay["moved"]) == chosen, replay
-            assert {int(p): m["to"] for p, m in replay["moved"].items()} == {p: marked[p] for p in chosen}
+            assert replay["phase"] == "Done" and sorted(replay["moved"]) == [f"{topic}:{p}" for p in chosen], replay
+            assert {int(p.rpartition(":")[2]): m["to"] for p, m in replay["moved"].items()} == {
+                p: marked[p] for p in chosen}
             assert any(e["reason"] == "Replayed" for e in events(k8s, namespace))
 
             # Back on the stable spec (the rollout is cancelled), then a replay to a time.

@@ -22,7 +22,7 @@ def test_the_request_is_one_the_operator_reads(args: tuple, want: dict) -> None:
     assert {k: v for k, v in request.items() if k != "id"} == want
     import json
 
-    parsed = ReplayRequest.from_annotation(json.dumps(request))
+    parsed = ReplayRequest.from_annotation(json.dumps(request), "orders")  # bare numbers: the single topic
     assert parsed.id == request["id"] and parsed.to == want["to"]
 
 
@@ -54,8 +54,12 @@ def test_the_moved_table_counts_records_delivered_again() -> None:
      {"to": "checkpoint", "partitions": ["orders:2", "orders:10", "payments:1"]}),
 ])
 def test_topic_partitions_are_named_topic_colon_partition(args: tuple, expected: dict) -> None:
+    import json
+
     request = build_request(*args)
     assert {k: v for k, v in request.items() if k != "id"} == expected
+    parsed = ReplayRequest.from_annotation(json.dumps(request))  # a group of several topics reads it too
+    assert parsed.id == request["id"]
 
 
 @pytest.mark.parametrize("args", [

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from lagpilot.protocol import AssignmentDoc, Revocation
+from lagpilot.protocol import AssignmentDoc, PartitionId, Revocation
 from lagpilot_operator.handoff.observe import LeaseClock, observe
 from lagpilot_operator.handoff.planner import plan_assignment
 
@@ -17,7 +17,7 @@ T = 1_800_000_000.0  # the operator's clock in these tests (any origin)
 DURATION = 37
 
 
-def lease(name: str, owned: str = "0", epoch: str = "5", renew: str = "2027-01-15T08:00:00Z",
+def lease(name: str, owned: str = "t:0", epoch: str = "5", renew: str = "2027-01-15T08:00:00Z",
           version: str = "1", holder: str | None = None) -> dict:
     return {"metadata": {"name": name, "resourceVersion": version,
                          "annotations": {"lagpilot.io/owned": owned, "lagpilot.io/epoch": epoch}},
@@ -31,8 +31,10 @@ def pod(name: str) -> dict:
 
 
 # Partition 0 was revoked from "a" at epoch 6 (a move to "b"); "a" has not reported the release yet.
-MOVING = AssignmentDoc(6, {}, 2, {0: Revocation("a", 6)})
-TO_B = {0: "b", 1: "b"}
+P0, P1 = PartitionId("t", 0), PartitionId("t", 1)
+TOPICS = {"t": 2}
+MOVING = AssignmentDoc(6, {}, TOPICS, {P0: Revocation("a", 6)})
+TO_B = {P0: "b", P1: "b"}
 
 
 class Clock:
@@ -50,20 +52,20 @@ class Clock:
 ])
 def test_no_readable_report_is_not_a_release(a_lease: dict | None) -> None:
     leases = [lease("b", owned="", epoch="6")] + ([a_lease] if a_lease else [])
-    doc = plan_assignment(observe(MOVING, [pod("a"), pod("b")], leases, 2, LeaseClock()), TO_B)
-    assert 0 not in doc.grants.get("b", frozenset()), "granted while its old owner may still deliver it"
-    assert 0 in doc.revoked
+    doc = plan_assignment(observe(MOVING, [pod("a"), pod("b")], leases, TOPICS, LeaseClock()), TO_B)
+    assert P0 not in doc.grants.get("b", frozenset()), "granted while its old owner may still deliver it"
+    assert P0 in doc.revoked
 
 
 def test_a_deleted_lease_releases_once_the_duration_has_passed_on_the_operators_clock() -> None:
     clock = Clock()
     lc = LeaseClock(clock)
     b = [lease("b", owned="", epoch="6")]
-    assert observe(MOVING, [pod("a"), pod("b")], b, 2, lc, DURATION).workers["a"].gone is False
+    assert observe(MOVING, [pod("a"), pod("b")], b, TOPICS, lc, DURATION).workers["a"].gone is False
     clock.t += DURATION - 1
-    assert observe(MOVING, [pod("a"), pod("b")], b, 2, lc, DURATION).workers["a"].gone is False
+    assert observe(MOVING, [pod("a"), pod("b")], b, TOPICS, lc, DURATION).workers["a"].gone is False
     clock.t += 2
-    assert observe(MOVING, [pod("a"), pod("b")], b, 2, lc, DURATION).workers["a"].gone is True
+    assert observe(MOVING, [pod("a"), pod("b")], b, TOPICS, lc, DURATION).workers["a"].gone is True
 
 
 
@@ -75,18 +77,18 @@ def test_a_force_deleted_pod_whose_lease_was_collected_is_not_gone_before_the_du
     clock = Clock()
     lc = LeaseClock(clock)
     b = [lease("b", owned="", epoch="6")]
-    assert observe(MOVING, [pod("a"), pod("b")], [*b, lease("a", owned="0", epoch="6")], 2, lc,
+    assert observe(MOVING, [pod("a"), pod("b")], [*b, lease("a", owned="t:0", epoch="6")], TOPICS, lc,
                    DURATION).workers["a"].gone is False
     clock.t += 1
-    observed = observe(MOVING, [pod("b")], b, 2, lc, DURATION)
+    observed = observe(MOVING, [pod("b")], b, TOPICS, lc, DURATION)
     assert not observed.is_gone("a")
     doc = plan_assignment(observed, TO_B)
-    assert 0 not in doc.grants.get("b", frozenset()), "granted while the force-deleted pod may still deliver"
+    assert P0 not in doc.grants.get("b", frozenset()), "granted while the force-deleted pod may still deliver"
     clock.t += DURATION + 1
-    assert observe(MOVING, [pod("b")], b, 2, lc, DURATION).is_gone("a")
+    assert observe(MOVING, [pod("b")], b, TOPICS, lc, DURATION).is_gone("a")
     # A fresh operator (restarted, empty clock) waits a full duration too.
     fresh = LeaseClock(clock)
-    assert not observe(MOVING, [pod("b")], b, 2, fresh, DURATION).is_gone("a")
+    assert not observe(MOVING, [pod("b")], b, TOPICS, fresh, DURATION).is_gone("a")
 
 
 def test_a_lease_seen_released_stays_released_after_it_is_deleted() -> None:
@@ -97,9 +99,9 @@ def test_a_lease_seen_released_stays_released_after_it_is_deleted() -> None:
     b = [lease("b", owned="", epoch="6")]
     released = lease("a", owned="", epoch="6")
     released["spec"]["holderIdentity"] = ""  # a clean stop empties the holder
-    assert observe(MOVING, [pod("a"), pod("b")], [*b, released], 2, lc, DURATION).is_gone("a")
+    assert observe(MOVING, [pod("a"), pod("b")], [*b, released], TOPICS, lc, DURATION).is_gone("a")
     clock.t += 1
-    assert observe(MOVING, [pod("b")], b, 2, lc, DURATION).is_gone("a")
+    assert observe(MOVING, [pod("b")], b, TOPICS, lc, DURATION).is_gone("a")
 
 
 @pytest.mark.parametrize("skew", [-15.0, 15.0, -3600.0, 3600.0])
@@ -112,15 +114,15 @@ def test_expiry_is_measured_from_the_operators_observation_not_the_workers_renew
     lc = LeaseClock(clock)
     written = rfc3339(T + skew)
     a = lease("a", renew=written, version="41")
-    seen = observe(MOVING, [pod("a")], [a], 2, lc, DURATION).workers["a"]
+    seen = observe(MOVING, [pod("a")], [a], TOPICS, lc, DURATION).workers["a"]
     assert not seen.gone
     clock.t += DURATION - 1  # silent since (cut off): not expired yet, whatever renewTime says
-    assert not observe(MOVING, [pod("a")], [a], 2, lc, DURATION).workers["a"].gone
+    assert not observe(MOVING, [pod("a")], [a], TOPICS, lc, DURATION).workers["a"].gone
     clock.t += 2
-    assert observe(MOVING, [pod("a")], [a], 2, lc, DURATION).workers["a"].gone
+    assert observe(MOVING, [pod("a")], [a], TOPICS, lc, DURATION).workers["a"].gone
     # A renewal (a new resourceVersion) restarts the count.
     renewed = lease("a", renew=rfc3339(clock.t + skew), version="42")
-    assert not observe(MOVING, [pod("a")], [renewed], 2, lc, DURATION).workers["a"].gone
+    assert not observe(MOVING, [pod("a")], [renewed], TOPICS, lc, DURATION).workers["a"].gone
 
 
 def test_a_lease_claiming_a_short_duration_is_held_to_the_operators_duration() -> None:
@@ -129,24 +131,24 @@ def test_a_lease_claiming_a_short_duration_is_held_to_the_operators_duration() -
     lc = LeaseClock(clock)
     a = lease("a")
     a["spec"]["leaseDurationSeconds"] = 1
-    observe(MOVING, [pod("a")], [a], 2, lc, DURATION)
+    observe(MOVING, [pod("a")], [a], TOPICS, lc, DURATION)
     clock.t += 5
-    assert not observe(MOVING, [pod("a")], [a], 2, lc, DURATION).workers["a"].gone
+    assert not observe(MOVING, [pod("a")], [a], TOPICS, lc, DURATION).workers["a"].gone
 
 
 def test_a_released_lease_is_gone_at_once() -> None:
     """A clean stop writes an empty holder (client-go's release): no clock involved."""
     a = lease("a", owned="", holder="")
-    assert observe(MOVING, [pod("a")], [a], 2, LeaseClock(), DURATION).workers["a"].gone
+    assert observe(MOVING, [pod("a")], [a], TOPICS, LeaseClock(), DURATION).workers["a"].gone
 
 
 def test_the_clock_forgets_workers_no_longer_seen() -> None:
     clock = Clock()
     lc = LeaseClock(clock)
-    observe(MOVING, [pod("a")], [lease("a")], 2, lc, DURATION)
+    observe(MOVING, [pod("a")], [lease("a")], TOPICS, lc, DURATION)
     # While the document names "a" (partition 0 is revoked from it) the clock keeps timing it...
-    observe(MOVING, [], [], 2, lc, DURATION)
+    observe(MOVING, [], [], TOPICS, lc, DURATION)
     assert lc.known() == {"a"}
     # ...and forgets it once nothing names it any more.
-    observe(None, [], [], 2, lc, DURATION)
+    observe(None, [], [], TOPICS, lc, DURATION)
     assert lc.known() == set()

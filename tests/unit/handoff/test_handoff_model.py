@@ -3,8 +3,8 @@ pods (`observe` with the operator's LeaseClock) driven against a faithful model 
 server over model time, under random worker deaths, additions, pod deletions, network partitions with
 fencing, container restarts, late / skipped epoch application, delayed and stale Lease reads, the
 assignment ConfigMap deleted or garbled, Leases deleted, worker clocks 15 s ahead or behind (their
-renewTime), operator restarts (its Lease observations are lost), and arbitrary desired owner maps (what
-rollouts produce).
+renewTime), operator restarts (its Lease observations are lost), arbitrary desired owner maps (what
+rollouts produce), and topics of the group created, grown and deleted (partitions are ``topic:partition``).
 
 Safety, checked after every step: no partition is ever owned or granted by two live workers at once (a
 worker owns p from when it applies a document granting p until it applies one without p, fences, or dies).
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from lagpilot.protocol import ANNOTATION_EPOCH, ANNOTATION_OWNED, format_owned
+from lagpilot.protocol import ANNOTATION_EPOCH, ANNOTATION_OWNED, PartitionId, format_owned, partitions_of
 from lagpilot.timefmt import rfc3339
 from lagpilot_operator.handoff.observe import LeaseClock, observe
 from lagpilot_operator.handoff.planner import (
@@ -48,13 +48,13 @@ class SimWorker:
     connected: bool = True  # can reach the API server
     fenced: bool = False  # released everything because it could not renew its Lease
     relist_needed: bool = True  # (re)started or fenced: must write its Lease and re-list the doc first
-    owned: frozenset[int] = frozenset()
+    owned: frozenset[PartitionId] = frozenset()
     applied: int = 0
     incarnation: int = -1  # index in `docs` of the incarnation its epochs belong to
     min_doc: int = 0  # oldest doc (index) it may still apply (set by a fresh LIST)
     max_received: int = 1 << 30  # docs (index) received before it lost the API server
     last_renew: float = 0.0  # true time of its last successful Lease write
-    on_the_wire: frozenset[int] = frozenset()  # partitions with a request still out after a fence...
+    on_the_wire: frozenset[PartitionId] = frozenset()  # partitions with a request still out after a fence...
     wire_until: float = 0.0  # ...until this true time (the target timeout bounds it)
     pod_exists: bool = True
     terminating: bool = False
@@ -70,7 +70,7 @@ class HandoffModel(RuleBasedStateMachine):
         self.docs: list[AssignmentDoc] = []  # every document written, in order (all incarnations)
         self.doc_lost = False  # the ConfigMap was deleted or garbled since the last write
         self.workers: dict[str, SimWorker] = {}
-        self.partitions = 1
+        self.topics: dict[str, int] = {"t": 1}
         self.next_id = 0
         self.t = T0
         self.version = 0
@@ -79,6 +79,9 @@ class HandoffModel(RuleBasedStateMachine):
         self.clock = LeaseClock(lambda: self.t)
 
     # ---- helpers -------------------------------------------------------------------------------------
+    @property
+    def partitions(self) -> tuple[PartitionId, ...]:
+        return partitions_of(self.topics)
     @property
     def doc(self) -> AssignmentDoc | None:
         return None if self.doc_lost or not self.docs else self.docs[-1]
@@ -128,7 +131,7 @@ class HandoffModel(RuleBasedStateMachine):
                 recent = sum(1 for *_, at in hist[-4:-1] if at >= self.t - STALE)
                 back = data.draw(st.integers(0, recent), label="stale") if data else 0
                 leases.append(self.lease_object(w, back))
-        return observe(self.doc, pods, leases, self.partitions, self.clock, DURATION, self.published)
+        return observe(self.doc, pods, leases, self.topics, self.clock, DURATION, self.published)
 
     def write(self, doc: AssignmentDoc) -> None:
         if self.doc is None or doc != self.doc:
@@ -154,7 +157,7 @@ class HandoffModel(RuleBasedStateMachine):
     # ---- world ---------------------------------------------------------------------------------------
     @initialize(partitions=st.integers(1, 7), workers=st.integers(0, 3))
     def setup(self, partitions: int, workers: int) -> None:
-        self.partitions = partitions
+        self.topics = {"t": partitions}
         for _ in range(workers):
             self.add_worker(0.0)
 
@@ -192,7 +195,7 @@ class HandoffModel(RuleBasedStateMachine):
         """Rollouts ask for arbitrary maps, including moving a partition back mid-move."""
         observed = self.observe(data)
         choices = [*sorted(observed.workers), None]
-        desired = {p: data.draw(st.sampled_from(choices), label=f"owner{p}") for p in range(self.partitions)}
+        desired = {p: data.draw(st.sampled_from(choices), label=f"owner{p}") for p in self.partitions}
         self.write(self.plan(observed, desired))
 
     @rule(data=st.data())
@@ -220,9 +223,22 @@ class HandoffModel(RuleBasedStateMachine):
             w = data.draw(st.sampled_from(cands))
             w.lease_exists, w.lease_history = False, []
 
-    @rule()
-    def more_partitions(self) -> None:
-        self.partitions = min(self.partitions + 1, 9)
+    @rule(data=st.data())
+    def more_partitions(self, data: st.DataObject) -> None:
+        if self.topics:
+            topic = data.draw(st.sampled_from(sorted(self.topics)), label="grown")
+            self.topics[topic] = min(self.topics[topic] + 1, 9)
+
+    @rule(topic=st.sampled_from(["t", "u", "v"]), partitions=st.integers(1, 3))
+    def topic_created(self, topic: str, partitions: int) -> None:
+        """A topic appears (created, or now matching the group's pattern): its partitions are new."""
+        self.topics.setdefault(topic, partitions)
+
+    @rule(data=st.data())
+    def topic_deleted(self, data: st.DataObject) -> None:
+        """A topic goes away while workers may own its partitions (they learn it from the document)."""
+        if len(self.topics) > 1:
+            del self.topics[data.draw(st.sampled_from(sorted(self.topics)), label="deleted")]
 
     @rule(data=st.data())
     def worker_connects(self, data: st.DataObject) -> None:
@@ -324,7 +340,7 @@ class HandoffModel(RuleBasedStateMachine):
     # ---- properties ----------------------------------------------------------------------------------
     @invariant()
     def never_two_owners(self) -> None:
-        holders: dict[int, set[str]] = {}
+        holders: dict[PartitionId, set[str]] = {}
         for w in self.workers.values():
             if not w.alive:
                 assert not w.owned
@@ -342,7 +358,7 @@ class HandoffModel(RuleBasedStateMachine):
     def document_is_consistent(self) -> None:
         if self.doc is None:
             return
-        seen: set[int] = set()
+        seen: set[PartitionId] = set()
         for ps in self.doc.grants.values():
             assert not (seen & ps)
             seen |= ps
@@ -359,7 +375,7 @@ class HandoffModel(RuleBasedStateMachine):
                 w.connected, w.max_received = True, 1 << 30
         if not any(w.alive for w in self.workers.values()):
             self.add_worker(0.0)
-        desired: dict[int, str] = {}
+        desired: dict[PartitionId, str] = {}
         for _ in range(10):
             self.time_passes(DURATION + 1)  # gone workers expire; live ones renew
             observed = self.observe(None)
@@ -382,6 +398,7 @@ class HandoffModel(RuleBasedStateMachine):
         assert desired, "some worker is alive and eligible"
         assert self.doc is not None
         assert dict(self.doc.owner_of()) == desired
+        assert self.doc.revoked == {}, "a revocation stays (of a vanished partition?)"
         for p, owner in desired.items():
             assert p in self.workers[owner].owned, f"partition {p} not owned by {owner}"
 
@@ -416,16 +433,16 @@ def test_deleted_lease_of_an_owner_across_an_operator_restart() -> None:
     m.operator_reconcile_arbitrary(_Picks(0, 0, "w0", "w0", "w0", "w1", "w1", "w1"))  # type: ignore[arg-type]
     m.lease_deleted(_Picks(w0))  # type: ignore[arg-type]
     m.worker_applies(_Picks(w0, len(m.docs) - 1))  # type: ignore[arg-type]
-    assert w0.owned == {0, 1, 2}
+    assert w0.owned == {PartitionId("t", p) for p in (0, 1, 2)}
     m.operator_restarts()
     m.operator_reconcile_arbitrary(_Picks(0, *["w1"] * 6))  # type: ignore[arg-type]
     m.never_two_owners()
     m.time_passes(40.0)
     m.operator_reconcile_arbitrary(_Picks(0, 0, *["w1"] * 6))  # type: ignore[arg-type]
     m.never_two_owners()
-    assert not m.docs[-1].grants.get("w1", frozenset()) & {0, 1, 2}
+    assert not m.docs[-1].grants.get("w1", frozenset()) & {PartitionId("t", p) for p in (0, 1, 2)}
     m.worker_applies(_Picks(w0, len(m.docs) - 1))  # type: ignore[arg-type]  # w0 releases 0-2
     m.time_passes(5.0)
     m.operator_reconcile_arbitrary(_Picks(0, 0, *["w1"] * 6))  # type: ignore[arg-type]
     m.never_two_owners()
-    assert m.docs[-1].grants["w1"] == frozenset(range(6))
+    assert m.docs[-1].grants["w1"] == frozenset(partitions_of({"t": 6}))

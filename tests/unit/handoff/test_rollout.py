@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lagpilot.protocol import PartitionId, partitions_of
 from lagpilot.testing.rollout_sim import Cluster
 from lagpilot_operator.handoff.planner import (
     Observed,
@@ -36,6 +37,14 @@ from lagpilot_operator.resource.spec import BlueGreenSpec, CanarySpec, RolloutSp
 pytestmark = pytest.mark.unit
 
 
+def P(n: int, topic: str = "t") -> PartitionId:
+    return PartitionId(topic, n)
+
+
+def ps(*numbers: int, topic: str = "t") -> set[PartitionId]:
+    return {P(n, topic) for n in numbers}
+
+
 def run(cluster: Cluster, spec: RolloutSpec, target: str, workers: int, *, data: st.DataObject | None = None,
         steps: int = 200, figures: CanaryFigures | None = None, start: float = 0.0,
         until: str = STABLE) -> float:
@@ -45,13 +54,13 @@ def run(cluster: Cluster, spec: RolloutSpec, target: str, workers: int, *, data:
         cluster.workers_act(data)
         now += 1.0
         if cluster.status.get("phase") == until and (until != STABLE or cluster.status["stableRevision"] == target) \
-                and len(cluster.owners()) == cluster.partitions:
+                and len(cluster.owners()) == len(cluster.partitions):
             return now
     raise AssertionError(f"did not reach {until}: {cluster.status}")
 
 
-def settled_cluster(partitions: int, workers: int, rev: str = "a") -> Cluster:
-    c = Cluster(partitions)
+def settled_cluster(partitions: int | dict[str, int], workers: int, rev: str = "a") -> Cluster:
+    c = Cluster(partitions if isinstance(partitions, dict) else {"t": partitions})
     run(c, RolloutSpec(), rev, workers)
     assert set(c.owners().values()) == {rev}
     return c
@@ -154,7 +163,7 @@ def test_blue_green_manual_promotion_and_abort_moves_back() -> None:
     assert c.status["phase"] == STABLE and step.degraded is None
 
 
-def make_canary(partitions: int | tuple[int, ...] = 2, analysis: int = 60, then: str = "Rolling",
+def make_canary(partitions: int | tuple[PartitionId | int, ...] = 2, analysis: int = 60, then: str = "Rolling",
                 auto: bool = True, **kw: object) -> RolloutSpec:
     return RolloutSpec(strategy="Canary", canary=CanarySpec(partitions=partitions, analysis_seconds=analysis,
                                                             then=then, auto_promote=auto, **kw))  # type: ignore[arg-type]
@@ -173,8 +182,8 @@ def test_canary_passes_then_completes(then: str) -> None:
     for _ in range(5):
         c.reconcile(spec, "b", 2, end, figures=None)
         c.workers_act(None)
-    assert {p for p, rev in c.owners().items() if rev == "b"} == {1, 6}
-    assert c.status["phase"] == CANARY and c.status["canaryPartitions"] == [1, 6]
+    assert {p for p, rev in c.owners().items() if rev == "b"} == ps(1, 6)
+    assert c.status["phase"] == CANARY and c.status["canaryPartitions"] == ["t:1", "t:6"]
     assert "analysis" in c.status["message"]
     run(c, spec, "b", 2, figures=GOOD, start=end + 61)
     assert set(c.owners().values()) == {"b"}
@@ -189,7 +198,7 @@ def test_canary_failure_aborts_and_returns_partitions() -> None:
         c.reconcile(spec, "b", 2, now, figures=None)
         c.workers_act(None)
         now += 1
-    assert {p for p, rev in c.owners().items() if rev == "b"} == {0, 1, 2}
+    assert {p for p, rev in c.owners().items() if rev == "b"} == ps(0, 1, 2)
     step = c.reconcile(spec, "b", 2, now, figures=BAD)
     assert c.status["phase"] == ABORTED
     assert step.degraded is not None and step.degraded[0] == "RolloutAborted"
@@ -237,7 +246,7 @@ def test_commands_from_annotations() -> None:
     ann = {"lagpilot.io/promote": "2026-01-01T00:00:00Z"}
     assert Commands.from_annotations(ann).promote
     assert not Commands.from_annotations(ann, {"handled": {"lagpilot.io/promote": "2026-01-01T00:00:00Z"}}).promote
-    step = next_rollout_step(RolloutInput(RolloutSpec(), "a", 1, Observed(None, {}, 1), {},
+    step = next_rollout_step(RolloutInput(RolloutSpec(), "a", 1, Observed(None, {}, {"t": 1}), {},
                                           commands=Commands.from_annotations(ann)))
     assert step.status["handled"] == ann
 
@@ -259,21 +268,33 @@ def test_judge_lag_growth_needs_no_deliveries() -> None:
     assert judge(make_canary(), CanaryFigures(0, 0.0, 0, 10_000)) is None  # 0 = not checked
 
 
+def L(table: dict[int | PartitionId, int]) -> dict[PartitionId, int]:
+    return {p if isinstance(p, PartitionId) else P(p): v for p, v in table.items()}
+
+
 def test_lag_growth_is_canary_growth_beyond_stable() -> None:
-    base = {0: 10, 1: 10, 2: 10, 3: 10}
+    base = L({0: 10, 1: 10, 2: 10, 3: 10})
+    canary = [P(1), P(3)]
     # canary partitions 1 and 3 grew by 100 and 300, stable ones by 20: 200 - 20
-    assert lag_growth(base, {0: 30, 1: 110, 2: 30, 3: 310}, [1, 3]) == 180
+    assert lag_growth(base, L({0: 30, 1: 110, 2: 30, 3: 310}), canary) == 180
     # stable draining a backlog does not count against the canary
-    assert lag_growth(base, {0: 0, 1: 10, 2: 0, 3: 10}, [1, 3]) == 0
+    assert lag_growth(base, L({0: 0, 1: 10, 2: 0, 3: 10}), canary) == 0
     # canary keeping up while stable falls behind: negative (never fails the canary)
-    assert lag_growth(base, {0: 60, 1: 10, 2: 60, 3: 10}, [1, 3]) == -50
-    # partitions without a baseline (added to the topic mid-analysis) are left out
-    assert lag_growth(base, {0: 10, 1: 60, 4: 999}, [1, 4]) == 50
+    assert lag_growth(base, L({0: 60, 1: 10, 2: 60, 3: 10}), canary) == -50
+    # partitions without a baseline (added to the topic mid-analysis, or a new topic) are left out
+    assert lag_growth(base, L({0: 10, 1: 60, 4: 999, P(0, "new"): 999}), [P(1), P(4), P(0, "new")]) == 50
+    # partition 1 of another topic is not the canary's partition 1: u:1 falling behind is the stable side's
+    two = L({0: 10, 1: 10, P(1, "u"): 10})
+    assert lag_growth(two, L({0: 10, 1: 10, P(1, "u"): 500}), [P(1)]) == -245
+    assert lag_growth(two, L({0: 10, 1: 10, P(1, "u"): 500}), [P(1, "u")]) == 490
 
 
-@given(st.dictionaries(st.integers(0, 20), st.integers(0, 10_000), min_size=2), st.integers(-500, 500),
-       st.sets(st.integers(0, 20)))
-def test_lag_growth_uniform_growth_is_zero(base: dict[int, int], shift: int, canary: set[int]) -> None:
+pids = st.builds(PartitionId, st.sampled_from(["a", "b"]), st.integers(0, 10))
+
+
+@given(st.dictionaries(pids, st.integers(0, 10_000), min_size=2), st.integers(-500, 500), st.sets(pids))
+def test_lag_growth_uniform_growth_is_zero(base: dict[PartitionId, int], shift: int,
+                                           canary: set[PartitionId]) -> None:
     """Every partition falling behind (or catching up) by the same amount is the load, not the canary."""
     canary &= set(base)
     if not canary or canary == set(base):
@@ -286,7 +307,7 @@ def test_lag_growth_uniform_growth_is_zero(base: dict[int, int], shift: int, can
 def test_rollout_of_a_group_scaled_to_zero_completes_at_once(strategy: str) -> None:
     """No workers wanted: nothing moves to anyone, so a new revision does not wait for workers that will
     never come."""
-    c = Cluster(4)
+    c = Cluster({"t": 2, "u": 2})
     c.reconcile(RolloutSpec(), "a", 0, 1.0)
     assert c.status["phase"] == STABLE
     step = c.reconcile(RolloutSpec(strategy=strategy), "b", 0, 2.0)
@@ -302,10 +323,43 @@ def test_new_revision_scaled_to_zero_stops_the_old_workers() -> None:
     assert c.doc is not None and not any(c.doc.grants.values())  # revoked: the old workers drain and stop
 
 
-def test_canary_partition_choice() -> None:
-    assert canary_partitions(make_canary(partitions=2), 8) == [0, 1]
-    assert canary_partitions(make_canary(partitions=(7, 3, 99)), 8) == [3, 7]
-    assert canary_partitions(make_canary(partitions=10), 4) == [0, 1, 2]
+ORDERS_4 = partitions_of({"orders": 4})
+TWO_TOPICS = partitions_of({"orders": 4, "payments": 2})
+
+
+@pytest.mark.parametrize(("picks", "partitions", "want"), [
+    pytest.param(2, partitions_of({"t": 8}), ["t:0", "t:1"], id="count-one-topic"),
+    pytest.param((7, 3, 99), partitions_of({"t": 8}), ["t:3", "t:7"], id="numbers-that-exist"),
+    pytest.param(10, ORDERS_4, ["orders:0", "orders:1", "orders:2"], id="count-never-all"),
+    pytest.param(1, partitions_of({"t": 1}), ["t:0"], id="a-single-partition"),
+    pytest.param(2, TWO_TOPICS, ["orders:0", "payments:0"], id="count-spreads-over-topics"),
+    pytest.param(3, TWO_TOPICS, ["orders:0", "orders:1", "payments:0"], id="count-by-number-then-topic"),
+    pytest.param(99, TWO_TOPICS, [str(p) for p in TWO_TOPICS if p != PartitionId("orders", 3)],
+                 id="count-over-topics-never-all"),
+    pytest.param((1,), TWO_TOPICS, ["orders:1", "payments:1"], id="bare-number-of-every-topic"),
+    pytest.param((3,), TWO_TOPICS, ["orders:3"], id="bare-number-where-it-exists"),
+    pytest.param((PartitionId("payments", 1), PartitionId("orders", 0)), TWO_TOPICS, ["orders:0", "payments:1"],
+                 id="topic-partition-picks"),
+    pytest.param((PartitionId("payments", 5), PartitionId("refunds", 0)), TWO_TOPICS, [], id="picks-that-do-not-exist"),
+    pytest.param((PartitionId("orders", 2), 1), TWO_TOPICS, ["orders:1", "orders:2", "payments:1"], id="mixed"),
+])
+def test_canary_partition_choice(picks: int | tuple[PartitionId | int, ...], partitions: tuple[PartitionId, ...],
+                                 want: list[str]) -> None:
+    assert [str(p) for p in canary_partitions(make_canary(partitions=picks), partitions)] == want
+
+
+def test_a_canary_over_two_topics_runs_exactly_its_picks_then_completes() -> None:
+    c = settled_cluster({"orders": 3, "payments": 3}, 2)
+    spec = make_canary(partitions=(PartitionId("payments", 2), 0), analysis=5)
+    now = 100.0
+    for _ in range(10):
+        c.reconcile(spec, "b", 2, now, figures=None)
+        c.workers_act(None)
+        now += 1
+    assert c.status["canaryPartitions"] == ["orders:0", "payments:0", "payments:2"]
+    assert {p for p, rev in c.owners().items() if rev == "b"} == {P(0, "orders"), P(0, "payments"), P(2, "payments")}
+    run(c, spec, "b", 2, figures=GOOD, start=now + 10)
+    assert set(c.owners().values()) == {"b"} and len(c.owners()) == 6
 
 
 def test_operator_restart_mid_rollout_resumes_from_status() -> None:
@@ -322,11 +376,13 @@ def test_operator_restart_mid_rollout_resumes_from_status() -> None:
 
 
 @settings(max_examples=100, deadline=None, database=None)
-@given(strategy=st.sampled_from(["Rolling", "BlueGreen", "Canary"]), partitions=st.integers(1, 12),
+@given(strategy=st.sampled_from(["Rolling", "BlueGreen", "Canary"]),
+       topics=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(1, 6), min_size=1, max_size=3),
        workers=st.integers(1, 4), in_flight=st.integers(0, 3), data=st.data())
 def test_any_rollout_completes_with_one_owner_per_partition(
-        strategy: str, partitions: int, workers: int, in_flight: int, data: st.DataObject) -> None:
-    c = settled_cluster(partitions, workers)
+        strategy: str, topics: dict[str, int], workers: int, in_flight: int, data: st.DataObject) -> None:
+    c = settled_cluster(topics, workers)
+    partitions = len(c.partitions)
     spec = RolloutSpec(strategy=strategy, max_partitions_in_flight=in_flight,
                        blue_green=BlueGreenSpec(scale_down_delay_seconds=3),
                        canary=CanarySpec(partitions=1, analysis_seconds=2, then=data.draw(
