@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from lagpilot.protocol import PartitionId
 from lagpilot.routes import Route, RouteError, load_routes
 from lagpilot_consumer.policy import DEFAULT_RETRY, DEFAULT_SUCCESS, DEFAULT_UNAVAILABLE, CodeSet
 from lagpilot_consumer.proxy import ProxyConfigError, ProxySettings, proxy_settings
-from lagpilot_consumer.sources.static import parse_partitions
+from lagpilot_consumer.sources.static import parse_partition_ids
 
 
 class ConfigError(Exception):
@@ -28,7 +29,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     bootstrap_servers: str
-    topic: str
+    topics: tuple[str, ...]  # empty only with --assignment k8s (the grants name them) or a pattern
     group_id: str
     target_url: str
     method: str = "POST"
@@ -39,7 +40,8 @@ class Config:
     threads: int = 8
     ordering: str = "key"
     assignment: str = "static"
-    partitions: frozenset[int] = frozenset()
+    partitions: frozenset[PartitionId] = frozenset()
+    topic_pattern: str = ""  # --assignment kafka: subscribe to every topic whose whole name matches
     max_attempts: int = 5
     initial_backoff_ms: int = 100
     max_backoff_ms: int = 30_000
@@ -84,11 +86,20 @@ class Config:
     proxies: ProxySettings = field(default_factory=ProxySettings)  # HTTP(S)_PROXY, NO_PROXY of the environment
     unmatched: str = "skip"  # skip | dead-letter: what happens to a record no route matches
 
+    @property
+    def default_topic(self) -> str | None:
+        """The topic a bare partition number means (a format-1 assignment document, an old worker's
+        Lease): the configured topic when there is exactly one, else none."""
+        return self.topics[0] if len(self.topics) == 1 else None
+
 
 # flag -> (kind, default, help). kind: str|int|float|choice tuple. Defaults None = required/derived.
 FLAGS: dict[str, tuple[Any, Any, str]] = {
     "bootstrap-servers": (str, None, "Kafka bootstrap servers, host:port[,host:port]"),
-    "topic": (str, None, "topic to consume"),
+    "topic": (str, None, "topic(s) to consume, comma-separated (k8s mode: optional, the grants name the "
+              "topics; a single one reads an old operator's bare partition numbers)"),
+    "topic-pattern": (str, "", "kafka mode: also subscribe to every topic whose whole name matches this "
+                      "regular expression (RE2 syntax), e.g. orders-.*"),
     "group-id": (str, None, "consumer group id offsets are committed to (every mode)"),
     "target-url": (str, None, "http(s) URL each record is sent to"),
     "method": (str, "POST", "HTTP method"),
@@ -104,7 +115,8 @@ FLAGS: dict[str, tuple[Any, Any, str]] = {
     "ordering": (("key", "partition", "none"), "key", "what must be delivered one at a time, in order"),
     "assignment": (("static", "kafka", "k8s"), None, "partition source (default: static if --partitions, "
                    "else kafka)"),
-    "partitions": (str, "", "static mode: partitions to own, e.g. 0,3,6 or 0-5"),
+    "partitions": (str, "", "static mode: partitions to own, e.g. orders:0-2,payments:0; a bare number "
+                   "or range (0,3,6 or 0-5) means those partitions of every --topic"),
     "max-attempts": (int, 5, "attempts per record before it is dead-lettered"),
     "initial-backoff-ms": (int, 100, "first retry backoff cap (full jitter, doubling)"),
     "max-backoff-ms": (int, 30_000, "largest backoff cap"),
@@ -270,6 +282,7 @@ def parse_start_from(value: str) -> str | float:
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 def check_header(name: str, value: str, origin: str) -> None:
@@ -285,6 +298,42 @@ def check_header(name: str, value: str, origin: str) -> None:
     except UnicodeEncodeError:
         raise ConfigError(f"invalid value of request header {name!r} (from {origin}): only Latin-1 characters "
                           "can be sent in an HTTP header; the value is not shown") from None
+
+
+def _topics(raw: str | None, source: str) -> tuple[str, ...]:
+    """``--topic a,b``: the topics in the order given, each once. A colon would make ``topic:partition``
+    ambiguous, and Kafka topic names cannot hold one anyway."""
+    out: list[str] = []
+    for name in (t.strip() for t in (raw or "").split(",")):
+        if not name:
+            continue
+        if not TOPIC_NAME.match(name):
+            raise ConfigError(f"invalid --topic {raw!r} ({source}): {name!r} is not a Kafka topic name "
+                              "(letters, digits, '.', '_' and '-', at most 249)")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _topic_pattern(raw: str, source: str, assignment: str) -> str:
+    """``--topic-pattern``: a regular expression matched against whole topic names, by Kafka's group
+    protocol only (the operator's grants and a static list name their partitions)."""
+    if not raw:
+        return ""
+    where = f"invalid --topic-pattern {raw!r} ({source})"
+    if assignment != "kafka":
+        raise ConfigError(f"{where}: only valid with --assignment kafka (not {assignment})")
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ConfigError(f"{where}: not a regular expression ({exc})") from None
+    return raw
+
+
+def subscription(cfg: Config) -> list[str]:
+    """What ``Consumer.subscribe`` gets: the named topics, and the pattern anchored to whole names
+    (librdkafka reads a name starting with ``^`` as a regular expression)."""
+    return [*cfg.topics, *([f"^(?:{cfg.topic_pattern})$"] if cfg.topic_pattern else [])]
 
 
 def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
@@ -309,6 +358,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         return ConfigError(f"invalid --{flag} {values[attr]!r} ({sources[attr]}): {why}")
 
     for attr in ("bootstrap_servers", "topic", "group_id", "target_url"):
+        if attr == "topic" and (values["assignment"] == "k8s" or values["topic_pattern"]):
+            continue  # k8s: the grants name the topics; a pattern names them for Kafka's group protocol
         if not values[attr]:
             flag = attr.replace("_", "-")
             raise ConfigError(f"missing --{flag} (or {env_name(flag)}): it is required")
@@ -356,12 +407,17 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     if not codes["success_codes"].ranges:
         raise bad("success_codes", "no status code would count as success")
     assignment = values["assignment"] or ("static" if values["partitions"] else "kafka")
-    partitions: frozenset[int] = frozenset()
+    topics = _topics(values["topic"], sources["topic"])
+    pattern = _topic_pattern(values["topic_pattern"], sources["topic_pattern"], assignment)
+    if not topics and not pattern and assignment != "k8s":
+        raise ConfigError("missing --topic (or LAGPILOT_TOPIC): it is required"
+                          + (" (or --topic-pattern)" if assignment == "kafka" else ""))
+    partitions: frozenset[PartitionId] = frozenset()
     if values["partitions"]:
         if assignment != "static":
             raise bad("partitions", f"only valid with --assignment static (not {assignment})")
         try:
-            partitions = parse_partitions(values["partitions"])
+            partitions = parse_partition_ids(values["partitions"], topics)
         except ValueError as exc:
             raise bad("partitions", str(exc)) from None
     elif assignment == "static":
@@ -423,7 +479,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     if values["unmatched"] == "dead-letter" and not values["dead_letter_topic"]:
         raise bad("unmatched", "needs --dead-letter-topic")
     if values["park_topic"]:
-        if values["park_topic"] in (values["topic"], values["dead_letter_topic"]):
+        if len(topics) != 1 or pattern:
+            raise bad("park_topic", "the retry park serves one source topic: park partition p is read together "
+                                    "with partition p (give exactly one --topic, no --topic-pattern)")
+        if values["park_topic"] in (*topics, values["dead_letter_topic"]):
             raise bad("park_topic", "must differ from --topic and --dead-letter-topic")
         if assignment == "kafka":
             raise bad("park_topic", "needs partitions owned by --assignment k8s or static (park partition p "
@@ -434,11 +493,11 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         raise ConfigError(str(exc)) from None
     bind = values["bind"] or env.get("POD_IP") or "0.0.0.0"
     return Config(
-        bootstrap_servers=values["bootstrap_servers"], topic=values["topic"], group_id=values["group_id"],
+        bootstrap_servers=values["bootstrap_servers"], topics=topics, group_id=values["group_id"],
         target_url=values["target_url"], method=values["method"].upper(), headers=tuple(headers),
         timeout_seconds=values["timeout_seconds"], connection=values["connection"],
         max_connection_age_seconds=values["max_connection_age_seconds"], threads=values["threads"],
-        ordering=values["ordering"], assignment=assignment, partitions=partitions,
+        ordering=values["ordering"], assignment=assignment, partitions=partitions, topic_pattern=pattern,
         max_attempts=values["max_attempts"], initial_backoff_ms=values["initial_backoff_ms"],
         max_backoff_ms=values["max_backoff_ms"], success_codes=codes["success_codes"],
         retry_codes=codes["retry_codes"], unavailable_codes=codes["unavailable_codes"],

@@ -158,7 +158,7 @@ class Job:
                     return None
 
             ts = part("timestamp") or (0, 0)
-            return Record(self.item_topic(msg), self.item.partition, self.item.offset, part("key"),
+            return Record(self.item_topic(msg), self.item.partition.partition, self.item.offset, part("key"),
                           part("value"), ts[1] if ts[0] else None, part("headers"))
 
     @staticmethod
@@ -170,17 +170,17 @@ class Job:
 
 
 class RequestBuilder:
-    """Request bytes for a record: the constant part (request line, Host, configured headers, worker,
-    topic) built once; per record only partition, offset, timestamp, key, Kafka headers and length.
+    """Request bytes for a record: the constant part (request line, Host, configured headers, worker)
+    built once; per record the record's own topic (a worker may read several), partition, offset,
+    timestamp, key, Kafka headers and length.
     ``--format`` adds the CloudEvents form (:mod:`lagpilot_consumer.cloudevents`); ``traceparent`` and
     ``tracestate`` (W3C trace context) and the ``--header-mapping`` names are forwarded as themselves
     too, so tracing works end to end; ``--idempotency-header`` names a header carrying
     ``<topic>/<partition>/<offset>``, the same on every redelivery."""
 
-    def __init__(self, cfg: Config, topic: str, url: str | None = None, method: str | None = None,
+    def __init__(self, cfg: Config, url: str | None = None, method: str | None = None,
                  headers: tuple[tuple[str, str], ...] = (), route: str | None = None) -> None:
         self.cfg = cfg
-        self.topic = topic
         self.url = url or cfg.target_url
         worker = cfg.pod_name or f"{socket.gethostname()}-{os.getpid()}"
         base: list[tuple[str, str]] = [("X-Lagpilot-Worker", worker), *cfg.headers, *headers]
@@ -190,7 +190,7 @@ class RequestBuilder:
                 continue
             seen[name.lower()] = (name, value)
         host = seen.pop("host", ("Host", http1.host_header(self.url)))[1]
-        lines = [f"Host: {host}"] + [f"{n}: {v}" for n, v in seen.values()] + [f"X-Lagpilot-Topic: {topic}"]
+        lines = [f"Host: {host}"] + [f"{n}: {v}" for n, v in seen.values()]
         if route is not None:
             lines.append(f"X-Lagpilot-Route: {route}")
         self.rest = ("\r\n".join(lines) + "\r\n").encode("latin-1")
@@ -211,7 +211,7 @@ class RequestBuilder:
         if self.format == "raw":
             return value or b"", []
         ts_type, ts = msg.timestamp()
-        attrs, content_type = cloudevents.attributes(self.topic, msg.partition(), msg.offset(),
+        attrs, content_type = cloudevents.attributes(msg.topic(), msg.partition(), msg.offset(),
                                                      ts if ts_type != 0 else None, msg.headers())
         if cloudevents.is_structured(content_type):
             assert content_type is not None
@@ -223,8 +223,10 @@ class RequestBuilder:
 
     def head(self, line: bytes, msg: Any, body_len: int, extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
         own_type = extra is not None and any(n == b"Content-Type" for n, _ in extra)
+        topic = msg.topic().encode("latin-1")  # Kafka topic names are ASCII
         parts = [line, self.rest_no_content_type if own_type else self.rest,
-                 b"X-Lagpilot-Partition: %d\r\nX-Lagpilot-Offset: %d\r\n" % (msg.partition(), msg.offset())]
+                 b"X-Lagpilot-Topic: %s\r\nX-Lagpilot-Partition: %d\r\nX-Lagpilot-Offset: %d\r\n"
+                 % (topic, msg.partition(), msg.offset())]
         ts_type, ts = msg.timestamp()
         if ts_type != 0:
             parts.append(b"X-Lagpilot-Timestamp: %d\r\n" % ts)
@@ -248,7 +250,7 @@ class RequestBuilder:
             if encoded_names:
                 parts.append(b"X-Lagpilot-Base64-Headers: " + ",".join(encoded_names).encode() + b"\r\n")
         if self.idempotency:
-            parts.append(self.idempotency + b": %s/%d/%d\r\n" % (self.topic.encode(), msg.partition(), msg.offset()))
+            parts.append(self.idempotency + b": %s/%d/%d\r\n" % (topic, msg.partition(), msg.offset()))
         for name, value in extra or ():
             parts.append(name + b": " + value + b"\r\n")
         parts.append(b"Content-Length: %d\r\n\r\n" % body_len)
@@ -269,7 +271,7 @@ class Target:
     def of(cls, cfg: Config, route: Route | None = None) -> Target:
         name, t = (route.name, route.target) if route is not None else (None, RouteTarget())
         url = t.url or cfg.target_url
-        builder = RequestBuilder(cfg, cfg.topic, url, t.method, t.headers, name)
+        builder = RequestBuilder(cfg, url, t.method, t.headers, name)
         return cls(name, url, Origin.of(url), builder, builder.line(url))
 
 
@@ -420,7 +422,7 @@ class DeliveryEngine:
                     raise
                 except Exception as exc:  # never complete a lane on a crash: a failed attempt, in order
                     log.exception("delivery crashed; retrying the record",
-                                  extra={"partition": job.item.partition, "offset": job.item.offset})
+                                  extra={"partition": str(job.item.partition), "offset": job.item.offset})
                     await self._crashed(job, exc)
                 job = self._next_job() if self._busy <= self.limit.allowed() else None
         finally:
@@ -489,7 +491,7 @@ class DeliveryEngine:
             if job.counted == cfg.max_attempts or (decision.verdict == "fatal" and job.attempt == 1) \
                     or job.attempt % 10 == 0:
                 log.error("record failed and there is no dead-letter topic: retrying at the max backoff",
-                          extra={"partition": p, "offset": item.offset, "status": a.status,
+                          extra={"partition": str(p), "offset": item.offset, "status": a.status,
                                  "error": a.error, "attempts": job.attempt, "route": target.name})
         else:
             self.metrics.delivery("retry", p, a.status, a.seconds)
@@ -614,12 +616,12 @@ class DeliveryEngine:
         assert self.parker is not None and self.loop is not None
         item, msg = job.item, job.msg
         ts_type, ts = msg.timestamp()
-        ours = park_headers(self.cfg.topic, item.partition, item.offset, ts if ts_type != 0 else None,
+        ours = park_headers(item.partition.topic, item.partition.partition, item.offset, ts if ts_type != 0 else None,
                             job.attempt, job.step, reason)
         if self._park_pool is None:
             self._park_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="park")
         try:
-            stored = await self.loop.run_in_executor(self._park_pool, self.parker.park, msg, item.partition,
+            stored = await self.loop.run_in_executor(self._park_pool, self.parker.park, msg, item.partition.partition,
                                                      ours, lambda: self.work.cancelled(item))
         except BaseException:
             self.work.unhold_key(item)

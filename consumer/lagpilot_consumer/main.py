@@ -31,7 +31,8 @@ def make_source(cfg: Config, runtime: ConsumerRuntime) -> PartitionSource:
     return K8sPartitionSource(namespace=cfg.namespace, pod_name=cfg.pod_name,
                               configmap_name=cfg.assignment_configmap, fence_timeout_s=cfg.fence_timeout_seconds,
                               lease_renew_s=cfg.lease_renew_seconds, sink=runtime,
-                              delivery_timeout_s=cfg.timeout_seconds, pod_uid=os.environ.get("POD_UID", ""))
+                              delivery_timeout_s=cfg.timeout_seconds, pod_uid=os.environ.get("POD_UID", ""),
+                              default_topic=cfg.default_topic)
 
 
 class _Deferred:

@@ -1,9 +1,13 @@
 """Prometheus metrics of one consumer process (own registry, so tests can run several in one process).
-Label children are cached: a label lookup per record would cost more than the rest of the bookkeeping."""
+Label children are cached: a label lookup per record would cost more than the rest of the bookkeeping.
+Per-partition families carry ``topic`` and ``partition`` (a worker may own ``orders:0`` and
+``payments:0`` at once); the operator reads both labels."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lagpilot.protocol import PartitionId
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -17,21 +21,21 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.consumed = Counter("lagpilot_records_consumed", "Records fetched from Kafka", ["partition"],
+        self.consumed = Counter("lagpilot_records_consumed", "Records fetched from Kafka", ["topic", "partition"],
                                 registry=r)
         self.deliveries = Counter(
             "lagpilot_deliveries", "HTTP delivery attempts by outcome: success; retry (failed, will retry); "
             "dead_letter (failed for the last time, written to the dead-letter topic); error (failed for the "
             "last time and no dead-letter topic: the record keeps retrying at the max backoff)",
-            ["outcome", "partition"], registry=r)
+            ["outcome", "topic", "partition"], registry=r)
         self.delivery_seconds = Histogram("lagpilot_delivery_seconds", "Duration of one HTTP attempt",
-                                          ["status_class", "partition"], buckets=BUCKETS, registry=r)
+                                          ["status_class", "topic", "partition"], buckets=BUCKETS, registry=r)
         self.inflight_records = Gauge("lagpilot_inflight_records", "Records fetched and not yet done",
                                       registry=r)
         self.inflight_bytes = Gauge("lagpilot_inflight_bytes", "Bytes of records fetched and not yet done",
                                     registry=r)
         self.committed_offset = Gauge("lagpilot_committed_offset", "Last offset committed (next to read)",
-                                      ["partition"], registry=r)
+                                      ["topic", "partition"], registry=r)
         self.assigned_partitions = Gauge("lagpilot_assigned_partitions", "Partitions currently owned",
                                          registry=r)
         self.paused = Gauge("lagpilot_fetch_paused", "1 while fetching is paused by backpressure",
@@ -58,9 +62,9 @@ class Metrics:
         self.outstanding_offsets = Gauge("lagpilot_outstanding_offsets", "Offsets fetched and not yet "
                                          "committable, per partition (done ones behind an undone one "
                                          "included); at --max-outstanding-per-partition the partition "
-                                         "stops fetching", ["partition"], registry=r)
+                                         "stops fetching", ["topic", "partition"], registry=r)
         self.fetch_held = Gauge("lagpilot_partition_fetch_held", "1 while a partition stops fetching "
-                                "because of --max-outstanding-per-partition", ["partition"], registry=r)
+                                "because of --max-outstanding-per-partition", ["topic", "partition"], registry=r)
         self.unmatched = Counter("lagpilot_records_unmatched", "Records that matched no route (skipped, or "
                                  "dead-lettered with --unmatched dead-letter)", registry=r)
         self.parked_records = Counter("lagpilot_records_parked", "Records moved to the retry park topic, by "
@@ -70,23 +74,28 @@ class Metrics:
                                  registry=r)
         self.park_write_errors = Counter("lagpilot_park_write_errors", "Failed writes to the park topic "
                                          "(each is retried)", registry=r)
-        self._deliv: dict[tuple[str, int], Counter] = {}
-        self._hist: dict[tuple[str, int], Histogram] = {}
-        self._cons: dict[int, Counter] = {}
+        self._deliv: dict[tuple[str, PartitionId], Counter] = {}
+        self._hist: dict[tuple[str, PartitionId], Histogram] = {}
+        self._cons: dict[PartitionId, Counter] = {}
 
-    def delivery(self, outcome: str, partition: int, status: int | None, seconds: float) -> None:
+    def delivery(self, outcome: str, partition: PartitionId, status: int | None, seconds: float) -> None:
         c = self._deliv.get((outcome, partition))
         if c is None:
-            c = self._deliv[(outcome, partition)] = self.deliveries.labels(outcome, str(partition))
+            c = self._deliv[(outcome, partition)] = self.deliveries.labels(outcome, *labels_of(partition))
         c.inc()
         sc = status_class(status)
         h = self._hist.get((sc, partition))
         if h is None:
-            h = self._hist[(sc, partition)] = self.delivery_seconds.labels(sc, str(partition))
+            h = self._hist[(sc, partition)] = self.delivery_seconds.labels(sc, *labels_of(partition))
         h.observe(seconds)
 
-    def consumed_records(self, partition: int, n: int) -> None:
+    def consumed_records(self, partition: PartitionId, n: int) -> None:
         c = self._cons.get(partition)
         if c is None:
-            c = self._cons[partition] = self.consumed.labels(str(partition))
+            c = self._cons[partition] = self.consumed.labels(*labels_of(partition))
         c.inc(n)
+
+
+def labels_of(partition: PartitionId) -> tuple[str, str]:
+    """The ``topic`` and ``partition`` label values of a partition."""
+    return partition.topic, str(partition.partition)

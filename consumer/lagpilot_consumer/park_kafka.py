@@ -56,15 +56,16 @@ def check_park_topic(consumer: Any, cfg: Config) -> None:
     except Exception as exc:
         log.warning("park topic not checked: brokers not reachable", extra={"error": str(exc)})
         return
-    src, park = md.topics.get(cfg.topic), md.topics.get(cfg.park_topic)
+    source = cfg.topics[0]  # config.parse: a park serves exactly one source topic
+    src, park = md.topics.get(source), md.topics.get(cfg.park_topic)
     if src is None or src.error is not None:
         return  # the source topic's own problem, reported elsewhere
     if park is None or park.error is not None:
         raise ConfigError(f"invalid --park-topic {cfg.park_topic!r}: no such topic (create it with at least "
-                          f"the {len(src.partitions)} partitions of {cfg.topic!r})")
+                          f"the {len(src.partitions)} partitions of {source!r})")
     if len(park.partitions) < len(src.partitions):
         raise ConfigError(f"invalid --park-topic {cfg.park_topic!r}: {len(park.partitions)} partitions, fewer "
-                          f"than the {len(src.partitions)} of {cfg.topic!r} (partition p parks into p)")
+                          f"than the {len(src.partitions)} of {source!r} (partition p parks into p)")
 
 
 class ParkScanError(Exception):

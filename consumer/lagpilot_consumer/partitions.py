@@ -1,4 +1,5 @@
-"""What a worker keeps per owned partition, in one object: the generation that tells this ownership from
+"""What a worker keeps per owned partition (keyed by topic and partition, a PartitionId), in one object:
+the generation that tells this ownership from
 an earlier one of the same partition, the watermark of done offsets, the release deadline while the
 partition is being given up, the offset last sent in a commit, and (with a retry park) the partition's park stream."""
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from lagpilot_consumer.config import Config
+from lagpilot.protocol import PartitionId, format_partitions
+from lagpilot_consumer.config import Config, subscription
 from lagpilot_consumer.delivery import DeadLetterWriter
 from lagpilot_consumer.engine import DeliveryEngine
-from lagpilot_consumer.metrics import Metrics
+from lagpilot_consumer.metrics import Metrics, labels_of
 from lagpilot_consumer.park import MAIN, PARK, park_key
 from lagpilot_consumer.park_kafka import ParkScanError, ParkWriter, check_park_topic, scan_parked_keys
 from lagpilot_consumer.partitions import ParkStream, PartitionState
@@ -30,6 +31,11 @@ HEALTHY_LOOP_SECONDS = 60.0
 # last commit): released without it, every record delivered since that commit would reach the target twice.
 RELEASE_COMMIT_GRACE = 10.0
 RELEASE_COMMIT_RETRY = 0.5
+WARN_EVERY_SECONDS = 30.0  # a topic that is missing or deleted is reported this often, not every poll
+# librdkafka's code for a topic or partition the brokers do not know (RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+# Kafka error codes meaning the brokers do not know the topic (deleted, or not created yet):
+# UNKNOWN_TOPIC_OR_PART from a broker, librdkafka's local _UNKNOWN_TOPIC and _UNKNOWN_PARTITION.
+TOPIC_GONE = frozenset({3, -188, -190})
 
 
 def consumer_conf(cfg: Config, **extra: Any) -> dict[str, Any]:
@@ -70,7 +76,7 @@ class ConsumerRuntime:
         self._cond = threading.Condition()
         ordering: Ordering = cfg.ordering  # type: ignore[assignment]  # validated by config.parse
         self._sched = Scheduler(ordering)
-        self._parts: dict[int, PartitionState] = {}  # every owned partition, releasing ones included
+        self._parts: dict[PartitionId, PartitionState] = {}  # every owned partition, releasing ones included
         self._gen_counter = 0
         self._inflight = 0
         self._inflight_bytes = 0
@@ -78,7 +84,7 @@ class ConsumerRuntime:
         self._desired = DesiredState()
         self._applied_version = -1
         self._applied_epoch = 0
-        self._applied: tuple[int, frozenset[int]] | None = None
+        self._applied: tuple[int, frozenset[PartitionId]] | None = None
         self._listeners: list[AppliedListener] = []
         self._stop = threading.Event()
         self._abandon_all = False
@@ -91,14 +97,16 @@ class ConsumerRuntime:
         self._consumer: Any = None
         self._dlq: DeadLetterWriter | None = None
         self._engine: DeliveryEngine | None = None
-        self._held: set[int] = set()  # partitions not fetching: too many offsets outstanding
-        self._held_park: set[int] = set()  # the same for park partitions
+        self._held: set[PartitionId] = set()  # partitions not fetching: too many offsets outstanding
+        self._held_park: set[PartitionId] = set()  # the same for park partitions
         self._parker: ParkWriter | None = None
         self._scanner: Any = None  # a consumer of its own for scanning park partitions
         self._next_gauges = 0.0
+        self._checked_topics: set[str] = set()  # topics found to exist since they were first assigned
+        self._warned: dict[str, float] = {}  # warning key -> monotonic time it may be logged again
 
     # ---- AssignmentSink ----------------------------------------------------------------------------
-    def set_desired(self, partitions: frozenset[int], epoch: int) -> None:
+    def set_desired(self, partitions: frozenset[PartitionId], epoch: int) -> None:
         self._desired.set(partitions, epoch)
 
     def fence(self, commit: bool = True) -> None:
@@ -126,15 +134,15 @@ class ConsumerRuntime:
     def add_applied_listener(self, listener: AppliedListener) -> None:
         self._listeners.append(listener)
 
-    def applied(self) -> tuple[int, frozenset[int]] | None:
+    def applied(self) -> tuple[int, frozenset[PartitionId]] | None:
         return self._applied
 
-    def _report(self, epoch: int, owned: frozenset[int]) -> None:
+    def _report(self, epoch: int, owned: frozenset[PartitionId]) -> None:
         self._applied = (epoch, owned)
         self._applied_epoch = epoch
         self.metrics.assignment_epoch.set(epoch)
         self.metrics.assigned_partitions.set(len(owned))
-        log.info("assignment applied", extra={"epoch": epoch, "owned": sorted(owned)})
+        log.info("assignment applied", extra={"epoch": epoch, "owned": format_partitions(owned)})
         for listener in list(self._listeners):
             try:
                 listener(epoch, owned)
@@ -142,13 +150,13 @@ class ConsumerRuntime:
                 log.exception("applied listener failed")
 
     # ---- partitions ----------------------------------------------------------------------------------
-    def _owned(self) -> frozenset[int]:
+    def _owned(self) -> frozenset[PartitionId]:
         return frozenset(self._parts)
 
-    def _releasing(self) -> frozenset[int]:
+    def _releasing(self) -> frozenset[PartitionId]:
         return frozenset(p for p, st in self._parts.items() if st.releasing)
 
-    def _active(self) -> frozenset[int]:
+    def _active(self) -> frozenset[PartitionId]:
         """Owned and not being released: the partitions records are taken from."""
         return frozenset(p for p, st in self._parts.items() if not st.releasing)
 
@@ -179,11 +187,12 @@ class ConsumerRuntime:
         self._engine.start()
         self._check_connection()
         if self.subscribe:
-            self._consumer.subscribe([cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            self._consumer.subscribe(subscription(cfg), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                      on_lost=self._on_lost)
         self._running = True
         self.source.start(self)
-        log.info("consumer started", extra={"topic": cfg.topic, "group": cfg.group_id,
+        log.info("consumer started", extra={"topics": ",".join(cfg.topics), "topic_pattern": cfg.topic_pattern,
+                                            "group": cfg.group_id,
                                             "assignment": cfg.assignment, "threads": cfg.threads,
                                             "ordering": cfg.ordering})
         next_commit = time.monotonic() + cfg.commit_interval_ms / 1000.0
@@ -260,34 +269,71 @@ class ConsumerRuntime:
     def _on_commit(self, err: Any, partitions: list[Any]) -> None:
         if err is not None:
             self.metrics.commit_errors.inc()
-            log.warning("offset commit failed", extra={"error": str(err)})
+            if self._warn_now(f"commit:{err}"):  # a deleted topic's partitions fail at every interval
+                log.warning("offset commit failed", extra={"error": str(err)})
         for tp in partitions:
+            pid, park = self._owner_of(tp.topic, tp.partition)
             if err is not None or tp.error is not None:
-                st = self._parts.get(tp.partition)
-                stream = st.park if st is not None and tp.topic == self.cfg.park_topic else st
+                st = self._parts.get(pid)
+                stream = st.park if st is not None and park else st
                 if stream is not None:
                     stream.committed = None  # try again at the next interval
-            elif tp.offset >= 0 and tp.topic == self.cfg.topic:
-                self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
+            elif tp.offset >= 0 and not park:
+                self.metrics.committed_offset.labels(*labels_of(pid)).set(tp.offset)
+
+    def _owner_of(self, topic: str, partition: int) -> tuple[PartitionId, bool]:
+        """The owned partition a Kafka topic/partition belongs to, and whether it is that partition's park
+        (park partition p goes with partition p of the one source topic, see config.parse)."""
+        if self.cfg.park_topic and topic == self.cfg.park_topic:
+            return PartitionId(self.cfg.topics[0], partition), True
+        return PartitionId(topic, partition), False
+
+    def _warn_now(self, key: str) -> bool:
+        """Whether a recurring warning (a missing topic, its failing fetches and commits) may be logged now:
+        once per WARN_EVERY_SECONDS per key, so a deleted topic does not flood the log."""
+        now = time.monotonic()
+        if now < self._warned.get(key, 0.0):
+            return False
+        self._warned[key] = now + WARN_EVERY_SECONDS
+        return True
 
     def _check_connection(self) -> None:
         try:
-            md = self._consumer.list_topics(self.cfg.topic, timeout=5)
-            topic = md.topics.get(self.cfg.topic)
+            md = self._consumer.list_topics(timeout=5)
             self._connected = True
-            if topic is None or topic.error is not None:
-                log.warning("topic not available", extra={"topic": self.cfg.topic,
-                                                          "error": str(topic.error if topic else "missing")})
         except Exception as exc:
             self._connected = False
             log.warning("cannot reach kafka", extra={"error": str(exc)})
+            return
+        for name in self.cfg.topics:
+            topic = md.topics.get(name)
+            if topic is None or topic.error is not None:
+                log.warning("topic not available", extra={"topic": name,
+                                                          "error": str(topic.error if topic else "missing")})
+
+    def _check_new_topics(self, parts: frozenset[PartitionId]) -> None:
+        """The first time a topic is assigned, see that it exists. A missing one is assigned anyway (the
+        operator may grant it before it is created, or it was deleted): librdkafka keeps retrying it, and
+        the worker's other partitions go on. Checked again at its next assignment until it is found."""
+        for name in sorted({p.topic for p in parts} - self._checked_topics):
+            self._heartbeat = time.monotonic()
+            try:
+                topic = self._consumer.list_topics(name, timeout=5).topics.get(name)
+            except Exception as exc:
+                log.warning("topic not checked: brokers not reachable", extra={"topic": name, "error": str(exc)})
+                continue
+            if topic is None or topic.error is not None:
+                log.warning("assigned topic not available: its partitions deliver once it exists",
+                            extra={"topic": name, "error": str(topic.error if topic else "missing")})
+            else:
+                self._checked_topics.add(name)
 
     def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
-        self._assign(frozenset(tp.partition for tp in tps))
+        self._assign(frozenset(PartitionId(tp.topic, tp.partition) for tp in tps))
         self._report(self._applied_epoch + 1, self._owned())
 
     def _on_revoke(self, consumer: Any, tps: list[Any]) -> None:
-        parts = frozenset(tp.partition for tp in tps) & self._owned()
+        parts = frozenset(PartitionId(tp.topic, tp.partition) for tp in tps) & self._owned()
         if parts:
             self._start_release(parts - self._releasing())
         while self._releasing():
@@ -301,12 +347,12 @@ class ConsumerRuntime:
         """Lost, not revoked: another member may already own them, so commit nothing and stop at once. A
         request already on the wire cannot be called back, so wait (at most the target timeout) until it
         ends before rejoining: if the partitions come back here, a key never runs twice at once."""
-        lost = [tp.partition for tp in tps]
+        lost = [PartitionId(tp.topic, tp.partition) for tp in tps]
         with self._cond:
             for p in lost:
                 self._drop_queued(p)
                 self._parts.pop(p, None)  # running deliveries see it and stop retrying
-        log.warning("partitions lost", extra={"partitions": lost})
+        log.warning("partitions lost", extra={"partitions": format_partitions(lost)})
         deadline = time.monotonic() + self.cfg.timeout_seconds + 5
         while time.monotonic() < deadline:
             with self._cond:
@@ -317,20 +363,20 @@ class ConsumerRuntime:
         self._report(self._applied_epoch + 1, self._owned())
 
     # ---- assignment (poll-loop thread only) -------------------------------------------------------------
-    def _tps(self, parts: frozenset[int] | list[int]) -> list[Any]:
+    def _tps(self, parts: Iterable[PartitionId]) -> list[Any]:
         from confluent_kafka import TopicPartition
 
-        return [TopicPartition(self.cfg.topic, p) for p in sorted(parts)]
+        return [TopicPartition(p.topic, p.partition) for p in sorted(parts)]
 
-    def _park_tps(self, parts: frozenset[int] | list[int]) -> list[Any]:
+    def _park_tps(self, parts: Iterable[PartitionId]) -> list[Any]:
         """The park partitions that go with ``parts`` (none without --park-topic)."""
         from confluent_kafka import TopicPartition
 
         if not self.cfg.park_topic:
             return []
-        return [TopicPartition(self.cfg.park_topic, p) for p in sorted(parts)]
+        return [TopicPartition(self.cfg.park_topic, p.partition) for p in sorted(parts)]
 
-    def _all_tps(self, parts: frozenset[int] | list[int]) -> list[Any]:
+    def _all_tps(self, parts: Iterable[PartitionId]) -> list[Any]:
         return self._tps(parts) + self._park_tps(parts)
 
     def _apply_assignment(self) -> None:
@@ -372,15 +418,16 @@ class ConsumerRuntime:
             self._applied_version = version
             self._report(self._applied_epoch if fenced else epoch, self._owned())
 
-    def _assign(self, parts: frozenset[int]) -> None:
-        parks: dict[int, tuple[ParkStream, Any]] = {}
+    def _assign(self, parts: frozenset[PartitionId]) -> None:
+        self._check_new_topics(parts)
+        parks: dict[PartitionId, tuple[ParkStream, Any]] = {}
         if self.cfg.park_topic:
             # One committed-offsets read for every park partition of this assignment, then each is scanned.
             starts = self._starting_offsets(parts, park=True)
             for start_tp in starts:
                 opened = self._open_park(start_tp)
                 if opened is not None:
-                    parks[start_tp.partition] = opened
+                    parks[self._owner_of(start_tp.topic, start_tp.partition)[0]] = opened
             parts = frozenset(parks)
             if not parts:
                 return
@@ -394,7 +441,7 @@ class ConsumerRuntime:
             self._consumer.pause(self._all_tps(parts))
         else:
             self._consumer.resume(self._all_tps(parts))
-        log.info("partitions assigned", extra={"partitions": sorted(parts)})
+        log.info("partitions assigned", extra={"partitions": format_partitions(parts)})
 
     def _open_park(self, start_tp: Any) -> tuple[ParkStream, Any] | None:
         """Before partition ``p`` delivers anything: which keys are parked in its park partition (records
@@ -431,61 +478,85 @@ class ConsumerRuntime:
                                                  "from": start_tp.offset, "to": high})
         return ParkStream(keys=keys), start_tp
 
-    def _starting_offsets(self, parts: frozenset[int], attempts: int = 6, park: bool = False) -> list[Any]:
+    def _starting_offsets(self, parts: frozenset[PartitionId], attempts: int = 6, park: bool = False) -> list[Any]:
         """Where each partition starts: its committed offset, read here and given to ``assign``. Left to
         librdkafka, the offset fetch can hang for ever: a request-level NOT_COORDINATOR answer (a fresh
         broker loading ``__consumer_offsets``, a coordinator that moved) leaves the partition waiting with
         no retry and the fetcher never starts (librdkafka#5586; seen here on a fresh lab broker).
-        ``committed()`` is retried instead; a partition without a committed offset starts where
-        ``auto.offset.reset`` says (a park partition: at its beginning). If the coordinator stays
+        ``committed()`` is retried instead, for the partitions whose read failed only; a partition without
+        a committed offset starts where ``auto.offset.reset`` says (a park partition: at its beginning).
+        One whose topic the brokers do not know (not created yet, deleted) is not waited for: nothing
+        can be committed there, so it starts as a partition without a commit. If the coordinator stays
         unreachable, librdkafka is left to it."""
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
 
-        tps = self._park_tps(parts) if park else self._tps(parts)
+        pending = self._park_tps(parts) if park else self._tps(parts)
         reset = dict(self.cfg.kafka_config).get("auto.offset.reset", "earliest")  # consumer_conf's default
         fresh = OFFSET_END if str(reset) in ("latest", "largest", "end") and not park else OFFSET_BEGINNING
+        read: list[Any] = []
         why = ""
         for attempt in range(attempts):
             self._heartbeat = time.monotonic()
             try:
-                got = self._consumer.committed(tps, timeout=10)
+                got = self._consumer.committed(pending, timeout=10)
             except KafkaException as exc:
                 why = str(exc)
             else:
-                bad = [tp for tp in got if tp.error is not None]
-                if not bad:
-                    new = [tp for tp in got if tp.offset < 0]
-                    for tp in new:
-                        tp.offset = fresh
-                    if new and not park and isinstance(self.cfg.start_from, float):
-                        self._start_at_time(new, self.cfg.start_from)
-                    return list(got)
-                why = str(bad[0].error)
+                retry: list[Any] = []
+                for tp in got:
+                    if tp.error is None:
+                        read.append(tp)
+                    elif tp.error.code() in TOPIC_GONE:
+                        self._warn_topic_gone(tp.topic, "its committed offset is not readable", str(tp.error))
+                        read.append(TopicPartition(tp.topic, tp.partition))
+                    else:
+                        retry.append(TopicPartition(tp.topic, tp.partition))
+                        why = str(tp.error)
+                pending = retry
+                if not pending:
+                    break
             log.warning("committed offsets not read yet, retrying", extra={"error": why, "attempt": attempt + 1})
             time.sleep(min(0.5 * 2 ** attempt, 5.0))
-        log.warning("committed offsets not readable: librdkafka fetches them itself", extra={"error": why})
-        return tps
+        if pending:
+            log.warning("committed offsets not readable: librdkafka fetches them itself", extra={"error": why})
+        new = [tp for tp in read if tp.offset < 0]
+        for tp in new:
+            tp.offset = fresh
+        if new and not park and isinstance(self.cfg.start_from, float):
+            self._start_at_time(new, self.cfg.start_from)
+        return read + pending
+
+    def _warn_topic_gone(self, topic: str, what: str, error: str) -> None:
+        if self._warn_now(f"gone:{topic}:{what}"):
+            log.warning(f"topic not known to the brokers (not created yet, or deleted): {what}; retrying",
+                        extra={"topic": topic, "error": error})
 
     def _start_at_time(self, new: list[Any], when: float) -> None:
         """``--start-from <time>``: partitions the group never committed start at their first record at or
-        after ``when`` (at the end if there is none); if the broker cannot say, where ``fresh`` put them."""
+        after ``when`` (at the end if there is none); if the broker cannot say, where ``fresh`` put them.
+        Asked topic by topic, so a missing topic leaves the others' start alone."""
         from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
-        query = [TopicPartition(tp.topic, tp.partition, round(when * 1000)) for tp in new]
-        try:
-            found = {tp.partition: tp for tp in self._consumer.offsets_for_times(query, timeout=10)}
-        except KafkaException as exc:
-            log.warning("offsets for --start-from not read: starting from the beginning",
-                        extra={"error": str(exc)})
-            return
+        by_topic: dict[str, list[Any]] = {}
         for tp in new:
-            hit = found.get(tp.partition)
-            if hit is not None and hit.error is None:
-                tp.offset = hit.offset if hit.offset >= 0 else OFFSET_END
+            by_topic.setdefault(tp.topic, []).append(tp)
+        for topic, tps in sorted(by_topic.items()):
+            query = [TopicPartition(tp.topic, tp.partition, round(when * 1000)) for tp in tps]
+            try:
+                found = {tp.partition: tp for tp in self._consumer.offsets_for_times(query, timeout=10)}
+            except KafkaException as exc:
+                log.warning("offsets for --start-from not read: starting from the beginning",
+                            extra={"topic": topic, "error": str(exc)})
+                continue
+            for tp in tps:
+                hit = found.get(tp.partition)
+                if hit is not None and hit.error is None:
+                    tp.offset = hit.offset if hit.offset >= 0 else OFFSET_END
         log.info("partitions without a commit start at --start-from",
-                 extra={"partitions": sorted(tp.partition for tp in new), "offsets": [tp.offset for tp in new]})
+                 extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in new],
+                        "offsets": [tp.offset for tp in new]})
 
-    def _drop_queued(self, p: int) -> None:
+    def _drop_queued(self, p: PartitionId) -> None:
         for item in self._sched.drop_queued(p):
             self._uncount(item)
 
@@ -499,7 +570,7 @@ class ConsumerRuntime:
             self._inflight -= 1
             self._inflight_bytes -= item.size
 
-    def _start_release(self, parts: frozenset[int], drain_seconds: float | None = None) -> None:
+    def _start_release(self, parts: frozenset[PartitionId], drain_seconds: float | None = None) -> None:
         """Stop fetching ``parts``; their fetched records (queued or running) get until the deadline
         (``--drain-seconds``; 0 when fenced) to finish, so the final commit covers everything delivered and
         nothing that was acknowledged is delivered again by the next owner. After the deadline the queued
@@ -516,7 +587,7 @@ class ConsumerRuntime:
             for p in parts:
                 if p in self._parts:
                     self._parts[p].release_deadline = deadline
-        log.info("releasing partitions", extra={"partitions": sorted(parts)})
+        log.info("releasing partitions", extra={"partitions": format_partitions(parts)})
 
     def _progress_release(self, unassign: bool) -> None:
         now = time.monotonic()
@@ -532,7 +603,7 @@ class ConsumerRuntime:
         if self._fence_uncommitted.is_set():
             log.warning("late fence: releasing without a commit (another worker may own these partitions "
                         "now); what was delivered since the last commit will be delivered again",
-                        extra={"partitions": sorted(finished)})
+                        extra={"partitions": format_partitions(finished)})
         else:
             finished = self._final_commit(finished, now)
             if not finished:
@@ -549,31 +620,38 @@ class ConsumerRuntime:
                 left = st.watermark.outstanding()
                 if left:  # the drain deadline passed with fetched records not done (not: a retried commit)
                     log.warning("drain deadline passed: fetched records of a released partition that were not "
-                                "done are left to its next owner", extra={"partition": p, "records": left})
+                                "done are left to its next owner", extra={"partition": str(p), "records": left})
                 committed[str(p)] = st.committed
-        log.info("partitions released", extra={"partitions": sorted(finished), "committed": committed})
+        log.info("partitions released", extra={"partitions": format_partitions(finished), "committed": committed})
 
-    def _final_commit(self, finished: list[int], now: float) -> list[int]:
+    def _final_commit(self, finished: list[PartitionId], now: float) -> list[PartitionId]:
         """Commit released partitions; those whose commit failed stay releasing and are tried again every
         RELEASE_COMMIT_RETRY s, for RELEASE_COMMIT_GRACE s past their drain deadline. Not while fenced: the
-        operator may have granted them elsewhere, and a late commit could move the new owner's offset."""
+        operator may have granted them elsewhere, and a late commit could move the new owner's offset.
+        One commit per topic, so a topic that is gone fails alone; its partitions are let go at once (there
+        is no offset to keep there, and waiting would only hold up the hand-off)."""
         with self._cond:
             due = [p for p in finished if (self._parts[p].final_commit_retry_at or 0.0) <= now]
         if not due:
             return []
-        failed = self._commit(parts=frozenset(due), sync=True)
-        keep: list[int] = []
-        for p in sorted(failed):
+        failed: dict[PartitionId, int] = {}
+        for topic in sorted({p.topic for p in due}):
+            failed.update(self._commit(parts=frozenset(p for p in due if p.topic == topic), sync=True))
+        keep: list[PartitionId] = []
+        for p, code in sorted(failed.items()):
             st = self._parts[p]
-            if not self._fence_now.is_set() and now < (st.release_deadline or now) + RELEASE_COMMIT_GRACE:
+            if code in TOPIC_GONE:
+                log.warning("final commit of a released partition failed: its topic is not known to the brokers "
+                            "(deleted?); released without it", extra={"partition": str(p), "error_code": code})
+            elif not self._fence_now.is_set() and now < (st.release_deadline or now) + RELEASE_COMMIT_GRACE:
                 if st.final_commit_retry_at is None:
                     log.warning("final commit of a released partition failed: trying again before letting "
-                                "it go", extra={"partition": p, "grace_seconds": RELEASE_COMMIT_GRACE})
+                                "it go", extra={"partition": str(p), "grace_seconds": RELEASE_COMMIT_GRACE})
                 st.final_commit_retry_at = now + RELEASE_COMMIT_RETRY
                 keep.append(p)
             else:
                 log.warning("final commit of a released partition failed: its next owner re-delivers what "
-                            "was delivered since the last commit", extra={"partition": p})
+                            "was delivered since the last commit", extra={"partition": str(p)})
         return [p for p in due if p not in keep]
 
     # ---- fetching ------------------------------------------------------------------------------------------
@@ -627,12 +705,12 @@ class ConsumerRuntime:
         if now >= self._next_gauges:
             self._next_gauges = now + 1.0
             for p, n in outstanding.items():
-                self.metrics.outstanding_offsets.labels(str(p)).set(n)
-                self.metrics.fetch_held.labels(str(p)).set(1 if p in self._held else 0)
+                self.metrics.outstanding_offsets.labels(*labels_of(p)).set(n)
+                self.metrics.fetch_held.labels(*labels_of(p)).set(1 if p in self._held else 0)
             self.metrics.parked_keys.set(parked_keys)
 
-    def _hold(self, held: set[int], over: set[int], under: set[int], tps: Callable[[list[int]], list[Any]],
-              what: str) -> set[int]:
+    def _hold(self, held: set[PartitionId], over: set[PartitionId], under: set[PartitionId],
+              tps: Callable[[Iterable[PartitionId]], list[Any]], what: str) -> set[PartitionId]:
         """Pause the partitions newly ``over`` their bound; let go of held ones back ``under`` half of it
         (resumed) or no longer owned (nothing to resume)."""
         hold = over - held
@@ -640,12 +718,12 @@ class ConsumerRuntime:
         if hold:
             self._consumer.pause(tps(sorted(hold)))
             log.warning(f"{what} stops fetching: too many records outstanding behind undelivered ones",
-                        extra={"partitions": sorted(hold)})
+                        extra={"partitions": format_partitions(hold)})
         if free:
             alive = [p for p in free if p in under]
             if alive and not (self._paused and self.subscribe):
                 self._consumer.resume(tps(alive))
-            log.info(f"{what} fetches again", extra={"partitions": sorted(free)})
+            log.info(f"{what} fetches again", extra={"partitions": format_partitions(free)})
         if hold or free:
             self._next_gauges = 0.0
         return (held | hold) - free
@@ -653,21 +731,23 @@ class ConsumerRuntime:
     def _submit(self, msgs: list[Any]) -> None:
         from confluent_kafka import KafkaError
 
-        counts: dict[int, int] = {}
+        counts: dict[PartitionId, int] = {}
         added = 0
         with self._cond:
             for m in msgs:
                 err = m.error()
                 if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
+                    if err.code() in TOPIC_GONE:
+                        self._warn_topic_gone(str(m.topic()), "its partitions do not fetch", str(err))
+                    elif err.code() != KafkaError._PARTITION_EOF:
                         log.warning("fetch error", extra={"error": str(err)})
                     continue
-                p = m.partition()
+                p, in_park = self._owner_of(m.topic(), m.partition())
                 st = self._parts.get(p)
                 if st is None or st.releasing:
                     continue
                 stream, wm = MAIN, st.watermark
-                if st.park is not None and m.topic() == self.cfg.park_topic:
+                if st.park is not None and in_park:
                     stream, wm = PARK, st.park.watermark
                 gen = st.generation
                 off = m.offset()
@@ -696,10 +776,11 @@ class ConsumerRuntime:
             self.metrics.consumed_records(p, n)
 
     # ---- committing ----------------------------------------------------------------------------------------
-    def _commit(self, parts: frozenset[int] | None = None, sync: bool = False) -> frozenset[int]:
+    def _commit(self, parts: frozenset[PartitionId] | None = None, sync: bool = False) -> dict[PartitionId, int]:
         """Commit each partition's watermark. A sync commit (release, shutdown) is sent even if an async
         commit of the same offset is still outstanding, so its result is known before unassigning; it
-        returns the partitions whose commit failed (an async one: none, its callback tells)."""
+        returns the partitions whose commit failed with the Kafka error code (an async one: none, its
+        callback tells)."""
         from confluent_kafka import KafkaException, TopicPartition
 
         self._advance_idle(parts)
@@ -708,13 +789,13 @@ class ConsumerRuntime:
             states: list[tuple[str, int, PartitionState | ParkStream, int | None]] = []
             for p, st in self._parts.items():
                 if parts is None or p in parts:
-                    states.append((cfg.topic, p, st, st.watermark.commit_offset()))
+                    states.append((p.topic, p.partition, st, st.watermark.commit_offset()))
                     if st.park is not None:
-                        states.append((cfg.park_topic, p, st.park, st.park.watermark.commit_offset()))
+                        states.append((cfg.park_topic, p.partition, st.park, st.park.watermark.commit_offset()))
         chosen = [(stream, TopicPartition(topic, p, off)) for topic, p, stream, off in states
                   if off is not None and (sync or stream.committed != off)]
         if not chosen:
-            return frozenset()
+            return {}
         tps = [tp for _, tp in chosen]
         for stream, tp in chosen:
             stream.committed = tp.offset
@@ -724,25 +805,28 @@ class ConsumerRuntime:
             self.metrics.commit_errors.inc()
             for stream, _ in chosen:
                 stream.committed = None
-            log.warning("offset commit failed", extra={"error": str(exc), "sync": sync})
-            return frozenset(tp.partition for tp in tps) if sync else frozenset()
-        failed: set[int] = set()
+            if self._warn_now(f"commit:{exc}"):
+                log.warning("offset commit failed", extra={"error": str(exc), "sync": sync})
+            code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else -1
+            return {self._owner_of(tp.topic, tp.partition)[0]: code for tp in tps} if sync else {}
+        failed: dict[PartitionId, int] = {}
         if sync and result:
             sent = {(tp.topic, tp.partition): stream for stream, tp in chosen}
             for tp in result:
+                pid, in_park = self._owner_of(tp.topic, tp.partition)
                 if tp.error is None and tp.offset >= 0:
-                    if tp.topic == cfg.topic:
-                        self.metrics.committed_offset.labels(str(tp.partition)).set(tp.offset)
+                    if not in_park:
+                        self.metrics.committed_offset.labels(*labels_of(pid)).set(tp.offset)
                 elif tp.error is not None:
-                    failed.add(tp.partition)
+                    failed.setdefault(pid, tp.error.code())
                     gone = sent.get((tp.topic, tp.partition))
                     if gone is not None:
                         gone.committed = None
         if failed:
             self.metrics.commit_errors.inc()
-        return frozenset(failed)
+        return failed
 
-    def _advance_idle(self, parts: frozenset[int] | None) -> None:
+    def _advance_idle(self, parts: frozenset[PartitionId] | None) -> None:
         """Partitions whose every fetched record is done commit the consumer's position, which is past any
         transaction marker (an idle transactional partition otherwise keeps lag 1 forever: a false STALL,
         and no scale to zero). Only the poll thread consumes, so no record arrives in between."""
@@ -760,7 +844,7 @@ class ConsumerRuntime:
             return
         with self._cond:
             for tp in positions:
-                st = self._parts.get(tp.partition)
+                st = self._parts.get(PartitionId(tp.topic, tp.partition))
                 if st is not None and tp.offset >= 0 and st.watermark.outstanding() == 0:
                     st.watermark.advance_to(tp.offset)
 

@@ -3,6 +3,9 @@
 Records are grouped into *lanes*; a lane delivers strictly one record at a time, in the order records
 were submitted (offset order within a partition). Different lanes proceed in parallel.
 
+Partitions are :class:`~lagpilot.protocol.PartitionId` (topic, partition): ``orders:0`` and ``payments:0``
+are two partitions with lanes of their own.
+
 - ``key``: lane = (partition, generation, key). Records without a key (None) each get a lane of their
   own, i.e. they are not ordered (Kafka spreads keyless records anyway).
 - ``partition``: lane = (partition, generation): one in flight per partition.
@@ -23,6 +26,8 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lagpilot.protocol import PartitionId
+
 Ordering = Literal["key", "partition", "none"]
 
 
@@ -30,7 +35,7 @@ Ordering = Literal["key", "partition", "none"]
 class Item:
     """One record as the scheduler sees it; ``payload`` is whatever the runtime wants back."""
 
-    partition: int
+    partition: PartitionId  # topic and partition: per-key order holds within one (topic, partition)
     offset: int
     key: bytes | None
     generation: int = 0
@@ -97,7 +102,7 @@ class Scheduler:
         else:
             del self._lanes[lane]
 
-    def drop_queued(self, partition: int) -> list[Item]:
+    def drop_queued(self, partition: PartitionId) -> list[Item]:
         """Forget every not-yet-dispatched item of ``partition`` (on release); dispatched items stay until
         completed. Returns the dropped items."""
         dropped: list[Item] = []
@@ -114,12 +119,12 @@ class Scheduler:
                 del self._lanes[lane]
         return dropped
 
-    def dispatched_in(self, partition: int) -> int:
+    def dispatched_in(self, partition: PartitionId) -> int:
         """Items of ``partition`` handed out and not completed (their deliveries are running)."""
         return sum(1 for q in self._lanes.values() if q and q[0].partition == partition
                    and q[0].dispatched)
 
-    def pending_in(self, partition: int) -> int:
+    def pending_in(self, partition: PartitionId) -> int:
         """Items of ``partition`` not completed (queued or dispatched)."""
         return sum(len(q) for q in self._lanes.values() if q and q[0].partition == partition)
 

@@ -1,9 +1,11 @@
 """The history checker: one verdict over everything a fault test recorded.
 
-Inputs are the target's record of every request (`Arrival`: partition, offset, key, worker, when it
+Inputs are the target's record of every request (`Arrival`: topic, partition, offset, key, worker, when it
 started and ended, the status answered) and the producer's log of acknowledged records (`Produced`), plus
 the faults injected (`Fault`: when, and optionally each partition's committed offset when it began).
-The verdict reports:
+A partition is a (topic, partition) pair: a worker may own ``orders:0`` and ``payments:0`` at once, and
+every rule below holds per pair. Producer logs without topics (single-topic tests) are matched on the
+partition alone. The verdict reports:
 
 - lost: a record the broker acknowledged that no request delivered with a 2xx;
 - out of key order: per (partition, key), first deliveries whose offsets go backwards in time;
@@ -25,18 +27,27 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Request(Protocol):
-    """What the checker needs of one recorded request (lagpilot.testing.target.Arrival has it)."""
+    """What the checker needs of one recorded request (lagpilot.testing.target.Arrival, a frozen
+    dataclass, has it: hence read-only members)."""
 
-    partition: int
-    offset: int
-    key: bytes | None
-    worker: str
-    start: float
-    end: float
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
 
     @property
     def accepted(self) -> bool: ...
@@ -47,6 +58,19 @@ class Produced:
     partition: int
     offset: int
     key: bytes | None
+    topic: str = ""  # "": a single-topic log, matched against requests of any topic by partition alone
+
+
+Where = tuple[str, int]  # (topic, partition) of a request
+
+
+def _where(r: Request) -> Where:
+    return (r.topic, r.partition)
+
+
+def _label(where: Where) -> str:
+    topic, partition = where
+    return f"{topic}:{partition}" if topic else f"p{partition}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,14 @@ class Fault:
     name: str
     start: float
     end: float
-    committed: Mapping[int, int] | None = None
+    # partition number (one topic) or (topic, partition), e.g. a PartitionId -> committed offset
+    committed: Mapping[Any, int] | None = None
+
+    def committed_at(self, where: Where) -> int | None:
+        if self.committed is None:
+            return None
+        found = self.committed.get(where)
+        return self.committed.get(where[1]) if found is None else found
 
 
 @dataclass(frozen=True)
@@ -67,13 +98,15 @@ class Duplicate:
     deliveries: int
     allowed: bool
     why: str
+    topic: str = ""
 
 
 @dataclass
 class Verdict:
     produced: int
     delivered: int
-    lost: list[tuple[int, int]] = field(default_factory=list)
+    # (partition, offset); (topic, partition, offset) when the producer's log names topics
+    lost: list[tuple[Any, ...]] = field(default_factory=list)
     out_of_order: list[str] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
@@ -99,53 +132,60 @@ class Verdict:
     def details(self, limit: int = 10) -> str:
         """The first violations of each kind, for an assertion message."""
         lines = [self.summary()]
-        lines += [f"lost p{p}@{o}" for p, o in self.lost[:limit]]
+        lines += [f"lost {_label((str(x[0]), x[1]) if len(x) == 3 else ('', x[0]))}@{x[-1]}" for x in self.lost[:limit]]
         lines += [f"order: {x}" for x in self.out_of_order[:limit]]
         lines += [f"overlap: {x}" for x in self.overlaps[:limit]]
-        lines += [f"duplicate p{d.partition}@{d.offset} x{d.deliveries}: {d.why}"
+        lines += [f"duplicate {_label((d.topic, d.partition))}@{d.offset} x{d.deliveries}: {d.why}"
                   for d in self.forbidden_duplicates[:limit]]
         return "\n".join(lines)
 
 
-def _by_partition(requests: Iterable[Request]) -> dict[int, list[Request]]:
-    out: dict[int, list[Request]] = {}
+def _by_partition(requests: Iterable[Request]) -> dict[Where, list[Request]]:
+    out: dict[Where, list[Request]] = {}
     for r in requests:
-        out.setdefault(r.partition, []).append(r)
+        out.setdefault(_where(r), []).append(r)
     for rs in out.values():
         rs.sort(key=lambda r: (r.start, r.end))
     return out
 
 
-def lost_records(requests: Iterable[Request], produced: Iterable[Produced]) -> list[tuple[int, int]]:
+def lost_records(requests: Iterable[Request], produced: Iterable[Produced]) -> list[tuple[Any, ...]]:
+    """Acknowledged records no request delivered with a 2xx: (partition, offset), or (topic, partition,
+    offset) when the producer's log names topics."""
+    produced = list(produced)
+    if any(p.topic for p in produced):
+        got = {(r.topic, r.partition, r.offset) for r in requests if r.accepted}
+        return sorted({(p.topic, p.partition, p.offset) for p in produced} - got)
     delivered = {(r.partition, r.offset) for r in requests if r.accepted}
     return sorted({(p.partition, p.offset) for p in produced} - delivered)
 
 
 def first_deliveries_out_of_key_order(requests: Iterable[Request]) -> list[str]:
-    """Per (partition, key), the first accepted delivery of each record, in start order, must have
+    """Per (topic, partition, key), the first accepted delivery of each record, in start order, must have
     increasing offsets."""
-    first: dict[tuple[int, int], Request] = {}
+    first: dict[tuple[Where, int], Request] = {}
     for r in sorted((r for r in requests if r.accepted), key=lambda r: r.start):
-        first.setdefault((r.partition, r.offset), r)
-    last: dict[tuple[int, bytes | None], int] = {}
+        first.setdefault((_where(r), r.offset), r)
+    last: dict[tuple[Where, bytes | None], int] = {}
     out = []
     for r in sorted(first.values(), key=lambda r: r.start):
-        k = (r.partition, r.key)
+        k = (_where(r), r.key)
         if k in last and r.offset < last[k]:
-            out.append(f"p{r.partition} key {r.key!r}: offset {r.offset} first delivered after offset {last[k]}")
+            out.append(f"{_label(_where(r))} key {r.key!r}: offset {r.offset} first delivered after offset "
+                       f"{last[k]}")
         last[k] = max(r.offset, last.get(k, -1))
     return out
 
 
 def concurrent_owners(requests: Iterable[Request]) -> list[str]:
-    """Requests of one partition by two workers open at the same time."""
+    """Requests of one (topic, partition) by two workers open at the same time."""
     out: list[str] = []
     for p, rs in _by_partition(requests).items():
         open_until: dict[str, tuple[float, int]] = {}
         for r in rs:
             for w, (end, off) in open_until.items():
                 if w != r.worker and end > r.start:
-                    out.append(f"p{p}: {r.worker} opened offset {r.offset} at {r.start:.3f} while {w} held "
+                    out.append(f"{_label(p)}: {r.worker} opened offset {r.offset} at {r.start:.3f} while {w} held "
                                f"offset {off} open until {end:.3f}")
             prev = open_until.get(r.worker)
             if prev is None or r.end > prev[0]:
@@ -168,22 +208,22 @@ def interleavings(requests: Iterable[Request], since: float) -> list[str]:
         for i in range(len(runs) - 3):
             a, b = workers[i], workers[i + 1]
             if workers[i + 2] == a and runs[i + 2][1] >= since and b in workers[i + 3:]:
-                out.append(f"p{p}: deliveries interleave between {b} and {a} after the fault "
+                out.append(f"{_label(p)}: deliveries interleave between {b} and {a} after the fault "
                            f"({' > '.join(workers)})")
                 break
     return out
 
 
-def _first_seen(requests: Iterable[Request]) -> dict[tuple[int, str], float]:
+def _first_seen(requests: Iterable[Request]) -> dict[tuple[Where, str], float]:
     """When each worker first delivered each partition."""
-    out: dict[tuple[int, str], float] = {}
+    out: dict[tuple[Where, str], float] = {}
     for r in requests:
-        k = (r.partition, r.worker)
+        k = (_where(r), r.worker)
         out[k] = min(out.get(k, r.start), r.start)
     return out
 
 
-def _zombie_delivery(deliveries: Sequence[Request], first_seen: Mapping[tuple[int, str], float],
+def _zombie_delivery(deliveries: Sequence[Request], first_seen: Mapping[tuple[Where, str], float],
                      faults: Sequence[Fault] = ()) -> bool:
     """Whether a record was delivered again by a worker that had the partition *before* the worker that
     delivered it previously: the partition had moved on, and the old owner went back to it and delivered
@@ -191,8 +231,8 @@ def _zombie_delivery(deliveries: Sequence[Request], first_seen: Mapping[tuple[in
     fault) is the other way round; a planned hand-back starts after what the interim owner committed."""
     ds = sorted(deliveries, key=lambda r: r.start)
     for prev, cur in itertools.pairwise(ds):
-        returned = cur.worker != prev.worker and (first_seen[(cur.partition, cur.worker)]
-                                                  < first_seen[(prev.partition, prev.worker)])
+        returned = cur.worker != prev.worker and (first_seen[(_where(cur), cur.worker)]
+                                                  < first_seen[(_where(prev), prev.worker)])
         # A worker taking a partition back at a fault redelivers what the failed owner left uncommitted:
         # that delivery began before the fault, the redelivery after it began.
         explained = any(prev.start < f.start <= cur.start for f in faults)
@@ -205,26 +245,27 @@ def zombie_redeliveries(requests: Sequence[Request], faults: Sequence[Fault] = (
     """Partitions where a worker delivered again what a later owner had delivered (see _zombie_delivery):
     the resumed zombie, even when the new owner had nothing more to deliver by then."""
     first_seen = _first_seen(requests)
-    by_record: dict[tuple[int, int], list[Request]] = {}
+    by_record: dict[tuple[Where, int], list[Request]] = {}
     for r in requests:
         if r.accepted:
-            by_record.setdefault((r.partition, r.offset), []).append(r)
-    parts: dict[int, list[int]] = {}
+            by_record.setdefault((_where(r), r.offset), []).append(r)
+    parts: dict[Where, list[int]] = {}
     for (p, o), rs in sorted(by_record.items()):
         if len(rs) > 1 and _zombie_delivery(rs, first_seen, faults):
             parts.setdefault(p, []).append(o)
-    return [f"p{p}: {len(offs)} records delivered again by a worker that had lost the partition to the one "
+    return [f"{_label(p)}: {len(offs)} records delivered again by a worker that had lost the partition to the one "
             f"that delivered them (first offset {offs[0]})" for p, offs in sorted(parts.items())]
 
 
 def classify_duplicates(requests: Sequence[Request], faults: Sequence[Fault]) -> list[Duplicate]:
     first_seen = _first_seen(requests)
-    accepted: dict[tuple[int, int], list[Request]] = {}
+    accepted: dict[tuple[Where, int], list[Request]] = {}
     for r in requests:
         if r.accepted:
-            accepted.setdefault((r.partition, r.offset), []).append(r)
+            accepted.setdefault((_where(r), r.offset), []).append(r)
     out = []
-    for (p, o), rs in sorted(accepted.items()):
+    for (where, o), rs in sorted(accepted.items()):
+        topic, p = where
         if len(rs) < 2:
             continue
         rs.sort(key=lambda r: r.start)
@@ -234,17 +275,18 @@ def classify_duplicates(requests: Sequence[Request], faults: Sequence[Fault]) ->
         if _zombie_delivery(rs, first_seen, faults):
             out.append(Duplicate(p, o, len(rs), False,
                                  "delivered again by a worker that had lost the partition to the one that "
-                                 "delivered it"))
+                                 "delivered it", topic))
             continue
         for f in faults:
             in_flight = first.start <= f.end and all(r.start >= f.start for r in again)
-            uncommitted = f.committed is None or o >= f.committed.get(p, 0)
+            at_fault = f.committed_at(where)
+            uncommitted = f.committed is None or o >= (at_fault or 0)
             if in_flight and uncommitted:
                 allowed, why = True, f"in flight or uncommitted at {f.name}"
                 break
             if in_flight:
-                why = f"committed before {f.name} (committed offset {f.committed.get(p) if f.committed else '?'})"
-        out.append(Duplicate(p, o, len(rs), allowed, why))
+                why = f"committed before {f.name} (committed offset {'?' if at_fault is None else at_fault})"
+        out.append(Duplicate(p, o, len(rs), allowed, why, topic))
     return out
 
 
@@ -253,8 +295,8 @@ def check_history(requests: Sequence[Request], produced: Sequence[Produced],
     """The verdict over one run (see the module docstring)."""
     since = min((f.start for f in faults), default=float("inf"))
     return Verdict(
-        produced=len({(p.partition, p.offset) for p in produced}),
-        delivered=len({(r.partition, r.offset) for r in requests if r.accepted}),
+        produced=len({(p.topic, p.partition, p.offset) for p in produced}),
+        delivered=len({(_where(r), r.offset) for r in requests if r.accepted}),
         lost=lost_records(requests, produced),
         out_of_order=first_deliveries_out_of_key_order(requests),
         duplicates=classify_duplicates(requests, faults),

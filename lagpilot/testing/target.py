@@ -281,8 +281,12 @@ class RecordingTarget:
         return [a for a in self.arrivals() if a.accepted]
 
     def accepted_records(self) -> set[tuple[int, int]]:
-        """Distinct (partition, offset) answered with 2xx."""
+        """Distinct (partition, offset) answered with 2xx (one topic; see :meth:`accepted_by_topic`)."""
         return {(a.partition, a.offset) for a in self.accepted()}
+
+    def accepted_by_topic(self) -> set[tuple[str, int, int]]:
+        """Distinct (topic, partition, offset) answered with 2xx: a worker reading several topics."""
+        return {(a.topic, a.partition, a.offset) for a in self.accepted()}
 
     def clear(self) -> None:
         with self._lock:
@@ -301,15 +305,16 @@ class RecordingTarget:
         """Per-key order problems among accepted requests, as readable strings (empty = in order).
 
         Default: the *first* accepted delivery of each (key, offset) must come in increasing offset order
-        per (partition, key) -- redeliveries after a crash or a hand-off are allowed. ``strict``: every
+        per (topic, partition, key) -- redeliveries after a crash or a hand-off are allowed. ``strict``: every
         accepted delivery must be in increasing order (no redelivery at all). Overlapping requests for the
         same key (two in flight at once) are always violations."""
         out: list[str] = []
-        by_key: dict[tuple[int, bytes], list[Arrival]] = {}
+        by_key: dict[tuple[str, int, bytes], list[Arrival]] = {}
         for a in self.arrivals():
             if a.key is not None:
-                by_key.setdefault((a.partition, a.key), []).append(a)
-        for (p, key), arrs in by_key.items():
+                by_key.setdefault((a.topic, a.partition, a.key), []).append(a)
+        for (topic, number, key), arrs in by_key.items():
+            p = f"{topic}:{number}" if topic else str(number)
             ok = [a for a in arrs if a.accepted]
             seen: set[int] = set()
             last = -1

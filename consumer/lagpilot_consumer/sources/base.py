@@ -25,7 +25,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
-AppliedListener = Callable[[int, frozenset[int]], None]
+from lagpilot.protocol import PartitionId
+
+AppliedListener = Callable[[int, frozenset[PartitionId]], None]
 """``on_applied(epoch, owned)``: called by the runtime after it has fully applied an epoch."""
 
 
@@ -35,8 +37,9 @@ class AssignmentSink(Protocol):
     non-blocking: they record the wish; the poll loop acts on it at its next iteration (within ~100 ms
     unless it is busy releasing partitions, which may take up to ``--drain-seconds``)."""
 
-    def set_desired(self, partitions: frozenset[int], epoch: int) -> None:
-        """Ask the runtime to own exactly ``partitions`` (of ``--topic``) as of assignment ``epoch``.
+    def set_desired(self, partitions: frozenset[PartitionId], epoch: int) -> None:
+        """Ask the runtime to own exactly ``partitions`` (topic/partition pairs, of any topics) as of
+        assignment ``epoch``; a topic seen for the first time needs no restart.
 
         Only the latest call matters: if several arrive before the poll loop gets to them, the
         intermediate ones are skipped (their epochs are never reported as applied). Epochs are opaque
@@ -54,8 +57,9 @@ class AssignmentSink(Protocol):
         3. Call every applied listener with ``(epoch, owned)`` where ``owned`` is the set now assigned
            (equal to ``partitions``).
 
-        Partitions that do not exist in the topic are assigned anyway (librdkafka reports them as
-        errors and they never deliver); the source should not grant them.
+        Partitions that do not exist (or whose topic was deleted) are assigned anyway: librdkafka
+        reports them as errors, the runtime logs a warning and keeps retrying them, and the worker's other
+        partitions go on; released, their final commit is not retried when the topic is gone.
         """
 
     def fence(self, commit: bool = True) -> None:
@@ -73,7 +77,7 @@ class AssignmentSink(Protocol):
         commit. Listeners must return quickly (record the values and wake your own thread); they may
         call :meth:`set_desired` / :meth:`fence` (those only record the wish)."""
 
-    def applied(self) -> tuple[int, frozenset[int]] | None:
+    def applied(self) -> tuple[int, frozenset[PartitionId]] | None:
         """The last ``(epoch, owned)`` reported to listeners, or None before the first one."""
 
 
@@ -103,14 +107,14 @@ class DesiredState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._partitions: frozenset[int] | None = None
+        self._partitions: frozenset[PartitionId] | None = None
         self._epoch = 0
         self._fenced = False
         self._version = 0
 
-    def set(self, partitions: Iterable[int], epoch: int) -> None:
+    def set(self, partitions: Iterable[PartitionId], epoch: int) -> None:
         with self._lock:
-            self._partitions = frozenset(int(p) for p in partitions)
+            self._partitions = frozenset(PartitionId(str(t), int(p)) for t, p in partitions)
             self._epoch = epoch
             self._fenced = False
             self._version += 1
@@ -120,7 +124,7 @@ class DesiredState:
             self._fenced = True
             self._version += 1
 
-    def snapshot(self) -> tuple[int, frozenset[int] | None, int, bool]:
+    def snapshot(self) -> tuple[int, frozenset[PartitionId] | None, int, bool]:
         """(version, partitions or None if never set, epoch, fenced)."""
         with self._lock:
             return self._version, self._partitions, self._epoch, self._fenced

@@ -32,6 +32,7 @@ from lagpilot.protocol import (
     ASSIGNMENT_KEY,
     LABEL_CG,
     LABEL_WORKER,
+    PartitionId,
     format_owned,
     lease_duration_for,
     read_grant,
@@ -75,7 +76,8 @@ class K8sPartitionSource:
 
     def __init__(self, namespace: str, pod_name: str, configmap_name: str, fence_timeout_s: float = 20.0,
                  lease_renew_s: float = 5.0, sink: AssignmentSink | None = None, api_client: Any = None,
-                 consumergroup: str | None = None, delivery_timeout_s: float = 0.0, pod_uid: str = "") -> None:
+                 consumergroup: str | None = None, delivery_timeout_s: float = 0.0, pod_uid: str = "",
+                 default_topic: str | None = None) -> None:
         if not namespace or not pod_name:
             raise ValueError("k8s assignment needs the namespace and the pod name ($POD_NAMESPACE, $POD_NAME)")
         if not configmap_name:
@@ -83,6 +85,9 @@ class K8sPartitionSource:
         self.namespace = namespace
         self.pod_name = pod_name
         self.pod_uid = pod_uid  # the Lease is owned by the pod: deleting the pod garbage-collects it
+        # What a bare partition number of an older operator's document (format 1) means: the worker's one
+        # --topic; None (several or none configured): such a document is not read.
+        self.default_topic = default_topic
         self.configmap_name = configmap_name
         self.fence_timeout_s = float(fence_timeout_s)
         self.lease_renew_s = float(lease_renew_s)
@@ -96,7 +101,7 @@ class K8sPartitionSource:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._applied: tuple[int, frozenset[int]] | None = None
+        self._applied: tuple[int, frozenset[PartitionId]] | None = None
         self._desired_epoch = -1  # last epoch passed to the sink
         self._latest_epoch = -1  # newest epoch seen in the ConfigMap
         self._incarnation: str | None = None  # of the document the epochs above belong to
@@ -150,13 +155,13 @@ class K8sPartitionSource:
                     and applied[0] == self._desired_epoch and self._desired_epoch == self._latest_epoch)
 
     # ---- sink callbacks ----------------------------------------------------------------------------
-    def _on_applied(self, epoch: int, owned: frozenset[int]) -> None:
+    def _on_applied(self, epoch: int, owned: frozenset[PartitionId]) -> None:
         with self._lock:
             self._applied = (epoch, frozenset(owned))
         self._wake.set()
 
     # ---- the Lease ---------------------------------------------------------------------------------
-    def _lease_body(self, owned: frozenset[int], epoch: int, expired: bool) -> Any:
+    def _lease_body(self, owned: frozenset[PartitionId], epoch: int, expired: bool) -> Any:
         from kubernetes import client
 
         now = dt.datetime.now(dt.UTC)
@@ -175,7 +180,7 @@ class K8sPartitionSource:
             spec=client.V1LeaseSpec(holder_identity="" if expired else self.pod_name,
                                     lease_duration_seconds=self.lease_duration_s, renew_time=renew))
 
-    def _write_lease(self, owned: frozenset[int], epoch: int, expired: bool = False) -> None:
+    def _write_lease(self, owned: frozenset[PartitionId], epoch: int, expired: bool = False) -> None:
         from kubernetes.client.exceptions import ApiException
 
         body = self._lease_body(owned, epoch, expired)
@@ -260,7 +265,7 @@ class K8sPartitionSource:
 
     def _handle(self, cm: Any, fresh: bool) -> None:
         data = (cm.data or {}) if cm is not None else {}
-        grant = read_grant(data.get(ASSIGNMENT_KEY), self.pod_name)
+        grant = read_grant(data.get(ASSIGNMENT_KEY), self.pod_name, self.default_topic)
         if grant is None:
             return
         epoch, partitions = grant.epoch, grant.partitions

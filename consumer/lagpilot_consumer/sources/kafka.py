@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from lagpilot.protocol import PartitionId
 from lagpilot_consumer.sources.base import AssignmentSink
 
 
@@ -16,13 +17,13 @@ class KafkaGroupSource:
     subscribe = True
 
     def __init__(self) -> None:
-        self._owned: frozenset[int] = frozenset()
+        self._owned: frozenset[PartitionId] = frozenset()
         self._seen = threading.Event()
 
     def start(self, sink: AssignmentSink) -> None:
         sink.add_applied_listener(self._on_applied)
 
-    def _on_applied(self, epoch: int, owned: frozenset[int]) -> None:
+    def _on_applied(self, epoch: int, owned: frozenset[PartitionId]) -> None:
         self._owned = owned
         self._seen.set()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lagpilot.protocol import PartitionId
 from lagpilot.testing.consumer import committed, produce
 from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
@@ -27,7 +28,7 @@ class ManualSource:
 
     def __init__(self) -> None:
         self.sink: AssignmentSink | None = None
-        self.reports: list[tuple[int, frozenset[int]]] = []
+        self.reports: list[tuple[int, frozenset[PartitionId]]] = []
         self.started = threading.Event()
 
     def start(self, sink: AssignmentSink) -> None:
@@ -40,6 +41,10 @@ class ManualSource:
 
     def ready(self) -> bool:
         return bool(self.reports)
+
+
+def parts(topic: str, *numbers: int) -> frozenset[PartitionId]:
+    return frozenset(PartitionId(topic, n) for n in numbers)
 
 
 def start_runtime(bootstrap: str, topic: str, group: str, url: str, *extra: str
@@ -74,14 +79,14 @@ def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
         t.start()
         try:
             source.started.wait(30)
-            rt.set_desired(frozenset({0, 1}), 7)
-            wait_for(lambda: (7, frozenset({0, 1})) in source.reports)
-            assert rt.applied() == (7, frozenset({0, 1}))
+            rt.set_desired(parts(topic, 0, 1), 7)
+            wait_for(lambda: (7, parts(topic, 0, 1)) in source.reports)
+            assert rt.applied() == (7, parts(topic, 0, 1))
             wait_for(lambda: len(target.accepted_records()) == 200)
             assert {p for p, _ in target.accepted_records()} == {0, 1}
             # move: drop 0, add 2 -> partition 0 is drained and committed before the report
-            rt.set_desired(frozenset({1, 2}), 8)
-            wait_for(lambda: (8, frozenset({1, 2})) in source.reports)
+            rt.set_desired(parts(topic, 1, 2), 8)
+            wait_for(lambda: (8, parts(topic, 1, 2)) in source.reports)
             assert committed(bootstrap, group, topic, 3).get(0) == 100
             wait_for(lambda: len(target.accepted_records()) == 300)
             # fence: everything released and committed, reported as owning nothing at the last epoch
@@ -92,9 +97,9 @@ def test_set_desired_releases_commits_assigns_and_reports(bootstrap: str,
             time.sleep(1.5)
             assert len(target.accepted_records()) == 300, "fenced worker kept delivering"
             # a new grant lifts the fence and resumes from the committed offset
-            rt.set_desired(frozenset({0}), 9)
+            rt.set_desired(parts(topic, 0), 9)
             wait_for(lambda: (0, 100) in target.accepted_records())
-            assert source.reports[-1] == (9, frozenset({0}))
+            assert source.reports[-1] == (9, parts(topic, 0))
             assert len(target.accepted_records()) == 301
         finally:
             rt.request_stop()
@@ -115,11 +120,11 @@ def test_fence_cuts_a_drain_short_and_stops_every_partition(bootstrap: str,
         rt, source, t = start_runtime(bootstrap, topic, group, target.url, "--threads", "1", "--ordering",
                                       "partition", "--drain-seconds", "120", "--timeout-seconds", "5")
         try:
-            rt.set_desired(frozenset({0, 1}), 1)
+            rt.set_desired(parts(topic, 0, 1), 1)
             wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2)
-            rt.set_desired(frozenset({1}), 2)  # partition 0 drains (100 records at 0.2 s: far beyond 2 s)
+            rt.set_desired(parts(topic, 1), 2)  # partition 0 drains (100 records at 0.2 s: far beyond 2 s)
             time.sleep(2)
-            assert source.reports[-1] == (1, frozenset({0, 1})), "drain finished early: the test proves nothing"
+            assert source.reports[-1] == (1, parts(topic, 0, 1)), "drain finished early: the test proves nothing"
             rt.fence()
             fenced_at = time.monotonic()
             wait_for(lambda: source.reports[-1][1] == frozenset(), timeout=10)
@@ -158,11 +163,11 @@ def test_fence_stops_deliveries_at_once_while_the_poll_loop_is_blocked(tmp_path:
                                           "--ordering", "partition", "--drain-seconds", "1", "--timeout-seconds",
                                           "5", "--commit-interval-ms", "100000")
             try:
-                rt.set_desired(frozenset({0, 1}), 1)
+                rt.set_desired(parts(topic, 0, 1), 1)
                 # A fresh broker: its group coordinator may still be loading on a loaded machine.
                 wait_for(lambda: len({p for p, _ in target.accepted_records()}) == 2, timeout=150)
                 os.kill(broker.pid, signal.SIGSTOP)  # the coordinator stops answering
-                rt.set_desired(frozenset({1}), 2)  # release 0: drain 1 s, then a sync commit that hangs
+                rt.set_desired(parts(topic, 1), 2)  # release 0: drain 1 s, then a sync commit that hangs
                 time.sleep(3)
                 assert source.reports[-1][0] == 1, "the release finished: the poll loop is not blocked"
                 before = len(target.arrivals())

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from lagpilot.protocol import PartitionId
 from lagpilot.testing.target import RecordingTarget
 from lagpilot.testing.wait import wait_for
 from lagpilot_consumer.config import Config, parse
@@ -66,7 +67,7 @@ class Queue:
 
     def add(self, msg: Message) -> None:
         with self.lock:
-            self.sched.submit(Item(msg.partition(), msg.offset(), msg.key(), 0, 1, msg))
+            self.sched.submit(Item(PartitionId(msg.topic(), msg.partition()), msg.offset(), msg.key(), 0, 1, msg))
 
     def take(self) -> Item | None:
         with self.lock:
@@ -75,10 +76,10 @@ class Queue:
     def finish(self, item: Item, outcome: str) -> None:
         with self.lock:
             self.sched.complete(item)
-            self.outcomes[(item.partition, item.offset)] = outcome
+            self.outcomes[(item.partition.partition, item.offset)] = outcome
 
     def cancelled(self, item: Item) -> bool:
-        return item.partition in self.cancelled_partitions
+        return item.partition.partition in self.cancelled_partitions
 
 
 class Letters:
@@ -220,7 +221,7 @@ def test_https_target_verified_against_a_mounted_ca(tmp_path: Path, monkeypatch:
         metrics = Metrics()
         engine = run(config(target), queue, metrics)
         try:
-            wait_for(lambda: metrics.deliveries.labels("retry", "0")._value.get() >= 2,  # type: ignore[attr-defined]
+            wait_for(lambda: metrics.deliveries.labels("retry", "t", "0")._value.get() >= 2,  # type: ignore[attr-defined]
                      timeout=20, what="failed attempts against an unknown CA")
         finally:
             engine.stop()

@@ -25,6 +25,11 @@ class Msg:
                  offset: int = 42) -> None:
         self._value, self._headers, self._offset = value, headers, offset
 
+    topic_ = "orders"
+
+    def topic(self) -> str:
+        return self.topic_
+
     def partition(self) -> int:
         return 3
 
@@ -47,7 +52,7 @@ class Msg:
 def builder(*flags: str) -> RequestBuilder:
     cfg = parse(["--bootstrap-servers", "k:1", "--topic", "orders", "--group-id", "g", "--target-url",
                  "http://t.test/in", "--partitions", "0", *flags], {})
-    return RequestBuilder(cfg, "orders")
+    return RequestBuilder(cfg)
 
 
 def http_message(b: RequestBuilder, msg: Msg) -> tuple[dict[str, str], bytes]:
@@ -111,6 +116,25 @@ def test_trace_context_mapped_headers_and_idempotency_key() -> None:
     assert headers["X-Kafka-Header-traceparent"] == TRACEPARENT.decode()  # still there as before
     assert headers["Idempotency-Key"] == "orders/3/42"
     assert headers["Content-Type"] == "application/json" and body == b"v"
+
+
+def test_one_builder_serves_records_of_several_topics_each_named_by_its_own() -> None:
+    """A worker reading orders and payments: the topic header, the CloudEvents id and source and the
+    idempotency key come from each record's topic, not from the configuration."""
+    cfg = parse(["--bootstrap-servers", "k:1", "--topic", "orders,payments", "--group-id", "g", "--target-url",
+                 "http://t.test/in", "--partitions", "0", "--format", "cloudevents-binary",
+                 "--idempotency-header", "Idempotency-Key"], {})
+    b = RequestBuilder(cfg)
+    seen = {}
+    for topic in ("orders", "payments"):
+        msg = Msg(b"{}", [("content-type", b"application/json")])
+        msg.topic_ = topic
+        headers, body = http_message(b, msg)
+        event = from_http(HTTPMessage(headers, body), JSONFormat())
+        seen[topic] = (headers["X-Lagpilot-Topic"], headers["Idempotency-Key"], event.get_attributes()["source"],
+                       event.get_attributes()["id"])
+    assert seen == {"orders": ("orders", "orders/3/42", "/topics/orders", "orders/3/42"),
+                    "payments": ("payments", "payments/3/42", "/topics/payments", "payments/3/42")}
 
 
 def test_raw_mode_is_unchanged_and_sends_no_cloudevents_headers() -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lagpilot_consumer.config import ConfigError, parse
+from lagpilot.protocol import PartitionId
+from lagpilot_consumer.config import ConfigError, parse, subscription
 
 pytestmark = pytest.mark.unit
 
@@ -14,7 +15,7 @@ BASE = ["--bootstrap-servers", "k:9092", "--topic", "t", "--group-id", "g", "--t
 def test_defaults_and_static_from_partitions() -> None:
     c = parse([*BASE, "--partitions", "0,3,6"], {})
     assert (c.assignment, c.partitions, c.threads, c.ordering, c.method, c.timeout_seconds) == \
-        ("static", frozenset({0, 3, 6}), 8, "key", "POST", 10.0)
+        ("static", frozenset({PartitionId("t", 0), PartitionId("t", 3), PartitionId("t", 6)}), 8, "key", "POST", 10.0)
     assert (c.http_port, c.bind, c.connection) == (8080, "0.0.0.0", "pooled")
     assert parse(BASE, {}).assignment == "kafka"
 
@@ -24,8 +25,8 @@ def test_env_fills_in_and_argv_wins() -> None:
            "LAGPILOT_TARGET_URL": "https://t/", "LAGPILOT_THREADS": "32", "LAGPILOT_PARTITIONS": "1-3",
            "POD_IP": "10.1.2.3"}
     c = parse(["--threads", "4"], env)
-    assert (c.bootstrap_servers, c.topic, c.threads, c.partitions, c.bind) == \
-        ("env:1", "et", 4, frozenset({1, 2, 3}), "10.1.2.3")
+    assert (c.bootstrap_servers, c.topics, c.threads, c.partitions, c.bind) == \
+        ("env:1", ("et",), 4, frozenset(PartitionId("et", p) for p in (1, 2, 3)), "10.1.2.3")
 
 
 def test_headers_from_json_and_env_prefix() -> None:
@@ -121,6 +122,62 @@ def test_invalid_values_name_the_value_and_why(args: list[str], env: dict[str, s
         parse([*BASE, *args], env)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def ids(*texts: str) -> frozenset[PartitionId]:
+    return frozenset(PartitionId(t, int(p)) for t, _, p in (x.rpartition(":") for x in texts))
+
+
+K8S = ["--assignment", "k8s", "--namespace", "ns", "--pod-name", "w-0", "--assignment-configmap", "g-assignment"]
+
+
+@pytest.mark.parametrize(("topic", "extra", "topics", "partitions", "default_topic"), [
+    pytest.param("a", ["--partitions", "0-1"], ("a",), ids("a:0", "a:1"), "a", id="one-topic-bare-numbers"),
+    pytest.param("a,b", ["--partitions", "a:0,1"], ("a", "b"), ids("a:0", "a:1", "b:1"), None,
+                 id="named-and-bare-number-of-every-topic"),
+    pytest.param(" a , b,a ", ["--partitions", "b:2-3,a:0"], ("a", "b"), ids("b:2", "b:3", "a:0"), None,
+                 id="spaces-duplicates-ranges"),
+    pytest.param("a,b", ["--partitions", "0"], ("a", "b"), ids("a:0", "b:0"), None, id="bare-number-every-topic"),
+    pytest.param("", K8S, (), frozenset(), None, id="k8s-without-topic"),
+    pytest.param("a", K8S, ("a",), frozenset(), "a", id="k8s-one-topic-reads-format-1"),
+    pytest.param("a,b", [], ("a", "b"), frozenset(), None, id="kafka-two-topics"),
+])
+def test_topics_and_partitions(topic: str, extra: list[str], topics: tuple[str, ...],
+                               partitions: frozenset[PartitionId], default_topic: str | None) -> None:
+    c = parse(["--bootstrap-servers", "k:1", "--group-id", "g", "--target-url", "http://x/y",
+               *(["--topic", topic] if topic else []), *extra], {})
+    assert (c.topics, c.partitions, c.default_topic) == (topics, partitions, default_topic)
+
+
+def test_topic_list_from_env_and_pattern_subscription() -> None:
+    c = parse(["--bootstrap-servers", "k:1", "--group-id", "g", "--target-url", "http://x/y"],
+              {"LAGPILOT_TOPIC": "a,b", "LAGPILOT_TOPIC_PATTERN": "orders-.*"})
+    assert c.assignment == "kafka" and subscription(c) == ["a", "b", "^(?:orders-.*)$"]
+    only = parse(["--bootstrap-servers", "k:1", "--group-id", "g", "--target-url", "http://x/y",
+                  "--topic-pattern", "x|y"], {})
+    assert only.topics == () and subscription(only) == ["^(?:x|y)$"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    pytest.param(["--topic", "a,b", "--park-topic", "p", "--partitions", "0"],
+                 "the retry park serves one source topic: park partition p is read together with partition p",
+                 id="park-with-two-topics"),
+    pytest.param(["--topic", "a", "--topic-pattern", "a.*", "--park-topic", "p"],
+                 "the retry park serves one source topic", id="park-with-pattern"),
+    pytest.param([*K8S, "--park-topic", "p"], "the retry park serves one source topic", id="park-k8s-no-topic"),
+    pytest.param(["--topic", "a", "--partitions", "c:0"], "names topic 'c', which is not in --topic",
+                 id="partition-of-unknown-topic"),
+    pytest.param(["--topic", "a", "--partitions", "a:x"], "invalid --partitions", id="partition-not-a-number"),
+    pytest.param(["--topic", "a:b", "--partitions", "0"], "not a Kafka topic name", id="colon-in-topic"),
+    pytest.param(["--topic", "a", "--partitions", "0", "--topic-pattern", "a.*"],
+                 "only valid with --assignment kafka", id="pattern-with-static"),
+    pytest.param(["--topic-pattern", "(unclosed"], "not a regular expression", id="bad-pattern"),
+    pytest.param(["--topic", ","], "missing --topic", id="empty-topic-list"),
+])
+def test_topic_errors_are_one_line(args: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(["--bootstrap-servers", "k:1", "--group-id", "g", "--target-url", "http://x/y", *args], {})
+    assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_required() -> None:

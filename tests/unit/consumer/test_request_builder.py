@@ -17,6 +17,11 @@ class Msg:
                  ts: tuple[int, int] = (1, 1700000000000)) -> None:
         self._key, self._headers, self._ts = key, headers, ts
 
+    topic_ = "t"
+
+    def topic(self) -> str:
+        return self.topic_
+
     def partition(self) -> int:
         return 3
 
@@ -42,7 +47,7 @@ def parse_head(raw: bytes) -> tuple[str, list[tuple[str, bytes]]]:
 def builder(*flags: str, env: dict[str, str] | None = None) -> RequestBuilder:
     cfg = parse(["--bootstrap-servers", "k:1", "--topic", "t", "--group-id", "g", "--target-url",
                  "http://example.test:8080/in?x=1", "--partitions", "0", "--pod-name", "w-1", *flags], env or {})
-    return RequestBuilder(cfg, "t")
+    return RequestBuilder(cfg)
 
 
 def test_record_headers_and_configured_ones() -> None:

@@ -4,9 +4,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lagpilot.protocol import PartitionId
 from lagpilot_consumer.scheduler import Item, Scheduler
 
 pytestmark = pytest.mark.unit
+
+
+def P(n: int, topic: str = "t") -> PartitionId:
+    return PartitionId(topic, n)
 
 
 def items(spec: list[tuple[int, bytes | None]]) -> list[Item]:
@@ -14,7 +19,7 @@ def items(spec: list[tuple[int, bytes | None]]) -> list[Item]:
     out = []
     for p, k in spec:
         offsets[p] = offsets.get(p, -1) + 1
-        out.append(Item(p, offsets[p], k))
+        out.append(Item(P(p), offsets[p], k))
     return out
 
 
@@ -56,34 +61,49 @@ def test_none_mode_and_keyless_records_are_free() -> None:
 
 def test_same_key_in_different_partitions_is_independent() -> None:
     s = Scheduler("key")
-    recs = [Item(0, 0, b"k"), Item(1, 0, b"k")]
+    recs = [Item(P(0), 0, b"k"), Item(P(1), 0, b"k")]
     for it in recs:
         s.submit(it)
     assert drain_ready(s) == recs
 
 
+def test_partition_0_of_two_topics_are_two_partitions() -> None:
+    """A worker owning orders:0 and payments:0: one key's records in each run side by side, and releasing
+    one of them drops nothing of the other."""
+    s = Scheduler("key")
+    o0, o1 = Item(P(0, "orders"), 0, b"k"), Item(P(0, "orders"), 1, b"k")
+    p0, p1 = Item(P(0, "payments"), 0, b"k"), Item(P(0, "payments"), 1, b"k")
+    for it in (o0, o1, p0, p1):
+        s.submit(it)
+    assert drain_ready(s) == [o0, p0]
+    dropped = s.drop_queued(P(0, "orders"))
+    assert dropped == [o1] and s.pending_in(P(0, "payments")) == 2 and s.dispatched_in(P(0, "orders")) == 1
+    s.complete(p0)
+    assert drain_ready(s) == [p1]
+
+
 def test_drop_queued_keeps_dispatched_and_forgets_the_rest() -> None:
     s = Scheduler("key")
-    a0, a1, b0, c0 = Item(0, 0, b"a"), Item(0, 1, b"a"), Item(0, 2, b"b"), Item(1, 0, b"a")
+    a0, a1, b0, c0 = Item(P(0), 0, b"a"), Item(P(0), 1, b"a"), Item(P(0), 2, b"b"), Item(P(1), 0, b"a")
     for it in (a0, a1, b0, c0):
         s.submit(it)
     assert s.take() is a0
-    dropped = s.drop_queued(0)
+    dropped = s.drop_queued(P(0))
     assert set(map(id, dropped)) == {id(a1), id(b0)}
-    assert s.dispatched_in(0) == 1
+    assert s.dispatched_in(P(0)) == 1
     assert drain_ready(s) == [c0]
     s.complete(a0)
     assert s.take() is None
-    assert s.dispatched_in(0) == 0
+    assert s.dispatched_in(P(0)) == 0
 
 
 def test_old_generation_never_blocks_the_new_one() -> None:
     s = Scheduler("key")
-    old = Item(0, 5, b"a", generation=1)
+    old = Item(P(0), 5, b"a", generation=1)
     s.submit(old)
     assert s.take() is old
-    s.drop_queued(0)
-    new = Item(0, 5, b"a", generation=2)
+    s.drop_queued(P(0))
+    new = Item(P(0), 5, b"a", generation=2)
     s.submit(new)
     assert s.take() is new
     s.complete(old)
@@ -93,7 +113,7 @@ def test_old_generation_never_blocks_the_new_one() -> None:
 
 def test_completing_twice_is_an_error() -> None:
     s = Scheduler("key")
-    it = Item(0, 0, b"a")
+    it = Item(P(0), 0, b"a")
     s.submit(it)
     assert s.take() is it
     s.complete(it)

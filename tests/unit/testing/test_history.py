@@ -199,3 +199,21 @@ def test_a_second_owner_during_a_delivery_is_reported(h: tuple[list[Arrival], li
     intruder = Arrival("t", victim.partition, victim.offset, victim.key, "zombie", victim.start + 0.1,
                        victim.end, 200, b"", {})
     assert check_history([*reqs, intruder], prod, faults).overlaps
+
+
+def test_partition_0_of_two_topics_is_two_partitions() -> None:
+    """Two workers delivering orders:0 and payments:0 at the same time own different partitions; the same
+    key's offsets in two topics are two orders; a record of one topic does not stand in for the other's."""
+    reqs = [Arrival("orders", 0, 0, b"k", "a", 1.0, 2.0, 200, b"", {}),
+            Arrival("payments", 0, 5, b"k", "b", 1.5, 2.5, 200, b"", {}),
+            Arrival("orders", 0, 1, b"k", "a", 3.0, 3.1, 200, b"", {}),
+            Arrival("payments", 0, 0, b"k", "b", 3.0, 3.1, 200, b"", {})]
+    prod = [Produced(0, 0, b"k", "orders"), Produced(0, 1, b"k", "orders"), Produced(0, 5, b"k", "payments"),
+            Produced(0, 0, b"k", "payments"), Produced(0, 1, b"k", "payments")]
+    v = check_history(reqs, prod)
+    assert v.overlaps == [] and v.duplicates == []
+    assert v.lost == [("payments", 0, 1)]
+    assert v.out_of_order == ["payments:0 key b'k': offset 0 first delivered after offset 5"]
+    assert (v.produced, v.delivered) == (5, 4)
+    both = [*reqs, Arrival("orders", 0, 2, b"k", "b", 1.2, 1.3, 200, b"", {})]
+    assert len(check_history(both, prod).overlaps) == 1  # b opened orders:0 while a held it
