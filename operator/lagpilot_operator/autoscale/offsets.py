@@ -211,7 +211,10 @@ class LagReader:
             out[group] = build_snapshot(group, taken_at, {k: starts[k] for k in keys}, {k: ends[k] for k in keys},
                                         committed, (reset or {}).get(group, "earliest"), requests,
                                         time.monotonic() - t0)
-        self.last_partitions = {t: len(ps) for t, ps in partitions.items() if t != OFFSETS_TOPIC}
+        # A missing topic counts 0 (no topic has 0 partitions): the resync then sees the group's partition
+        # count change and reconciles it, so a deleted topic is reported without waiting for a full resync.
+        self.last_partitions = {**{t: 0 for t in missing},
+                                **{t: len(ps) for t, ps in partitions.items() if t != OFFSETS_TOPIC}}
         return out
 
     def committed_topics(self, group: str) -> list[str]:

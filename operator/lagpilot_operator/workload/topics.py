@@ -62,7 +62,7 @@ class TopicReader:
 
     def known_partitions(self, connection: str | None, topics: Iterable[str]) -> int | None:
         """The latest total count a lag round saw for these topics, however old (None if one was never
-        seen)."""
+        seen; a topic the round found missing counts 0)."""
         total = 0
         for topic in topics:
             entry = self._catalog.get((connection or "", topic))
@@ -113,7 +113,7 @@ class TopicReader:
         reconciles during a rollout do not each wait on the broker)."""
         key = connection_key(bootstrap, dict(security or {}))
         seen = self._catalog.get((key, topic))
-        if seen and time.monotonic() - seen[1] < self.catalog_seconds:
+        if seen and seen[0] and time.monotonic() - seen[1] < self.catalog_seconds:  # 0: the round missed it
             return TopicInfo({topic: seen[0]})
         cached = self._results.get((key, topic))
         if cached and time.monotonic() - cached[1] < self.cache_seconds:

@@ -69,3 +69,17 @@ def test_a_quiet_group_named_by_pattern_is_still_due_every_interval(pattern: boo
     settled = Settled("1", True, "c", ("orders-eu",), 3, at=0.0, pattern=pattern)
     assert resync_due(settled, "1", 3, now=31.0, interval=30.0, full_every=600.0) is due
     assert resync_due(settled, "1", 3, now=20.0, interval=30.0, full_every=600.0) is False
+
+
+def test_a_topic_a_lag_round_found_missing_changes_the_known_count_so_the_resync_is_due() -> None:
+    from lagpilot_operator.workload.topics import TopicReader
+
+    reader = TopicReader()
+    reader.note("c", {"orders": 3, "payments": 2})
+    before = reader.known_partitions("c", ("orders", "payments"))
+    settled = Settled("1", True, "c", ("orders", "payments"), before, at=0.0)
+    reader.note("c", {"orders": 3, "payments": 0})  # the next round: payments deleted
+    after = reader.known_partitions("c", ("orders", "payments"))
+    assert (before, after) == (5, 3)
+    assert resync_due(settled, "1", after, now=31.0, interval=30.0, full_every=600.0)
+    assert reader.known_partitions("c", ("orders", "refunds")) is None  # never seen
