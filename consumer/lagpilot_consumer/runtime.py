@@ -491,7 +491,9 @@ class ConsumerRuntime:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
 
         pending = self._park_tps(parts) if park else self._tps(parts)
-        reset = dict(self.cfg.kafka_config).get("auto.offset.reset", "earliest")  # consumer_conf's default
+        # consumer_conf's: --start-from latest, unless the user's properties set it
+        reset = dict(self.cfg.kafka_config).get("auto.offset.reset",
+                                                "latest" if self.cfg.start_from == "latest" else "earliest")
         fresh = OFFSET_END if str(reset) in ("latest", "largest", "end") and not park else OFFSET_BEGINNING
         read: list[Any] = []
         why = ""

@@ -410,3 +410,22 @@ def test_a_redirecting_target_loses_nothing(bootstrap: str, topic_factory: Calla
         cp.terminate()
     finally:
         temporary.close()
+
+
+def test_start_from_latest_skips_what_was_there_before_the_partition_was_first_owned(
+        bootstrap: str, topic_factory: Callable[..., str], target: RecordingTarget,
+        run_consumer: Callable[..., ConsumerProcess]) -> None:
+    """A group with no committed offset and --start-from latest begins at the log end when it takes a
+    partition (static/k8s assignment pick the start themselves: they must honour the flag, not only
+    librdkafka's subscribe mode)."""
+    topic = topic_factory(partitions=2)
+    assert produce(bootstrap, topic, [(i % 2, f"old-{i}".encode(), b"old") for i in range(40)]) == 40
+    cp = run_consumer(*base_args(bootstrap, topic, f"g-{topic}", target, "--partitions", "0,1",
+                                 "--start-from", "latest"))
+    cp.wait_ready()
+    wait_for(lambda: cp.metric("lagpilot_assigned_partitions") == 2, timeout=60, what="both partitions owned")
+    time.sleep(3)  # the log-end start is resolved when fetching begins
+    assert produce(bootstrap, topic, [(i % 2, f"new-{i}".encode(), b"new") for i in range(10)]) == 10
+    assert target.wait_for(lambda t: len(t.accepted_records()) >= 10, timeout=60), cp.tail()
+    time.sleep(2)
+    assert sorted(target.accepted_records()) == [(p, o) for p in (0, 1) for o in range(20, 25)]
