@@ -157,3 +157,27 @@ def test_schema_requires_core_fields() -> None:
 def test_peering_crds_ship() -> None:
     docs = list(yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text()))
     assert {d["metadata"]["name"] for d in docs} == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+
+
+def test_what_the_hand_off_writes_to_status_fits_the_schema() -> None:
+    """status.rollout and status.assignment of a two-topic group through a Rolling start and a canary with
+    topic:partition picks, checked against the CRD (the API server refuses a status that does not fit, and
+    the whole status write is then lost)."""
+    from lagpilot.protocol import PartitionId
+    from lagpilot.testing.rollout_sim import Cluster
+    from lagpilot_operator.handoff.observe import assignment_status
+    from lagpilot_operator.resource.spec import CanarySpec, RolloutSpec
+
+    status_schema = SCHEMA["properties"]["status"]
+    c = Cluster({"orders": 3, "payments": 2})
+    canary = RolloutSpec(strategy="Canary", canary=CanarySpec(partitions=(PartitionId("orders", 1), 0),
+                                                              analysis_seconds=1000))
+    seen: set[str] = set()
+    for i, (spec, revision) in enumerate([(RolloutSpec(), "a")] * 8 + [(canary, "b")] * 12):
+        c.reconcile(spec, revision, 2, float(i))
+        c.workers_act(None)
+        status = {"rollout": c.status, "assignment": assignment_status(c.observed(), c.doc)}
+        assert check(status_schema, status, ".status") == [], status
+        seen |= {k for k, v in c.status.items() if v}
+    assert "canaryPartitions" in seen  # the canary did run
+    assert sorted(c.status["canaryPartitions"]) == ["orders:0", "orders:1", "payments:0"]
