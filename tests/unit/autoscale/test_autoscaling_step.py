@@ -117,3 +117,12 @@ def test_metrics_published_per_partition_and_removed_when_forgotten() -> None:
     assert _value("lagpilot_consumergroup_desired_workers", namespace=ns, consumergroup="fixed") == 3
     lag_metrics.forget(ns, "fixed")
     assert _value("lagpilot_consumergroup_lag_total", namespace=ns, consumergroup=cg) is None
+
+
+def test_the_cap_is_the_partitions_of_every_topic_of_the_group() -> None:
+    """A group of two topics (3 + 2 partitions): up to 5 workers can be busy, not 3 or 2."""
+    keys = [("orders", 0), ("orders", 1), ("orders", 2), ("payments", 0), ("payments", 1)]
+    s = build_snapshot("g", 0.0, dict.fromkeys(keys, 0), dict.fromkeys(keys, 5000), dict.fromkeys(keys, 0))
+    (r,) = steps([s], workers=1)
+    assert r.workers == 5 and r.lag_status["total"] == 25000
+    assert r.events[0].message.endswith("capped at 5 partitions")
