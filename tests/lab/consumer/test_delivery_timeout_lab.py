@@ -41,6 +41,9 @@ class Dripping(BaseHTTPRequestHandler):
 
 
 class FakeMessage:
+    def topic(self) -> str:
+        return "t"
+
     def partition(self) -> int:
         return 0
 
