@@ -66,16 +66,22 @@ def group_doc(bootstrap: str, topic: str, url: str, image: str = "") -> dict[str
     return doc
 
 
+def owners_by_number(status: dict[str, Any]) -> list[str]:
+    """status.assignment.owners (topic:partition -> pod) as a list indexed by partition number, "" where
+    nothing is granted: the e2e groups read one topic."""
+    granted = ((status.get("assignment") or {}).get("owners") or {})
+    by_number = {int(str(k).rpartition(":")[2]): str(v) for k, v in granted.items() if v}
+    return [by_number.get(p, "") for p in range(max(by_number, default=-1) + 1)]
+
+
 def owners(c: Cluster) -> list[str]:
-    """The pods granted a partition, one entry per granted partition (status.assignment.owners is a map
-    topic:partition -> pod)."""
-    return list((((c.cg().get("status") or {}).get("assignment") or {}).get("owners") or {}).values())
+    return owners_by_number(c.cg().get("status") or {})
 
 
 def on_new_revision(c: Cluster, old: str | None) -> str | None:
     """The new revision, once the rollout is Stable on it and a pod of it owns every partition."""
     st = c.cg().get("status") or {}
-    rollout, owners_ = st.get("rollout") or {}, list(((st.get("assignment") or {}).get("owners") or {}).values())
+    rollout, owners_ = st.get("rollout") or {}, owners_by_number(st)
     revision = {p.metadata.name: (p.metadata.labels or {}).get("lagpilot.io/revision") for p in c.pods()}
     new = st.get("revision")
     if (new and new != old and rollout.get("phase") == "Stable" and rollout.get("stableRevision") == new

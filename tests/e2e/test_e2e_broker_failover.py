@@ -24,7 +24,16 @@ import pytest
 
 from lagpilot.testing.consumer import committed
 from lagpilot.testing.e2e_cluster import GROUP, NAME, PLURAL, VERSION, Cluster, arrivals
-from lagpilot.testing.e2e_faults import PARTITIONS, RUNS, Scenario, docker, on_new_revision, owners, report_verdict
+from lagpilot.testing.e2e_faults import (
+    PARTITIONS,
+    RUNS,
+    Scenario,
+    docker,
+    on_new_revision,
+    owners,
+    owners_by_number,
+    report_verdict,
+)
 from lagpilot.testing.e2e_target import Target
 from lagpilot.testing.history import Fault
 from lagpilot.testing.wait import wait_for
@@ -257,7 +266,7 @@ def test_canary_while_the_group_coordinator_moves(
         if (st.get("rollout") or {}).get("phase") != "Canary":
             return False
         revision = {p.metadata.name: (p.metadata.labels or {}).get("lagpilot.io/revision") for p in c.pods()}
-        owners_ = (st.get("assignment") or {}).get("owners") or []
+        owners_ = owners_by_number(st)
         on_new = {p for p, o in enumerate(owners_) if o and revision.get(o) not in (None, old_revision)}
         seen_on_canary.update(on_new)
         return on_new == set(CANARY_PARTITIONS)

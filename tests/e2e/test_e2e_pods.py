@@ -48,7 +48,7 @@ def settled_on_new_revision(c: Cluster, old: str | None) -> Callable[[], Any]:
 
 def owner_revisions(c: Cluster, st: dict[str, Any]) -> set[str | None]:
     rev = {p.metadata.name: (p.metadata.labels or {}).get("lagpilot.io/revision") for p in c.pods()}
-    return {rev.get(o, "?") for o in st["assignment"]["owners"]}
+    return {rev.get(o, "?") for o in st["assignment"]["owners"].values()}  # topic:partition -> pod
 
 
 def phase(c: Cluster) -> str | None:
@@ -148,7 +148,7 @@ def test_worker_pod_killed_and_operator_pod_deleted_mid_rollout(
         ro = (cluster.cg().get("status") or {}).get("rollout") or {}
         return ro if ro.get("phase") == "Progressing" and int(ro.get("step") or 0) >= 1 else None
     wait_for(moving, 180, what="rollout under way", interval=1)
-    owners = set(cluster.cg()["status"]["assignment"]["owners"])
+    owners = set(cluster.cg()["status"]["assignment"]["owners"].values())
     victim = next(p for p in cluster.pods() if p.metadata.name in owners
                   and (p.metadata.labels or {}).get("lagpilot.io/revision") == first["revision"])
     cluster.core.delete_namespaced_pod(victim.metadata.name, cluster.ns, grace_period_seconds=0)
