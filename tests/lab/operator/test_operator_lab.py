@@ -61,7 +61,7 @@ def test_minimal_example_creates_owned_objects_and_status(k8s: Any, namespace: s
     assert env["LAGPILOT_TOPIC"] == topic and env["LAGPILOT_GROUP_ID"] == f"{namespace}.{name}"
     doc = wait_for(lambda: json.loads(get(k8s, namespace, "configmap", f"{name}-assignment")["data"][
         "assignment.json"]), what="assignment document")
-    assert doc["partitions"] == 4 and set(doc) >= {"epoch", "grants", "revoked"}
+    assert doc["format"] == 2 and doc["topics"] == {topic: 4} and set(doc) >= {"epoch", "grants", "revoked"}
 
     cg = wait_for(lambda: (c := get(k8s, namespace, "consumergroup", name)) and
                   (c.get("status") or {}).get("partitions") == 4 and c, what="status.partitions")
