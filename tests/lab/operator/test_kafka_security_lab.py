@@ -8,8 +8,8 @@ anywhere."""
 
 from __future__ import annotations
 
-import re
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
