@@ -58,3 +58,9 @@ def cluster_options(command: Callable[..., None]) -> Callable[..., None]:
         command(*args, cluster=Cluster(kubeconfig, kube_context, ns), **kwargs)
 
     return wrapper
+
+
+def named_topics(spec: dict[str, Any]) -> list[str]:
+    """The topics a ConsumerGroup's spec names (spec.topic, then spec.topics), in order, each once; empty
+    for a spec.topicPattern group."""
+    return list(dict.fromkeys(([spec["topic"]] if spec.get("topic") else []) + list(spec.get("topics") or [])))

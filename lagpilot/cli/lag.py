@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from lagpilot.cli.cluster import Cluster, cluster_options
+from lagpilot.cli.cluster import Cluster, cluster_options, named_topics
 from lagpilot.kubeclient import ClusterUnreachable
 from lagpilot.protocol import GROUP, PLURAL, VERSION
 from lagpilot_operator.autoscale.offsets import KafkaUnavailable, LagReader, LagSnapshot, TopicNotFound
@@ -180,8 +180,7 @@ def lag(consumergroup: str | None, cluster: Cluster, bootstrap_servers: str | No
         bootstrap_servers = bootstrap_servers or spec.get("bootstrapServers")
         group = group or spec.get("groupId") or f"{cluster.namespace}.{consumergroup}"
         # The spec's topics (a pattern's: those the group has committed offsets on, below).
-        named = ([spec["topic"]] if spec.get("topic") else []) + list(spec.get("topics") or [])
-        topics = topics or tuple(dict.fromkeys(named))
+        topics = topics or tuple(named_topics(spec))
     if not bootstrap_servers or not group:
         raise click.UsageError("name a ConsumerGroup, or give --bootstrap-servers and --group")
     security = kafka_settings(config, kafka_config_file)

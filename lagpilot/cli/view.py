@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from lagpilot.cli.cluster import named_topics
 from lagpilot.protocol import (
     ANNOTATION_EPOCH,
     ANNOTATION_OWNED,
@@ -131,8 +132,7 @@ def collect(api: Any, namespace: str, name: str, *, with_lag: bool = True, with_
     spec, status = cg.get("spec") or {}, cg.get("status") or {}
     group_id = spec.get("groupId") or f"{namespace}.{name}"
     partitions = int(status.get("partitions") or 0)
-    named = [spec["topic"]] if spec.get("topic") else []
-    named += [t for t in spec.get("topics") or [] if t not in named]
+    named = named_topics(spec)
     single = named[0] if len(named) == 1 and not spec.get("topicPattern") else None
     topics = {str(t): int(n) for t, n in (status.get("topics") or {}).items() if n is not None}
     if not topics and single is not None and partitions:

@@ -248,10 +248,6 @@ class ConsumerGroupSpec:
         the hand-off, ``canary.partitions: [1, 4]``, ``replay --to-offset 3:10``) mean that topic's."""
         return self.topics[0] if len(self.topics) == 1 and self.topic_pattern is None else None
 
-    def topic_selection(self) -> str:
-        """How the group names its topics, for people: ``orders, payments`` or ``pattern ^orders-.*$``."""
-        return f"pattern {self.topic_pattern}" if self.topic_pattern is not None else ", ".join(self.topics)
-
 
 class _Reader:
     """Typed access to a nested mapping that records a Problem (instead of raising) for each bad value."""
